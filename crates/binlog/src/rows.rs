@@ -1,0 +1,766 @@
+//! WRITE/UPDATE/DELETE row events (v1, v2, MySQL partial JSON, MariaDB compressed).
+//!
+//! Layout after the common header: `table_id u48 | flags u16 | [v2: extra_len u16, extra]`,
+//! then `column_count packed | columns_present bitmap | [update: after-image bitmap] | rows`.
+//! Each row image is `null bitmap over the present columns | values of present non-null
+//! columns`; an update row is a before image followed by an after image. MariaDB's
+//! compressed events zlib-compress only the rows part.
+//!
+//! Iteration borrows everything: [`RowIter`] walks images with a sizing pass (fixed widths
+//! and length prefixes only) and hands out [`Row`]s whose [`Row::values`] decode lazily, so
+//! nothing is allocated per row and a consumer that skips a table pays only the sizing.
+
+use crate::bytes::{bit, bitmap_len, le_uint, Reader};
+use crate::error::ErrorKind;
+use crate::event_type::code;
+use crate::table_map::{ColumnKind, TableInfo};
+use crate::value::{
+    decimal::decimal_binary_size, temporal::fsp_bytes, Date, DateTime, Decimal, JsonBinary, Time,
+    Timestamp, Value, ValueError,
+};
+
+/// What a row event does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RowsKind {
+    /// Insert: after images only.
+    Write,
+    /// Update: before and after images.
+    Update,
+    /// Delete: before images only.
+    Delete,
+}
+
+impl RowsKind {
+    /// `insert`, `update` or `delete`.
+    pub fn op_name(self) -> &'static str {
+        match self {
+            RowsKind::Write => "insert",
+            RowsKind::Update => "update",
+            RowsKind::Delete => "delete",
+        }
+    }
+}
+
+/// Row-event flag: the last row event of a statement.
+pub const STMT_END_F: u16 = 1;
+
+/// A row event, borrowed from its bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct RowsEvent<'a> {
+    /// Insert, update or delete.
+    pub kind: RowsKind,
+    /// The table id of the TABLE_MAP this event refers to.
+    pub table_id: u64,
+    /// Event flags (`STMT_END_F`, ...).
+    pub flags: u16,
+    /// v2 extra data (NDB or partition info), not interpreted.
+    pub extra: &'a [u8],
+    /// MySQL PARTIAL_UPDATE_ROWS: after images may carry JSON diffs.
+    pub partial: bool,
+    /// MariaDB compressed event: [`RowsEvent::payload`] is zlib, inflate with [`inflate_rows`].
+    pub compressed: bool,
+    /// Column count and bitmaps.
+    pub columns: usize,
+    /// Present-column bitmap of the before image (or the only image).
+    pub present_before: &'a [u8],
+    /// Present-column bitmap of the after image (updates only; else same as before).
+    pub present_after: &'a [u8],
+    /// Row images, or for a compressed event the compressed rows.
+    pub payload: &'a [u8],
+}
+
+impl<'a> RowsEvent<'a> {
+    /// Parses a row event. `body` follows the common header, without checksum.
+    pub fn parse(type_code: u8, body: &'a [u8], post_header_len: usize) -> Result<Self, ErrorKind> {
+        use code::*;
+        let (kind, v2, partial, compressed) = match type_code {
+            PRE_GA_WRITE_ROWS | WRITE_ROWS_V1 => (RowsKind::Write, false, false, false),
+            PRE_GA_UPDATE_ROWS | UPDATE_ROWS_V1 => (RowsKind::Update, false, false, false),
+            PRE_GA_DELETE_ROWS | DELETE_ROWS_V1 => (RowsKind::Delete, false, false, false),
+            WRITE_ROWS_V2 => (RowsKind::Write, true, false, false),
+            UPDATE_ROWS_V2 => (RowsKind::Update, true, false, false),
+            DELETE_ROWS_V2 => (RowsKind::Delete, true, false, false),
+            PARTIAL_UPDATE_ROWS => (RowsKind::Update, true, true, false),
+            MARIA_WRITE_ROWS_COMPRESSED_V1 => (RowsKind::Write, false, false, true),
+            MARIA_UPDATE_ROWS_COMPRESSED_V1 => (RowsKind::Update, false, false, true),
+            MARIA_DELETE_ROWS_COMPRESSED_V1 => (RowsKind::Delete, false, false, true),
+            MARIA_WRITE_ROWS_COMPRESSED => (RowsKind::Write, true, false, true),
+            MARIA_UPDATE_ROWS_COMPRESSED => (RowsKind::Update, true, false, true),
+            MARIA_DELETE_ROWS_COMPRESSED => (RowsKind::Delete, true, false, true),
+            _ => return Err(ErrorKind::malformed("rows event", "not a rows event type")),
+        };
+        let what = "rows event";
+        let sh = |s| ErrorKind::short(what, s);
+        let mut r = Reader::new(body);
+        let (table_id, id_len) = if post_header_len == 6 {
+            (u64::from(r.u32().map_err(sh)?), 4)
+        } else {
+            (r.u48().map_err(sh)?, 6)
+        };
+        let flags = r.u16().map_err(sh)?;
+        // v2 post-headers announce 10 bytes, the extra-data length being part of them.
+        let fixed = id_len + 2 + if v2 { 2 } else { 0 };
+        let extra = if v2 {
+            let len = usize::from(r.u16().map_err(sh)?);
+            r.take(len.saturating_sub(2)).map_err(sh)?
+        } else {
+            &[]
+        };
+        r.skip(post_header_len.saturating_sub(fixed)).map_err(sh)?;
+        let n = r.packed().map_err(|p| ErrorKind::packed(what, p))?;
+        let columns = usize::try_from(n)
+            .ok()
+            .filter(|&n| n <= 4096)
+            .ok_or_else(|| ErrorKind::malformed(what, format!("{n} columns")))?;
+        let present_before = r.take(bitmap_len(columns)).map_err(sh)?;
+        let present_after = if kind == RowsKind::Update {
+            r.take(bitmap_len(columns)).map_err(sh)?
+        } else {
+            present_before
+        };
+        Ok(RowsEvent {
+            kind,
+            table_id,
+            flags,
+            extra,
+            partial,
+            compressed,
+            columns,
+            present_before,
+            present_after,
+            payload: r.take_rest(),
+        })
+    }
+
+    /// Iterates the row changes of an uncompressed event (for a compressed one, pass the
+    /// output of [`inflate_rows`] to [`RowsEvent::rows_in`]).
+    pub fn rows(&self, table: &'a TableInfo) -> Result<RowIter<'a>, ErrorKind> {
+        if self.compressed {
+            return Err(ErrorKind::malformed(
+                "rows event",
+                "compressed rows must be inflated first",
+            ));
+        }
+        self.rows_in(table, self.payload)
+    }
+
+    /// Iterates the row changes in `rows`, the (inflated) row images of this event.
+    pub fn rows_in(&self, table: &'a TableInfo, rows: &'a [u8]) -> Result<RowIter<'a>, ErrorKind> {
+        if self.columns != table.columns.len() {
+            return Err(ErrorKind::malformed(
+                "rows event",
+                format!(
+                    "{} columns, but the TABLE_MAP of `{}` has {}",
+                    self.columns,
+                    table.qualified_name(),
+                    table.columns.len()
+                ),
+            ));
+        }
+        Ok(RowIter {
+            table,
+            kind: self.kind,
+            partial: self.partial,
+            present_before: self.present_before,
+            present_after: self.present_after,
+            rest: rows,
+        })
+    }
+}
+
+/// Inflates the rows of a MariaDB compressed event into `out` (cleared first), and returns
+/// the inflated bytes. The format is one byte `0x80 | n`, the uncompressed length in `n`
+/// big-endian bytes, then a zlib stream.
+pub fn inflate_rows<'o>(
+    compressed: &[u8],
+    out: &'o mut Vec<u8>,
+    limit: usize,
+) -> Result<&'o [u8], ErrorKind> {
+    inflate_mariadb("compressed rows", compressed, out, limit)
+}
+
+pub(crate) fn inflate_mariadb<'o>(
+    what: &'static str,
+    compressed: &[u8],
+    out: &'o mut Vec<u8>,
+    limit: usize,
+) -> Result<&'o [u8], ErrorKind> {
+    let bad = |reason: String| ErrorKind::Decompress { what, reason };
+    let (&head, rest) = compressed
+        .split_first()
+        .ok_or_else(|| bad("empty".into()))?;
+    let lenlen = usize::from(head & 0x07);
+    if lenlen == 0 || lenlen > 4 || rest.len() < lenlen {
+        return Err(bad(format!("bad header byte {head:#04x}")));
+    }
+    let len = rest[..lenlen]
+        .iter()
+        .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+    if len > limit {
+        return Err(bad(format!(
+            "declares {len} bytes, over the limit of {limit}"
+        )));
+    }
+    out.clear();
+    out.reserve(len);
+    let mut z = flate2::Decompress::new(true);
+    let input = &rest[lenlen..];
+    // Inflate into the reserved capacity only: a stream that would exceed the declared
+    // length is corrupt (or hostile) and must not grow the buffer.
+    match z.decompress_vec(input, out, flate2::FlushDecompress::Finish) {
+        Ok(flate2::Status::StreamEnd) if out.len() == len => Ok(&out[..]),
+        Ok(_) => Err(bad(format!(
+            "inflated {} of the {len} bytes declared",
+            out.len()
+        ))),
+        Err(e) => Err(bad(e.to_string())),
+    }
+}
+
+/// Iterator over the row changes of one event.
+#[derive(Debug, Clone)]
+pub struct RowIter<'a> {
+    table: &'a TableInfo,
+    kind: RowsKind,
+    partial: bool,
+    present_before: &'a [u8],
+    present_after: &'a [u8],
+    rest: &'a [u8],
+}
+
+/// One row change: the before image (update, delete) and the after image (insert, update).
+#[derive(Debug, Clone, Copy)]
+pub struct RowChange<'a> {
+    /// Insert, update or delete.
+    pub kind: RowsKind,
+    /// The row before the change.
+    pub before: Option<Row<'a>>,
+    /// The row after the change.
+    pub after: Option<Row<'a>>,
+}
+
+impl<'a> Iterator for RowIter<'a> {
+    type Item = Result<RowChange<'a>, ErrorKind>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let r = self.next_change();
+        if r.is_err() {
+            self.rest = &[];
+        }
+        Some(r)
+    }
+}
+
+impl<'a> RowIter<'a> {
+    fn next_change(&mut self) -> Result<RowChange<'a>, ErrorKind> {
+        let (first, used) = Row::scan(self.table, self.present_before, self.rest, false)?;
+        self.rest = &self.rest[used..];
+        match self.kind {
+            RowsKind::Write => Ok(RowChange {
+                kind: self.kind,
+                before: None,
+                after: Some(first),
+            }),
+            RowsKind::Delete => Ok(RowChange {
+                kind: self.kind,
+                before: Some(first),
+                after: None,
+            }),
+            RowsKind::Update => {
+                let (after, used) =
+                    Row::scan(self.table, self.present_after, self.rest, self.partial)?;
+                self.rest = &self.rest[used..];
+                Ok(RowChange {
+                    kind: self.kind,
+                    before: Some(first),
+                    after: Some(after),
+                })
+            }
+        }
+    }
+}
+
+/// One row image. Values are decoded on demand by [`Row::values`].
+#[derive(Debug, Clone, Copy)]
+pub struct Row<'a> {
+    table: &'a TableInfo,
+    present: &'a [u8],
+    nulls: &'a [u8],
+    /// Bitmap over the JSON columns of a partial after image: set bits are diffs.
+    partial_json: &'a [u8],
+    data: &'a [u8],
+}
+
+impl<'a> Row<'a> {
+    /// Delimits one image at the start of `buf`; returns it and the bytes it used.
+    fn scan(
+        table: &'a TableInfo,
+        present: &'a [u8],
+        buf: &'a [u8],
+        partial_after: bool,
+    ) -> Result<(Row<'a>, usize), ErrorKind> {
+        let what = "row image";
+        let mut r = Reader::new(buf);
+        let mut partial_json: &[u8] = &[];
+        if partial_after {
+            let options = r.packed().map_err(|p| ErrorKind::packed(what, p))?;
+            if options & 1 != 0 {
+                let json_cols = table
+                    .columns
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, c)| bit(present, *i) && matches!(c.kind, ColumnKind::Json { .. }))
+                    .count();
+                partial_json = r
+                    .take(bitmap_len(json_cols))
+                    .map_err(|s| ErrorKind::short(what, s))?;
+            }
+        }
+        let n_present = count_present(present, table.columns.len());
+        let nulls = r
+            .take(bitmap_len(n_present))
+            .map_err(|s| ErrorKind::short(what, s))?;
+        let start = r.position();
+        let mut pos = start;
+        let mut k = 0; // index among present columns
+        for (i, c) in table.columns.iter().enumerate() {
+            if !bit(present, i) {
+                continue;
+            }
+            let null = bit(nulls, k);
+            k += 1;
+            if null {
+                continue;
+            }
+            let len = value_len(c.kind, &buf[pos..]).map_err(|error| ErrorKind::Value {
+                table: table.qualified_name(),
+                column: i + 1,
+                error,
+            })?;
+            pos += len;
+        }
+        Ok((
+            Row {
+                table,
+                present,
+                nulls,
+                partial_json,
+                data: &buf[start..pos],
+            },
+            pos,
+        ))
+    }
+
+    /// The table this row belongs to.
+    pub fn table(&self) -> &'a TableInfo {
+        self.table
+    }
+
+    /// Whether column `i` (0-based) is part of this image (MINIMAL/NOBLOB images omit some).
+    #[inline]
+    pub fn is_present(&self, i: usize) -> bool {
+        bit(self.present, i)
+    }
+
+    /// The bytes of the image's values (after the null bitmap).
+    pub fn data(&self) -> &'a [u8] {
+        self.data
+    }
+
+    /// The present columns' values in column order, as `(0-based column, value)`.
+    #[inline]
+    pub fn values(&self) -> Values<'a> {
+        Values {
+            row: *self,
+            col: 0,
+            present_idx: 0,
+            json_idx: 0,
+            pos: 0,
+        }
+    }
+}
+
+fn count_present(present: &[u8], columns: usize) -> usize {
+    let full = columns / 8;
+    let mut n: usize = present[..full.min(present.len())]
+        .iter()
+        .map(|b| b.count_ones() as usize)
+        .sum();
+    if !columns.is_multiple_of(8) {
+        if let Some(b) = present.get(full) {
+            n += (b & ((1u8 << (columns % 8)) - 1)).count_ones() as usize;
+        }
+    }
+    n
+}
+
+/// Iterator over a row image's present values.
+#[derive(Debug, Clone)]
+pub struct Values<'a> {
+    row: Row<'a>,
+    col: usize,
+    present_idx: usize,
+    json_idx: usize,
+    pos: usize,
+}
+
+impl<'a> Iterator for Values<'a> {
+    type Item = Result<(usize, Value<'a>), ErrorKind>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        let cols = &self.row.table.columns;
+        while self.col < cols.len() {
+            let i = self.col;
+            self.col += 1;
+            if !bit(self.row.present, i) {
+                continue;
+            }
+            let null = bit(self.row.nulls, self.present_idx);
+            self.present_idx += 1;
+            let kind = cols[i].kind;
+            let is_json = matches!(kind, ColumnKind::Json { .. });
+            let diff = is_json && bit(self.row.partial_json, self.json_idx);
+            if is_json {
+                self.json_idx += 1;
+            }
+            if null {
+                return Some(Ok((i, Value::Null)));
+            }
+            let buf = &self.row.data[self.pos..];
+            return Some(match decode_value(kind, buf, diff) {
+                Ok((v, used)) => {
+                    self.pos += used;
+                    Ok((i, v))
+                }
+                Err(error) => {
+                    self.col = cols.len();
+                    Err(ErrorKind::Value {
+                        table: self.row.table.qualified_name(),
+                        column: i + 1,
+                        error,
+                    })
+                }
+            });
+        }
+        None
+    }
+}
+
+#[inline]
+fn need(buf: &[u8], n: usize) -> Result<(), ValueError> {
+    if buf.len() < n {
+        Err(ValueError::Truncated {
+            needed: n,
+            available: buf.len(),
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// Length prefix + payload.
+#[inline]
+fn prefixed(buf: &[u8], len_bytes: u8) -> Result<(&[u8], usize), ValueError> {
+    let lb = usize::from(len_bytes);
+    if !(1..=4).contains(&lb) {
+        return Err(ValueError::Invalid {
+            kind: "length prefix",
+            reason: "width must be 1 to 4 bytes",
+        });
+    }
+    need(buf, lb)?;
+    let len = le_uint(&buf[..lb]) as usize;
+    need(buf, lb + len)?;
+    Ok((&buf[lb..lb + len], lb + len))
+}
+
+/// Bytes one value of `kind` occupies at the start of `buf`.
+#[inline]
+pub fn value_len(kind: ColumnKind, buf: &[u8]) -> Result<usize, ValueError> {
+    let fixed = match kind {
+        ColumnKind::Int { bytes, .. } => usize::from(bytes),
+        ColumnKind::Float => 4,
+        ColumnKind::Double => 8,
+        ColumnKind::Decimal { precision, scale } => decimal_binary_size(precision, scale),
+        ColumnKind::Year => 1,
+        ColumnKind::Date | ColumnKind::TimeV1 => 3,
+        ColumnKind::Time2 { fsp } => 3 + fsp_len(fsp)?,
+        ColumnKind::DateTimeV1 => 8,
+        ColumnKind::DateTime2 { fsp } => 5 + fsp_len(fsp)?,
+        ColumnKind::TimestampV1 => 4,
+        ColumnKind::Timestamp2 { fsp } | ColumnKind::MariaTimestampHires { fsp } => {
+            4 + fsp_len(fsp)?
+        }
+        ColumnKind::Enum { bytes } | ColumnKind::Set { bytes } | ColumnKind::Bit { bytes, .. } => {
+            usize::from(bytes)
+        }
+        ColumnKind::Null => 0,
+        ColumnKind::String { len_bytes, .. }
+        | ColumnKind::Blob { len_bytes, .. }
+        | ColumnKind::Json { len_bytes }
+        | ColumnKind::Geometry { len_bytes }
+        | ColumnKind::Vector { len_bytes } => return prefixed(buf, len_bytes).map(|(_, n)| n),
+    };
+    need(buf, fixed)?;
+    Ok(fixed)
+}
+
+#[inline]
+fn fsp_len(fsp: u8) -> Result<usize, ValueError> {
+    if fsp > 6 {
+        return Err(ValueError::Invalid {
+            kind: "temporal",
+            reason: "fractional precision over 6",
+        });
+    }
+    Ok(fsp_bytes(fsp))
+}
+
+/// Decodes one value of `kind` at the start of `buf`; returns it and the bytes it used.
+/// `json_diff` marks a partial-update JSON column.
+#[inline]
+pub fn decode_value(
+    kind: ColumnKind,
+    buf: &[u8],
+    json_diff: bool,
+) -> Result<(Value<'_>, usize), ValueError> {
+    Ok(match kind {
+        ColumnKind::Int { bytes, unsigned } => {
+            let n = usize::from(bytes);
+            need(buf, n)?;
+            let raw = le_uint(&buf[..n]);
+            let v = if unsigned {
+                Value::UInt(raw)
+            } else {
+                let shift = 64 - 8 * n as u32;
+                Value::Int(((raw << shift) as i64) >> shift)
+            };
+            (v, n)
+        }
+        ColumnKind::Float => {
+            need(buf, 4)?;
+            (
+                Value::Float(f32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]])),
+                4,
+            )
+        }
+        ColumnKind::Double => {
+            need(buf, 8)?;
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&buf[..8]);
+            (Value::Double(f64::from_le_bytes(a)), 8)
+        }
+        ColumnKind::Decimal { precision, scale } => {
+            let (d, n) = Decimal::from_binary(buf, precision, scale)?;
+            (Value::Decimal(d), n)
+        }
+        ColumnKind::Year => {
+            need(buf, 1)?;
+            let y = buf[0];
+            (Value::Year(if y == 0 { 0 } else { 1900 + u16::from(y) }), 1)
+        }
+        ColumnKind::Date => {
+            let (d, n) = Date::from_binary(buf)?;
+            (Value::Date(d), n)
+        }
+        ColumnKind::TimeV1 => {
+            let (t, n) = Time::from_time_v1(buf)?;
+            (Value::Time(t), n)
+        }
+        ColumnKind::Time2 { fsp } => {
+            let (t, n) = Time::from_time2(buf, fsp)?;
+            (Value::Time(t), n)
+        }
+        ColumnKind::DateTimeV1 => {
+            let (t, n) = DateTime::from_datetime_v1(buf)?;
+            (Value::DateTime(t), n)
+        }
+        ColumnKind::DateTime2 { fsp } => {
+            let (t, n) = DateTime::from_datetime2(buf, fsp)?;
+            (Value::DateTime(t), n)
+        }
+        ColumnKind::TimestampV1 => {
+            let (t, n) = Timestamp::from_timestamp_v1(buf)?;
+            (Value::Timestamp(t), n)
+        }
+        ColumnKind::Timestamp2 { fsp } => {
+            let (t, n) = Timestamp::from_timestamp2(buf, fsp)?;
+            (Value::Timestamp(t), n)
+        }
+        ColumnKind::MariaTimestampHires { fsp } => {
+            let n = 4 + fsp_len(fsp)?;
+            need(buf, n)?;
+            let seconds = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+            let frac = buf[4..n].iter().fold(0u32, |a, &b| (a << 8) | u32::from(b));
+            let micros = frac.saturating_mul(10u32.pow(6 - u32::from(fsp)));
+            if micros >= 1_000_000 {
+                return Err(ValueError::Invalid {
+                    kind: "TIMESTAMP",
+                    reason: "fraction of a second out of range",
+                });
+            }
+            (
+                Value::Timestamp(Timestamp {
+                    seconds,
+                    micros,
+                    fsp,
+                }),
+                n,
+            )
+        }
+        ColumnKind::String { len_bytes, binary } | ColumnKind::Blob { len_bytes, binary } => {
+            let (s, n) = prefixed(buf, len_bytes)?;
+            (
+                if binary {
+                    Value::Bytes(s)
+                } else {
+                    Value::Text(s)
+                },
+                n,
+            )
+        }
+        ColumnKind::Json { len_bytes } => {
+            let (s, n) = prefixed(buf, len_bytes)?;
+            (
+                if json_diff {
+                    Value::JsonDiff(s)
+                } else {
+                    Value::Json(JsonBinary(s))
+                },
+                n,
+            )
+        }
+        ColumnKind::Geometry { len_bytes } => {
+            let (s, n) = prefixed(buf, len_bytes)?;
+            (Value::Geometry(s), n)
+        }
+        ColumnKind::Vector { len_bytes } => {
+            let (s, n) = prefixed(buf, len_bytes)?;
+            (Value::Bytes(s), n)
+        }
+        ColumnKind::Enum { bytes } => {
+            let n = usize::from(bytes);
+            need(buf, n)?;
+            (Value::Enum(le_uint(&buf[..n]) as u16), n)
+        }
+        ColumnKind::Set { bytes } => {
+            let n = usize::from(bytes);
+            need(buf, n)?;
+            (Value::Set(le_uint(&buf[..n])), n)
+        }
+        ColumnKind::Bit { bits, bytes } => {
+            let n = usize::from(bytes);
+            need(buf, n)?;
+            if n > 8 {
+                return Err(ValueError::Invalid {
+                    kind: "BIT",
+                    reason: "wider than 64 bits",
+                });
+            }
+            let v = buf[..n].iter().fold(0u64, |a, &b| (a << 8) | u64::from(b));
+            (Value::Bit { value: v, bits }, n)
+        }
+        ColumnKind::Null => (Value::Null, 0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signed_integers_sign_extend() {
+        let k = |bytes| ColumnKind::Int {
+            bytes,
+            unsigned: false,
+        };
+        assert_eq!(
+            decode_value(k(1), &[0xff], false).unwrap().0,
+            Value::Int(-1)
+        );
+        assert_eq!(
+            decode_value(k(3), &[0x00, 0x00, 0x80], false).unwrap().0,
+            Value::Int(-8_388_608)
+        );
+        assert_eq!(
+            decode_value(k(8), &[0xff; 8], false).unwrap().0,
+            Value::Int(-1)
+        );
+        let u = ColumnKind::Int {
+            bytes: 8,
+            unsigned: true,
+        };
+        assert_eq!(
+            decode_value(u, &[0xff; 8], false).unwrap().0,
+            Value::UInt(u64::MAX)
+        );
+    }
+
+    #[test]
+    fn truncated_values_error() {
+        let s = ColumnKind::String {
+            len_bytes: 1,
+            binary: false,
+        };
+        assert_eq!(
+            value_len(s, &[5, b'a']),
+            Err(ValueError::Truncated {
+                needed: 6,
+                available: 2
+            })
+        );
+        assert!(value_len(
+            ColumnKind::Int {
+                bytes: 4,
+                unsigned: false
+            },
+            &[1, 2]
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn bit_is_big_endian() {
+        let k = ColumnKind::Bit { bits: 16, bytes: 2 };
+        assert_eq!(
+            decode_value(k, &[0x01, 0x02], false).unwrap().0,
+            Value::Bit {
+                value: 0x0102,
+                bits: 16
+            }
+        );
+    }
+
+    #[test]
+    fn count_present_ignores_padding_bits() {
+        assert_eq!(count_present(&[0xff], 3), 3);
+        assert_eq!(count_present(&[0xff, 0x01], 9), 9);
+        assert_eq!(count_present(&[0b101], 3), 2);
+    }
+
+    #[test]
+    fn inflate_rejects_lies_about_length() {
+        use std::io::Write;
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        z.write_all(b"hello world").unwrap();
+        let data = z.finish().unwrap();
+        let mut ok = vec![0x81, 11];
+        ok.extend_from_slice(&data);
+        let mut out = Vec::new();
+        assert_eq!(
+            inflate_rows(&ok, &mut out, 1 << 20).unwrap(),
+            b"hello world"
+        );
+        let mut lie = vec![0x81, 5];
+        lie.extend_from_slice(&data);
+        assert!(inflate_rows(&lie, &mut out, 1 << 20).is_err());
+        let mut bomb = vec![0x84, 0x7f, 0xff, 0xff, 0xff];
+        bomb.extend_from_slice(&data);
+        assert!(inflate_rows(&bomb, &mut out, 1 << 20).is_err());
+    }
+}

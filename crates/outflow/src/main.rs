@@ -1,0 +1,36 @@
+//! The `outflow` command line.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+mod inspect;
+mod json;
+
+/// Change-data-capture relay for MariaDB and MySQL across expensive links.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Decode binlog files offline: one JSON line per row change.
+    Inspect {
+        /// Binlog files, read in the order given.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Decode every value but print only counts and throughput.
+        #[arg(long)]
+        stats: bool,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Inspect { files, stats } => inspect::run(&files, stats),
+    }
+}
