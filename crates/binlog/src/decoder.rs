@@ -9,7 +9,7 @@ use crate::event::{Event, Query, TransactionPayload};
 use crate::event_type::code::*;
 use crate::gtid::{GtidList, MariaGtidEvent, MySqlGtidEvent, PreviousGtids};
 use crate::header::{
-    is_known, verify_crc32, verify_fde_crc32, Checksum, EventHeader, FormatDescription,
+    is_known, verify_crc32, verify_fde_crc32, Checksum, EventHeader, Flavor, FormatDescription,
     LOG_EVENT_IGNORABLE_F,
 };
 use crate::rows::RowsEvent;
@@ -369,7 +369,8 @@ impl Decoder {
                 return Ok(id);
             }
         }
-        let mut info = TableInfo::parse(body, post_header_len)?;
+        let flavor = self.fde.as_ref().map_or(Flavor::MySql, |f| f.flavor);
+        let mut info = TableInfo::parse(body, post_header_len, flavor)?;
         if let Some(hook) = &mut self.table_hook {
             hook(&mut info);
         }

@@ -11,6 +11,7 @@
 
 use crate::bytes::{bit_msb, bitmap_len, Reader};
 use crate::error::ErrorKind;
+use crate::header::Flavor;
 
 /// Column type codes (`enum_field_types`).
 pub mod col {
@@ -238,7 +239,9 @@ impl TableInfo {
 
     /// Parses the body of a TABLE_MAP event (after the common header, without checksum).
     /// `post_header_len` is 6 for MySQL 5.1.0-5.1.15 (4-byte table ids), else 8.
-    pub fn parse(body: &[u8], post_header_len: usize) -> Result<Self, ErrorKind> {
+    /// `flavor` matters for the charset metadata: MariaDB counts GEOMETRY (a BLOB to it)
+    /// among the character columns, MySQL does not.
+    pub fn parse(body: &[u8], post_header_len: usize, flavor: Flavor) -> Result<Self, ErrorKind> {
         let what = "TABLE_MAP";
         let sh = |s| ErrorKind::short(what, s);
         let pk = |p| ErrorKind::packed(what, p);
@@ -300,18 +303,22 @@ impl TableInfo {
             primary_key: Vec::new(),
             has_names: false,
         };
-        info.apply_optional_metadata(optional)?;
+        info.apply_optional_metadata(optional, flavor)?;
         Ok(info)
     }
 
-    fn apply_optional_metadata(&mut self, mut bytes: &[u8]) -> Result<(), ErrorKind> {
+    fn apply_optional_metadata(
+        &mut self,
+        mut bytes: &[u8],
+        flavor: Flavor,
+    ) -> Result<(), ErrorKind> {
         let what = "TABLE_MAP optional metadata";
         while !bytes.is_empty() {
             let mut r = Reader::new(bytes);
             let kind = r.u8().map_err(|s| ErrorKind::short(what, s))?;
             let value = r.packed_bytes().map_err(|p| ErrorKind::packed(what, p))?;
             bytes = r.rest();
-            self.apply_field(kind, value)
+            self.apply_field(kind, value, flavor)
                 .map_err(|p| ErrorKind::malformed(what, format!("field {kind}: {p:?}")))?;
         }
         let named = self.columns.iter().filter(|c| c.name.is_some()).count();
@@ -333,7 +340,16 @@ impl TableInfo {
         Ok(())
     }
 
-    fn apply_field(&mut self, kind: u8, value: &[u8]) -> Result<(), crate::bytes::Packed> {
+    fn apply_field(
+        &mut self,
+        kind: u8,
+        value: &[u8],
+        flavor: Flavor,
+    ) -> Result<(), crate::bytes::Packed> {
+        let is_character: fn(&ColumnInfo) -> bool = match flavor {
+            Flavor::MySql => is_character,
+            Flavor::MariaDb => is_character_mariadb,
+        };
         let mut r = Reader::new(value);
         match kind {
             // SIGNEDNESS: one bit per numeric column, most significant first.
@@ -484,6 +500,10 @@ fn is_character(c: &ColumnInfo) -> bool {
     )
 }
 
+fn is_character_mariadb(c: &ColumnInfo) -> bool {
+    is_character(c) || c.type_code == col::GEOMETRY
+}
+
 fn is_enum_or_set(c: &ColumnInfo) -> bool {
     matches!(real_type(c), col::ENUM | col::SET)
 }
@@ -626,7 +646,7 @@ mod tests {
         // optional: SIGNEDNESS (LONG unsigned, DECIMAL signed), COLUMN_NAME
         b.extend_from_slice(&[1, 1, 0b1000_0000]);
         b.extend_from_slice(&[4, 9, 2, b'i', b'd', 1, b'v', 3, b'd', b'e', b'c']);
-        let t = TableInfo::parse(&b, 8).expect("parse");
+        let t = TableInfo::parse(&b, 8, Flavor::MySql).expect("parse");
         assert_eq!(t.table_id, 42);
         assert_eq!(t.qualified_name(), "db.t");
         assert_eq!(
@@ -659,7 +679,7 @@ mod tests {
     fn truncated_table_map_is_an_error() {
         let b = [42, 0, 0, 0, 0, 0, 1, 0, 2, b'd'];
         assert!(matches!(
-            TableInfo::parse(&b, 8),
+            TableInfo::parse(&b, 8, Flavor::MySql),
             Err(ErrorKind::Truncated { .. })
         ));
     }

@@ -158,7 +158,7 @@ impl<W: Write> Visitor for JsonLines<W> {
             self.push_image(table, change.before, ctx.pos)?;
             self.line.push_str(",\"after\":");
             self.push_image(table, change.after, ctx.pos)?;
-            self.line.push('\n');
+            self.line.push_str("}\n");
             self.out.write_all(self.line.as_bytes())?;
         }
         Ok(())

@@ -73,6 +73,17 @@ fn push_text(out: &mut String, bytes: &[u8], col: &ColumnInfo, scratch: &mut Str
     }
 }
 
+/// Shortest round-trip digits; exponent form outside 1e-5..1e16 so that large and tiny
+/// values stay short (`-2.25e100`, not 101 digits).
+fn push_float<F: std::fmt::Display + std::fmt::LowerExp>(out: &mut String, f: F, wide: f64) {
+    let a = wide.abs();
+    if a == 0.0 || (1e-5..1e16).contains(&a) {
+        let _ = write!(out, "{f}");
+    } else {
+        let _ = write!(out, "{f:e}");
+    }
+}
+
 /// Appends the JSON rendering of `v`, a value of column `col`.
 pub fn push_value(out: &mut String, v: &Value<'_>, col: &ColumnInfo, scratch: &mut String) {
     match v {
@@ -83,12 +94,8 @@ pub fn push_value(out: &mut String, v: &Value<'_>, col: &ColumnInfo, scratch: &m
         Value::UInt(u) => {
             let _ = write!(out, "{u}");
         }
-        Value::Float(f) if f.is_finite() => {
-            let _ = write!(out, "{f}");
-        }
-        Value::Double(f) if f.is_finite() => {
-            let _ = write!(out, "{f}");
-        }
+        Value::Float(f) if f.is_finite() => push_float(out, *f, f64::from(*f)),
+        Value::Double(f) if f.is_finite() => push_float(out, *f, *f),
         Value::Float(_) | Value::Double(_) => out.push_str("null"),
         Value::Decimal(d) => {
             let _ = write!(out, "\"{d}\"");

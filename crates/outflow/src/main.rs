@@ -4,8 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-mod inspect;
-mod json;
+use outflow::inspect;
 
 /// Change-data-capture relay for MariaDB and MySQL across expensive links.
 #[derive(Parser)]

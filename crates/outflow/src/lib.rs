@@ -1,0 +1,5 @@
+//! outflow's command implementations, as a library so that the end-to-end tests and the
+//! benches drive exactly the code the binary runs.
+
+pub mod inspect;
+pub mod json;
