@@ -301,9 +301,14 @@ impl<'a> PreviousGtids<'a> {
             let n_iv = r.u64().map_err(sh)?;
             for _ in 0..n_iv {
                 let start = r.u64().map_err(sh)? as i64;
-                let end = r.u64().map_err(sh)? as i64; // exclusive
-                if end - 1 > start {
-                    out.push_str(&format!(":{start}-{}", end - 1));
+                // The end is exclusive. Any i64 can arrive from a corrupt file, and
+                // i64::MIN has no predecessor.
+                let end = r.u64().map_err(sh)? as i64;
+                let last = end
+                    .checked_sub(1)
+                    .ok_or_else(|| ErrorKind::malformed(what, "interval end out of range"))?;
+                if last > start {
+                    out.push_str(&format!(":{start}-{last}"));
                 } else {
                     out.push_str(&format!(":{start}"));
                 }

@@ -257,6 +257,20 @@ impl<'a> Iterator for RowIter<'a> {
 
 impl<'a> RowIter<'a> {
     fn next_change(&mut self) -> Result<RowChange<'a>, ErrorKind> {
+        let left = self.rest.len();
+        let change = self.scan_change()?;
+        // Images with no present columns take no bytes, so a forged event whose bitmaps are
+        // empty but whose rows are not would otherwise yield the same empty row forever.
+        if self.rest.len() == left {
+            return Err(ErrorKind::malformed(
+                "rows event",
+                "row images take no bytes, yet bytes remain",
+            ));
+        }
+        Ok(change)
+    }
+
+    fn scan_change(&mut self) -> Result<RowChange<'a>, ErrorKind> {
         let (first, used) = Row::scan(self.table, self.present_before, self.rest, false)?;
         self.rest = &self.rest[used..];
         match self.kind {

@@ -567,12 +567,13 @@ pub fn column_kind(t: u8, meta: u16) -> Option<ColumnKind> {
             }
         }
         BIT => {
-            // Written as (bits % 8, bits / 8).
+            // Written as (bits % 8, bits / 8). Forged metadata can claim 255 whole bytes and
+            // leftover bits; saturate, and let the value decoder reject widths over 8 bytes.
             let bits = (meta >> 8) as u8;
             let bytes = (meta & 0xff) as u8;
             ColumnKind::Bit {
                 bits: bytes.saturating_mul(8).saturating_add(bits),
-                bytes: bytes + u8::from(bits > 0),
+                bytes: bytes.saturating_add(u8::from(bits > 0)),
             }
         }
         TINY_BLOB | MEDIUM_BLOB | LONG_BLOB | BLOB => ColumnKind::Blob {

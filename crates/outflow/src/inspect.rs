@@ -170,14 +170,33 @@ impl<W: Write> Visitor for JsonLines<W> {
 pub struct Stats {
     /// Events by type code.
     pub events: BTreeMap<u8, u64>,
-    /// Row changes by (`db.table`, op).
-    pub rows: BTreeMap<(String, &'static str), u64>,
+    /// Row changes per table: `db.table` and counts indexed by [`op_index`].
+    pub tables: Vec<(String, [u64; 3])>,
     /// Values decoded.
     pub values: u64,
     /// Total row changes.
     pub total_rows: u64,
-    last_table: Option<(u64, String)>,
+    /// Table id of the last row event and its slot in `tables`: table ids repeat for long
+    /// runs, so this avoids a map lookup per event.
+    last: Option<(u64, usize)>,
     render: String,
+}
+
+/// Whether `name` is `db.table` of `table`, without building the string.
+fn is_name_of(name: &str, table: &TableInfo) -> bool {
+    name.len() == table.schema.len() + 1 + table.table.len()
+        && name.starts_with(table.schema.as_str())
+        && name.ends_with(table.table.as_str())
+        && name.as_bytes()[table.schema.len()] == b'.'
+}
+
+/// Index of an operation in a [`Stats`] counter array.
+fn op_index(kind: outflow_binlog::RowsKind) -> usize {
+    match kind {
+        outflow_binlog::RowsKind::Write => 0,
+        outflow_binlog::RowsKind::Update => 1,
+        outflow_binlog::RowsKind::Delete => 2,
+    }
 }
 
 impl Visitor for Stats {
@@ -225,21 +244,25 @@ impl Visitor for Stats {
             n += 1;
         }
         self.total_rows += n;
-        // Per batch, not per row: one map update per event, one name format per table.
-        let name = match &self.last_table {
-            Some((id, name))
-                if *id == table.table_id
-                    && name.len() == table.schema.len() + table.table.len() + 1 =>
-            {
-                name.clone()
+        // Counted per event, not per row; a name is formatted once per table id.
+        let slot = match self.last {
+            Some((id, slot)) if id == table.table_id && is_name_of(&self.tables[slot].0, table) => {
+                slot
             }
             _ => {
                 let name = table.qualified_name();
-                self.last_table = Some((table.table_id, name.clone()));
-                name
+                let slot = match self.tables.iter().position(|(t, _)| *t == name) {
+                    Some(i) => i,
+                    None => {
+                        self.tables.push((name, [0; 3]));
+                        self.tables.len() - 1
+                    }
+                };
+                self.last = Some((table.table_id, slot));
+                slot
             }
         };
-        *self.rows.entry((name, event.kind.op_name())).or_default() += n;
+        self.tables[slot].1[op_index(event.kind)] += n;
         Ok(())
     }
 }
@@ -270,8 +293,14 @@ impl Stats {
             writeln!(out, "  {:<28} {n}", event_type::name(*t))?;
         }
         writeln!(out, "rows by table and op:")?;
-        for ((table, op), n) in &self.rows {
-            writeln!(out, "  {table:<40} {op:<7} {n}")?;
+        let mut tables: Vec<_> = self.tables.iter().collect();
+        tables.sort();
+        for (table, counts) in tables {
+            for (op, n) in ["insert", "update", "delete"].iter().zip(counts) {
+                if *n > 0 {
+                    writeln!(out, "  {table:<40} {op:<7} {n}")?;
+                }
+            }
         }
         Ok(())
     }
