@@ -100,6 +100,12 @@ INSERT INTO t (id) VALUES (3);
 UPDATE t SET ti = 5, vc = NULL, lt = 'changed' WHERE id = 1;
 UPDATE t SET dec2 = 0, tm = '00:00:00.000001' WHERE id = 2;
 DELETE FROM t WHERE id = 3;
+XA START 'xa1';
+INSERT INTO t (id, vc) VALUES (10, 'in an XA transaction');
+XA END 'xa1';
+XA PREPARE 'xa1';
+XA COMMIT 'xa1';
+INSERT INTO t (id, lt) VALUES (11, REPEAT('0123456789', 2000000));
 CREATE TABLE nopk (a INT, b VARCHAR(5)) DEFAULT CHARSET=latin1;
 INSERT INTO nopk VALUES (1, 'x'), (1, 'x'), (NULL, NULL);
 UPDATE nopk SET b = 'y' WHERE a = 1;
@@ -299,7 +305,9 @@ fn check(row_image: RowImage, compress: bool, metadata: RowMetadata) {
             .binlog_row_image(row_image)
             .log_bin_compress(compress)
             .log_bin_compress_min_len(10)
-            .binlog_row_metadata(metadata),
+            .binlog_row_metadata(metadata)
+            // Room for the 20 MB row: its event crosses the 16 MB packet boundary.
+            .max_allowed_packet(64 << 20),
     )
     .unwrap();
     server.run_sql_script(SCRIPT).unwrap();
@@ -318,7 +326,21 @@ fn check(row_image: RowImage, compress: bool, metadata: RowMetadata) {
         .collect();
     let theirs = oracle(&files);
     assert_eq!(ours.len(), theirs.len(), "{label}: row change count");
-    assert!(ours.len() >= 12, "{label}: only {} changes", ours.len());
+    assert!(ours.len() >= 14, "{label}: only {} changes", ours.len());
+    let big = ours
+        .iter()
+        .find(|o| o["after"]["id"] == 11 || o["after"]["@1"] == 11);
+    let big = big.unwrap_or_else(|| panic!("{label}: the 20 MB row is missing"));
+    let lt = if full_meta {
+        &big["after"]["lt"]
+    } else {
+        &big["after"]["@32"]
+    };
+    assert_eq!(
+        lt.as_str().map(str::len),
+        Some(20_000_000),
+        "{label}: 20 MB value"
+    );
 
     for (o, t) in ours.iter().zip(&theirs) {
         let table = format!(

@@ -193,9 +193,13 @@ impl<'a> Query<'a> {
         crate::rows::inflate_mariadb("compressed query", self.query, out, 1 << 30)
     }
 
-    /// Whether the statement is `BEGIN` (a transaction starts).
+    /// Whether the statement is `BEGIN` or `XA START`/`XA BEGIN` (a transaction starts;
+    /// an XA one ends with XA_PREPARE or a later `XA COMMIT`/`XA ROLLBACK`).
     pub fn is_begin(&self) -> bool {
-        !self.compressed && self.query.eq_ignore_ascii_case(b"BEGIN")
+        let q = self.query;
+        let prefix = |p: &[u8]| q.len() >= p.len() && q[..p.len()].eq_ignore_ascii_case(p);
+        !self.compressed
+            && (q.eq_ignore_ascii_case(b"BEGIN") || prefix(b"XA START") || prefix(b"XA BEGIN"))
     }
 
     /// Whether the statement is `COMMIT` (a transaction ends).
@@ -304,6 +308,9 @@ fn parse_status_var<'a>(code: u8, r: &mut Reader<'a>, s: &mut StatusVars<'a>) ->
     Some(())
 }
 
+/// Most bytes reserved for a TRANSACTION_PAYLOAD on the word of its header alone.
+const RESERVE_AHEAD: usize = 16 << 20;
+
 /// A MySQL TRANSACTION_PAYLOAD event: a whole transaction's events, compressed.
 #[derive(Debug, Clone, Copy)]
 pub struct TransactionPayload<'a> {
@@ -386,7 +393,10 @@ impl<'a> TransactionPayload<'a> {
                             reason: e.to_string(),
                         }
                     })?;
-                out.reserve(want);
+                // The declared size is a hint until the bytes arrive: trusting it in full
+                // would let a few forged bytes reserve up to `limit`. Past the cap the
+                // vector grows with the output, still bounded by `limit` below.
+                out.reserve(want.min(RESERVE_AHEAD));
                 (&mut dec)
                     .take(limit as u64 + 1)
                     .read_to_end(out)

@@ -179,6 +179,9 @@ pub fn inflate_rows<'o>(
     inflate_mariadb("compressed rows", compressed, out, limit)
 }
 
+/// The most bytes one byte of a deflate stream can inflate to.
+const DEFLATE_MAX_RATIO: usize = 1032;
+
 pub(crate) fn inflate_mariadb<'o>(
     what: &'static str,
     compressed: &[u8],
@@ -201,10 +204,18 @@ pub(crate) fn inflate_mariadb<'o>(
             "declares {len} bytes, over the limit of {limit}"
         )));
     }
+    let input = &rest[lenlen..];
+    // Deflate expands at most 1032-fold (a 258-byte match in 2 bits), so a larger declared
+    // length is a lie; refusing it keeps a few forged bytes from reserving up to `limit`.
+    if len > input.len().saturating_mul(DEFLATE_MAX_RATIO) {
+        return Err(bad(format!(
+            "declares {len} bytes, more than {} compressed bytes can hold",
+            input.len()
+        )));
+    }
     out.clear();
     out.reserve(len);
     let mut z = flate2::Decompress::new(true);
-    let input = &rest[lenlen..];
     // Inflate into the reserved capacity only: a stream that would exceed the declared
     // length is corrupt (or hostile) and must not grow the buffer.
     match z.decompress_vec(input, out, flate2::FlushDecompress::Finish) {

@@ -179,6 +179,9 @@ pub struct ColumnInfo {
     pub members: Option<Vec<Box<str>>>,
     /// Whether the column is visible (MySQL invisible columns are `false`).
     pub visible: bool,
+    /// GEOMETRY subtype from optional metadata (0 GEOMETRY, 1 POINT, 2 LINESTRING,
+    /// 3 POLYGON, 4 MULTIPOINT, 5 MULTILINESTRING, 6 MULTIPOLYGON, 7 GEOMETRYCOLLECTION).
+    pub geometry_type: Option<u32>,
 }
 
 /// A mapped table: its identity and a decode plan for each column.
@@ -293,6 +296,7 @@ impl TableInfo {
                 unsigned: None,
                 members: None,
                 visible: true,
+                geometry_type: None,
             });
         }
         let mut info = TableInfo {
@@ -427,8 +431,18 @@ impl TableInfo {
                     c.visible = bit_msb(value, i);
                 }
             }
-            // GEOMETRY_TYPE (7), VECTOR_DIMENSIONALITY (13) and types added later carry
-            // nothing row decoding needs; the TLV length lets us step over them.
+            // GEOMETRY_TYPE: one subtype per GEOMETRY column.
+            7 => {
+                for c in self
+                    .columns
+                    .iter_mut()
+                    .filter(|c| c.type_code == col::GEOMETRY)
+                {
+                    c.geometry_type = Some(r.packed()? as u32);
+                }
+            }
+            // VECTOR_DIMENSIONALITY (13) and types added later carry nothing row decoding
+            // needs; the TLV length lets us step over them.
             _ => {}
         }
         Ok(())

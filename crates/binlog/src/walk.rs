@@ -78,8 +78,20 @@ pub trait Visitor {
     ) -> Result<(), Self::Error>;
 }
 
+/// An INCIDENT event the server wrote: changes may be missing from the log at `pos`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incident {
+    /// Offset of the INCIDENT event.
+    pub pos: u64,
+    /// Incident code (1 = LOST_EVENTS).
+    pub code: u16,
+    /// The server's message.
+    pub message: String,
+}
+
 /// Drives a [`Decoder`] and a [`Visitor`] over whole events.
 pub struct Walker {
+    incidents: Vec<Incident>,
     decoder: Decoder,
     gtid: CurrentGtid,
     inflated: Vec<u8>,
@@ -97,6 +109,7 @@ impl Walker {
     /// A walker with a fresh decoder.
     pub fn new() -> Self {
         Walker {
+            incidents: Vec::new(),
             decoder: Decoder::new(),
             gtid: CurrentGtid::None,
             inflated: Vec::new(),
@@ -113,6 +126,12 @@ impl Walker {
     /// The GTID of the transaction being read.
     pub fn gtid(&self) -> &CurrentGtid {
         &self.gtid
+    }
+
+    /// INCIDENT events seen so far. They decode (the file is valid), but they mean the
+    /// server lost changes there, so a consumer must treat them as errors.
+    pub fn incidents(&self) -> &[Incident] {
+        &self.incidents
     }
 
     /// Decodes one whole event at offset `pos` and visits what it carries.
@@ -165,6 +184,11 @@ impl Walker {
                 }
             }
             Event::MySqlGtid(_) => self.gtid = CurrentGtid::None,
+            Event::Incident { code, message } => self.incidents.push(Incident {
+                pos,
+                code: *code,
+                message: String::from_utf8_lossy(message).into_owned(),
+            }),
             _ => {}
         }
         v.event(pos, &d)?;

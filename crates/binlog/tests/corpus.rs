@@ -124,6 +124,16 @@ impl Visitor for Everything {
                                 error: e,
                             })
                         })?,
+                        Value::JsonDiff(b) => {
+                            outflow_binlog::value::json_diff::write_json_diffs(b, &mut self.text)
+                                .map_err(|e| {
+                                    err(outflow_binlog::ErrorKind::Value {
+                                        table: String::new(),
+                                        column: 0,
+                                        error: e,
+                                    })
+                                })?
+                        }
                         Value::Date(d) => write!(self.text, "{d}").unwrap(),
                         Value::Time(t) => write!(self.text, "{t}").unwrap(),
                         Value::DateTime(t) => write!(self.text, "{t}").unwrap(),

@@ -306,9 +306,22 @@ impl Stats {
     }
 }
 
-/// Runs `inspect` over `files`.
+/// Runs `inspect` over `files`. Every file is decoded to the end; INCIDENT events (the
+/// server lost changes there) are then reported together as an error.
 pub fn run(files: &[std::path::PathBuf], stats: bool) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
+    let mut incidents = Vec::new();
+    let mut note = |f: &Path, w: &Walker| {
+        for i in w.incidents() {
+            incidents.push(format!(
+                "{}: binlog position {}: INCIDENT {} recorded by the server, changes may be missing: {}",
+                f.display(),
+                i.pos,
+                i.code,
+                i.message
+            ));
+        }
+    };
     if stats {
         let mut s = Stats::default();
         let start = Instant::now();
@@ -316,17 +329,22 @@ pub fn run(files: &[std::path::PathBuf], stats: bool) -> anyhow::Result<()> {
         for f in files {
             let mut walker = Walker::new();
             bytes += walk_file(f, &mut walker, &mut s)?;
+            note(f, &walker);
         }
         let secs = start.elapsed().as_secs_f64();
         s.print(&mut stdout.lock(), files.len(), bytes, secs)?;
-        return Ok(());
+    } else {
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+        for f in files {
+            let mut walker = Walker::new();
+            let mut v = JsonLines::new(&mut out, &f.display().to_string());
+            walk_file(f, &mut walker, &mut v)?;
+            note(f, &walker);
+        }
+        out.flush()?;
     }
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-    for f in files {
-        let mut walker = Walker::new();
-        let mut v = JsonLines::new(&mut out, &f.display().to_string());
-        walk_file(f, &mut walker, &mut v)?;
+    if !incidents.is_empty() {
+        anyhow::bail!("{}", incidents.join("\n"));
     }
-    out.flush()?;
     Ok(())
 }

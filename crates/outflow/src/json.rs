@@ -160,9 +160,15 @@ pub fn push_value(out: &mut String, v: &Value<'_>, col: &ColumnInfo, scratch: &m
             }
         }
         Value::JsonDiff(b) => {
-            out.push_str("{\"json_diff_base64\":\"");
-            base64::engine::general_purpose::STANDARD.encode_string(b, out);
-            out.push_str("\"}");
+            out.push_str("{\"json_diff\":");
+            let mark = out.len();
+            if outflow_binlog::value::json_diff::write_json_diffs(b, out).is_err() {
+                out.truncate(mark);
+                out.push_str("{\"invalid_base64\":\"");
+                base64::engine::general_purpose::STANDARD.encode_string(b, out);
+                out.push_str("\"}");
+            }
+            out.push('}');
         }
     }
 }

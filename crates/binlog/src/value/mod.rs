@@ -6,6 +6,7 @@
 
 pub mod decimal;
 pub mod json;
+pub mod json_diff;
 pub mod temporal;
 
 pub use decimal::Decimal;
