@@ -534,7 +534,7 @@ fn cdc_agrees(name: &str, kind: K, ours: &J, theirs: &MySqlValue) -> bool {
         M::String(s) => {
             name == "l1"
                 || bytes_of(ours) == s.as_bytes()
-                || !std::str::from_utf8(&bytes_of(ours)).is_ok()
+                || std::str::from_utf8(&bytes_of(ours)).is_err()
         }
         M::Blob(b) => bytes_of(ours) == *b,
         M::Bit(_) => true, // bit order of its Vec<bool> is its own convention
