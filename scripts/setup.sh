@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what outflow's build and tests need on Debian or Ubuntu, and only what is missing:
 # the MariaDB server and client (the test kit starts its own throwaway mariadbd processes and
-# never uses the system service), sysbench, and the C toolchain that some crates build with.
+# never uses the system service), sysbench, and the C toolchain that some crates build with
+# (libssl-dev for openssl-sys, which the mysql_cdc test oracle and bench baseline pull in).
 # Safe to run again and again: with everything present it changes nothing.
 set -euo pipefail
 
 say() { echo "setup: $*"; }
 
-packages=(mariadb-server mariadb-client sysbench build-essential pkg-config zstd gzip ca-certificates)
+packages=(mariadb-server mariadb-client sysbench build-essential pkg-config libssl-dev zstd gzip ca-certificates)
 
 installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
