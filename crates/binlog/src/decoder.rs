@@ -9,8 +9,8 @@ use crate::event::{Event, Query, TransactionPayload};
 use crate::event_type::code::*;
 use crate::gtid::{GtidList, MariaGtidEvent, MySqlGtidEvent, PreviousGtids};
 use crate::header::{
-    is_known, verify_crc32, verify_fde_crc32, Checksum, EventHeader, Flavor, FormatDescription,
-    LOG_EVENT_IGNORABLE_F,
+    is_known, verify_crc32_with, verify_fde_crc32, Checksum, EventHeader, Flavor,
+    FormatDescription, LOG_EVENT_IGNORABLE_F,
 };
 use crate::rows::RowsEvent;
 use crate::table_map::TableInfo;
@@ -36,6 +36,7 @@ pub type TableHook = Box<dyn FnMut(&mut TableInfo) + Send>;
 /// Decodes a sequence of events from one binlog file or replication stream.
 pub struct Decoder {
     table_hook: Option<TableHook>,
+    crc: crc32fast::Hasher,
     fde: Option<FormatDescription>,
     nested: Option<FormatDescription>,
     tables: HashMap<u64, CachedTable>,
@@ -56,6 +57,7 @@ impl Decoder {
     pub fn new() -> Self {
         Decoder {
             table_hook: None,
+            crc: crc32fast::Hasher::new(),
             fde: None,
             nested: None,
             tables: HashMap::new(),
@@ -183,7 +185,7 @@ impl Decoder {
         };
         let data = if checksum == Checksum::Crc32 {
             if self.verify_checksums {
-                verify_crc32(event)?
+                verify_crc32_with(&self.crc, event)?
             } else {
                 &event[..event.len().saturating_sub(crate::header::CHECKSUM_LEN)]
             }

@@ -38,18 +38,23 @@ pub struct EventHeader {
 impl EventHeader {
     /// Reads the header from the first [`HEADER_LEN`] bytes of `buf`.
     pub fn parse(buf: &[u8]) -> Result<Self, ErrorKind> {
-        let mut r = Reader::new(buf);
-        let h = (|| {
-            Ok(EventHeader {
-                timestamp: r.u32()?,
-                type_code: r.u8()?,
-                server_id: r.u32()?,
-                event_size: r.u32()?,
-                log_pos: r.u32()?,
-                flags: r.u16()?,
-            })
-        })()
-        .map_err(|s| ErrorKind::short("event header", s))?;
+        // One bounds check, then fixed-offset reads: this runs once per event.
+        let Some(b) = buf.first_chunk::<HEADER_LEN>() else {
+            return Err(ErrorKind::Truncated {
+                what: "event header",
+                needed: HEADER_LEN,
+                available: buf.len(),
+            });
+        };
+        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let h = EventHeader {
+            timestamp: u32_at(0),
+            type_code: b[4],
+            server_id: u32_at(5),
+            event_size: u32_at(9),
+            log_pos: u32_at(13),
+            flags: u16::from_le_bytes([b[17], b[18]]),
+        };
         if (h.event_size as usize) < HEADER_LEN {
             return Err(ErrorKind::BadEventLength {
                 length: h.event_size,
@@ -225,6 +230,15 @@ pub fn verify_fde_crc32(event: &[u8]) -> Result<&[u8], ErrorKind> {
 /// Verifies the CRC32 trailer of `event` (whole event, checksum included).
 /// Returns the event without its trailer.
 pub fn verify_crc32(event: &[u8]) -> Result<&[u8], ErrorKind> {
+    verify_crc32_with(&crc32fast::Hasher::new(), event)
+}
+
+/// [`verify_crc32`] starting from a cloned `proto` hasher: `Hasher::new` detects CPU
+/// features on every call, a measurable cost once per event.
+pub fn verify_crc32_with<'e>(
+    proto: &crc32fast::Hasher,
+    event: &'e [u8],
+) -> Result<&'e [u8], ErrorKind> {
     if event.len() < HEADER_LEN + CHECKSUM_LEN {
         return Err(ErrorKind::BadEventLength {
             length: event.len() as u32,
@@ -232,7 +246,9 @@ pub fn verify_crc32(event: &[u8]) -> Result<&[u8], ErrorKind> {
     }
     let (data, tail) = event.split_at(event.len() - CHECKSUM_LEN);
     let stored = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
-    let computed = crc32fast::hash(data);
+    let mut h = proto.clone();
+    h.update(data);
+    let computed = h.finalize();
     if stored != computed {
         return Err(ErrorKind::ChecksumMismatch { stored, computed });
     }
