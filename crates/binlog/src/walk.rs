@@ -123,6 +123,13 @@ impl Walker {
         &mut self.decoder
     }
 
+    /// Sets the largest decompressed TRANSACTION_PAYLOAD or compressed row event accepted
+    /// (default: the largest event, about 1 GiB). zstd turns 33 KB into 1 GiB of zeros, so
+    /// a consumer that knows its transactions are smaller should say so.
+    pub fn set_max_inflate(&mut self, max: usize) {
+        self.max_inflate = max;
+    }
+
     /// The GTID of the transaction being read.
     pub fn gtid(&self) -> &CurrentGtid {
         &self.gtid

@@ -21,6 +21,9 @@ use outflow_binlog::{
 /// The `framing` target's event size cap.
 const MAX_EVENT: usize = 1 << 20;
 
+/// The `framing` target's decompressed size cap.
+const MAX_INFLATE: usize = 4 << 20;
+
 /// More row changes than any input here can hold: reaching it means the iterator loops.
 const RUNAWAY: usize = 100_000;
 
@@ -128,6 +131,7 @@ fn framing(data: &[u8]) -> Seen {
     let mut buf = EventBuffer::new(if file { 0 } else { 4 });
     buf.set_max_event(MAX_EVENT);
     let mut walker = Walker::new();
+    walker.set_max_inflate(MAX_INFLATE);
     walker.decoder().set_verify_checksums(ctrl[0] & 2 != 0);
     if ctrl[0] & 4 != 0 {
         walker.decoder().set_pre_format_checksum(Checksum::Crc32);
@@ -342,4 +346,51 @@ fn transaction_payload_cannot_reserve_its_declared_size() {
     let mut out = Vec::new();
     assert!(p.decompress(&mut out, 1 << 30).is_err());
     assert!(out.capacity() <= 16 << 20, "{}", out.capacity());
+}
+
+/// A zstd frame of `blocks` RLE blocks of 128 KiB zeros: 4 bytes each, so 33 KB of payload
+/// make 1 GiB. Built by hand, since compressing that much in a test would be slow.
+fn zstd_zeros(blocks: usize) -> Vec<u8> {
+    // Magic; frame header: no content size, window descriptor 2^17 (128 KiB).
+    let mut f = vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x38];
+    for i in 0..blocks {
+        let last = u32::from(i + 1 == blocks);
+        let header = (128 * 1024) << 3 | 1 << 1 | last; // size, type RLE, last flag
+        f.extend_from_slice(&header.to_le_bytes()[..3]);
+        f.push(0);
+    }
+    f
+}
+
+/// A TRANSACTION_PAYLOAD body: (type, length, value) header fields, then the payload.
+fn transaction_payload(uncompressed_size: u32, payload: &[u8]) -> Vec<u8> {
+    let packed3 = |v: u32| [0xfd, v as u8, (v >> 8) as u8, (v >> 16) as u8];
+    let mut b = vec![2, 1, 0]; // compression: zstd
+    b.extend_from_slice(&[3, 4]);
+    b.extend_from_slice(&packed3(uncompressed_size));
+    b.extend_from_slice(&[1, 4]);
+    b.extend_from_slice(&packed3(payload.len() as u32));
+    b.push(0);
+    b.extend_from_slice(payload);
+    b
+}
+
+/// A zstd bomb in a TRANSACTION_PAYLOAD is cut off at the walker's limit, whatever its
+/// header declares; before `Walker::set_max_inflate` the limit was fixed at about 1 GiB.
+#[test]
+fn zstd_bomb_stops_at_the_walker_limit() {
+    let bomb = zstd_zeros(64); // 8 MiB from 262 bytes
+                               // The header tells the truth: refused before decompressing.
+    let seen = framing(&file_input(&[event(
+        40,
+        &transaction_payload(8 << 20, &bomb),
+    )]));
+    assert!(seen.has("over the limit of 4194304"), "{:?}", seen.errors);
+    // The header lies: decompression stops one byte past the limit.
+    let seen = framing(&file_input(&[event(40, &transaction_payload(1000, &bomb))]));
+    assert!(
+        seen.has("decompressed 4194305 bytes, header says 1000"),
+        "{:?}",
+        seen.errors
+    );
 }
