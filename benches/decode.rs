@@ -260,15 +260,15 @@ impl Visitor for EveryValue {
                         Value::Int(i) => t.int_sum = t.int_sum.wrapping_add(i as u64),
                         Value::UInt(u) => t.int_sum = t.int_sum.wrapping_add(u),
                         Value::Text(s) | Value::Bytes(s) => t.text_bytes += s.len() as u64,
-                        Value::Decimal(d) => {
-                            self.render.clear();
-                            let _ = write!(self.render, "{d}");
+                        other => {
+                            other.render_text(&mut self.render).map_err(|error| {
+                                err(outflow_binlog::ErrorKind::Value {
+                                    table: String::new(),
+                                    column: 0,
+                                    error,
+                                })
+                            })?;
                         }
-                        Value::Json(j) => {
-                            self.render.clear();
-                            let _ = j.write_json(&mut self.render);
-                        }
-                        _ => {}
                     }
                 }
             }

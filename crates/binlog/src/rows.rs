@@ -250,6 +250,14 @@ pub struct RowChange<'a> {
     pub after: Option<Row<'a>>,
 }
 
+impl<'a> RowChange<'a> {
+    /// The images present: before then after.
+    #[inline]
+    pub fn images(&self) -> impl Iterator<Item = Row<'a>> {
+        [self.before, self.after].into_iter().flatten()
+    }
+}
+
 impl<'a> Iterator for RowIter<'a> {
     type Item = Result<RowChange<'a>, ErrorKind>;
 

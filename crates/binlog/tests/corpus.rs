@@ -2,11 +2,10 @@
 //! decodes: every event, every row, every value. Files known to be damaged must fail with
 //! an error that names a position, and must never panic.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use outflow_binlog::walk::{RowsContext, Visitor, Walker};
-use outflow_binlog::{DecodeError, EventBuffer, RowIter, RowsEvent, TableInfo, Value};
+use outflow_binlog::{DecodeError, EventBuffer, RowIter, RowsEvent, TableInfo};
 
 /// Files the corpus MANIFEST marks as damaged, and why. They must fail clearly.
 const DAMAGED: &[(&str, &str)] = &[
@@ -92,7 +91,7 @@ impl Visitor for Everything {
         &mut self,
         ctx: RowsContext<'_>,
         _e: &RowsEvent<'_>,
-        _t: &TableInfo,
+        t: &TableInfo,
         rows: RowIter<'_>,
     ) -> Result<(), DecodeError> {
         let err = |kind| DecodeError {
@@ -102,44 +101,16 @@ impl Visitor for Everything {
         };
         for change in rows {
             let change = change.map_err(err)?;
-            for row in [change.before, change.after].into_iter().flatten() {
+            for row in change.images() {
                 for v in row.values() {
-                    let (_, v) = v.map_err(err)?;
-                    self.text.clear();
-                    match v {
-                        Value::Decimal(d) => {
-                            d.validate().map_err(|e| {
-                                err(outflow_binlog::ErrorKind::Value {
-                                    table: String::new(),
-                                    column: 0,
-                                    error: e,
-                                })
-                            })?;
-                            write!(self.text, "{d}").unwrap();
-                        }
-                        Value::Json(j) => j.write_json(&mut self.text).map_err(|e| {
-                            err(outflow_binlog::ErrorKind::Value {
-                                table: String::new(),
-                                column: 0,
-                                error: e,
-                            })
-                        })?,
-                        Value::JsonDiff(b) => {
-                            outflow_binlog::value::json_diff::write_json_diffs(b, &mut self.text)
-                                .map_err(|e| {
-                                    err(outflow_binlog::ErrorKind::Value {
-                                        table: String::new(),
-                                        column: 0,
-                                        error: e,
-                                    })
-                                })?
-                        }
-                        Value::Date(d) => write!(self.text, "{d}").unwrap(),
-                        Value::Time(t) => write!(self.text, "{t}").unwrap(),
-                        Value::DateTime(t) => write!(self.text, "{t}").unwrap(),
-                        Value::Timestamp(t) => write!(self.text, "{t}").unwrap(),
-                        _ => {}
-                    }
+                    let (i, v) = v.map_err(err)?;
+                    v.render_text(&mut self.text).map_err(|error| {
+                        err(outflow_binlog::ErrorKind::Value {
+                            table: t.qualified_name(),
+                            column: i + 1,
+                            error,
+                        })
+                    })?;
                 }
             }
             self.rows += 1;

@@ -4,12 +4,11 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use outflow_binlog::walk::{RowsContext, Visitor, Walker};
-use outflow_binlog::{DecodeError, EventBuffer, RowIter, RowsEvent, TableInfo, Value};
+use outflow_binlog::{DecodeError, EventBuffer, RowIter, RowsEvent, TableInfo};
 
 struct Counting;
 
@@ -41,7 +40,7 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// Reads every value; renders the ones with a text form into a pre-sized buffer.
+/// Reads every value and renders the ones with a text form into a pre-sized buffer.
 struct Reader {
     values: u64,
     text: String,
@@ -63,19 +62,17 @@ impl Visitor for Reader {
         };
         for change in rows {
             let change = change.map_err(err)?;
-            for row in [change.before, change.after].into_iter().flatten() {
+            for row in change.images() {
                 for v in row.values() {
                     let (_, v) = v.map_err(err)?;
                     self.values += 1;
-                    self.text.clear();
-                    match v {
-                        Value::Decimal(d) => write!(self.text, "{d}").unwrap(),
-                        Value::DateTime(t) => write!(self.text, "{t}").unwrap(),
-                        Value::Timestamp(t) => write!(self.text, "{t}").unwrap(),
-                        Value::Date(t) => write!(self.text, "{t}").unwrap(),
-                        Value::Time(t) => write!(self.text, "{t}").unwrap(),
-                        _ => {}
-                    }
+                    v.render_text(&mut self.text).map_err(|error| {
+                        err(outflow_binlog::ErrorKind::Value {
+                            table: String::new(),
+                            column: 0,
+                            error,
+                        })
+                    })?;
                 }
             }
         }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::Context;
 use outflow_binlog::walk::{RowsContext, Visitor, Walker};
 use outflow_binlog::{
-    event_type, DecodeError, Decoded, EventBuffer, RowIter, RowsEvent, TableInfo, Value,
+    event_type, DecodeError, Decoded, EventBuffer, RowIter, RowsEvent, TableInfo,
 };
 
 use crate::json::{push_str, push_value};
@@ -224,23 +224,17 @@ impl Visitor for Stats {
         let mut n = 0u64;
         for change in rows {
             let change = change.map_err(err)?;
-            for row in [change.before, change.after].into_iter().flatten() {
+            for row in change.images() {
                 for v in row.values() {
-                    let (_, v) = v.map_err(err)?;
+                    let (i, v) = v.map_err(err)?;
                     self.values += 1;
-                    // Values whose text form takes work are rendered, so that the figure
-                    // is honest about "fully decoded".
-                    match v {
-                        Value::Decimal(d) => {
-                            self.render.clear();
-                            let _ = write!(self.render, "{d}");
-                        }
-                        Value::Json(j) => {
-                            self.render.clear();
-                            let _ = j.write_json(&mut self.render);
-                        }
-                        _ => {}
-                    }
+                    v.render_text(&mut self.render).map_err(|error| {
+                        err(outflow_binlog::ErrorKind::Value {
+                            table: table.qualified_name(),
+                            column: i + 1,
+                            error,
+                        })
+                    })?;
                 }
             }
             n += 1;
