@@ -297,6 +297,20 @@ fn oracle_value(kind: K, s: &str) -> String {
     }
 }
 
+/// Every row change of `files` as `outflow inspect` prints it, parsed.
+fn outflow_json_lines(files: &[std::path::PathBuf]) -> Vec<J> {
+    let mut out = Vec::new();
+    for f in files {
+        let mut v = outflow::inspect::JsonLines::new(&mut out, &f.display().to_string());
+        outflow::inspect::walk_file(f, &mut outflow_binlog::walk::Walker::new(), &mut v).unwrap();
+    }
+    String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 fn check(row_image: RowImage, compress: bool, metadata: RowMetadata) {
     let label = format!("{row_image:?}/compress={compress}/{metadata:?}");
     let full_meta = metadata == RowMetadata::Full;
@@ -313,17 +327,7 @@ fn check(row_image: RowImage, compress: bool, metadata: RowMetadata) {
     server.run_sql_script(SCRIPT).unwrap();
     let files = server.binlog_files().unwrap();
 
-    let mut ours = Vec::new();
-    for f in &files {
-        let mut w = outflow_binlog::walk::Walker::new();
-        let mut v = outflow::inspect::JsonLines::new(&mut ours, &f.display().to_string());
-        outflow::inspect::walk_file(f, &mut w, &mut v).unwrap();
-    }
-    let ours: Vec<J> = String::from_utf8(ours)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let ours = outflow_json_lines(&files);
     let theirs = oracle(&files);
     assert_eq!(ours.len(), theirs.len(), "{label}: row change count");
     assert!(ours.len() >= 14, "{label}: only {} changes", ours.len());
@@ -566,17 +570,7 @@ fn values_match_mysql_cdc_where_it_is_right() {
             .replace("'café'", "'cafe'");
         server.run_sql_script(&script).unwrap();
         let files = server.binlog_files().unwrap();
-        let mut ours = Vec::new();
-        for f in &files {
-            let mut v = outflow::inspect::JsonLines::new(&mut ours, "");
-            outflow::inspect::walk_file(f, &mut outflow_binlog::walk::Walker::new(), &mut v)
-                .unwrap();
-        }
-        let ours: Vec<J> = String::from_utf8(ours)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let ours = outflow_json_lines(&files);
         let theirs = mysql_cdc_changes(&files);
         assert_eq!(ours.len(), theirs.len(), "{image:?}: row change count");
         let mut compared = 0;
