@@ -30,6 +30,9 @@ struct CachedTable {
     info: TableInfo,
 }
 
+/// Table definitions kept between transactions before the cache is emptied.
+const MAX_CACHED_TABLES: usize = 65_536;
+
 /// Called with every newly parsed TABLE_MAP, to complete it from a caller's schema.
 pub type TableHook = Box<dyn FnMut(&mut TableInfo) + Send>;
 
@@ -349,6 +352,13 @@ impl Decoder {
     fn end_transaction(&mut self) {
         self.in_transaction = false;
         self.explicit_begin = false;
+        // Bound the cache: table ids grow when tables are reopened, so a long stream would
+        // otherwise accumulate dead entries. Only between transactions: servers write the
+        // TABLE_MAPs a transaction needs inside it, so none is lost, whereas clearing
+        // mid-transaction would orphan row events of tables already mapped.
+        if self.tables.len() >= MAX_CACHED_TABLES {
+            self.tables.clear();
+        }
     }
 
     /// Parses a TABLE_MAP unless an identical one is cached under the same id.
@@ -383,11 +393,6 @@ impl Decoder {
                 c.info = info;
             }
             None => {
-                // Bound the cache: table ids grow when tables are reopened, so a long
-                // stream would otherwise accumulate dead entries.
-                if self.tables.len() >= 65_536 {
-                    self.tables.clear();
-                }
                 self.tables.insert(
                     id,
                     CachedTable {
@@ -398,5 +403,61 @@ impl Decoder {
             }
         }
         Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A whole event: v4 header (no checksum) and `body`.
+    fn event(type_code: u8, body: &[u8]) -> Vec<u8> {
+        let mut e = vec![0u8; 19];
+        e[4] = type_code;
+        e[9..13].copy_from_slice(&((19 + body.len()) as u32).to_le_bytes());
+        e.extend_from_slice(body);
+        e
+    }
+
+    fn format_description() -> Vec<u8> {
+        let mut b = 4u16.to_le_bytes().to_vec();
+        let mut version = [0u8; 50];
+        version[..18].copy_from_slice(b"10.11.6-MariaDB-lo");
+        b.extend_from_slice(&version);
+        b.extend_from_slice(&[0; 4]);
+        b.push(19);
+        b.extend_from_slice(&[8; 170]); // post-header lengths
+        b.push(0); // checksum off
+        b.extend_from_slice(&[0; 4]);
+        event(FORMAT_DESCRIPTION, &b)
+    }
+
+    fn table_map(id: u64) -> Vec<u8> {
+        let mut b = id.to_le_bytes()[..6].to_vec();
+        b.extend_from_slice(&[0, 0, 1, b'd', 0, 1, b't', 0, 1, LONG_TYPE, 0, 0]);
+        event(TABLE_MAP, &b)
+    }
+
+    const LONG_TYPE: u8 = crate::table_map::col::LONG;
+
+    #[test]
+    fn table_cache_is_bounded_only_between_transactions() {
+        let mut d = Decoder::new();
+        d.decode(4, &format_description()).unwrap();
+        d.decode(0, &table_map(1)).unwrap();
+        // More distinct tables than the bound, all inside one transaction.
+        for id in 2..=(MAX_CACHED_TABLES as u64 + 1) {
+            d.decode(0, &table_map(id)).unwrap();
+        }
+        assert!(d.in_transaction());
+        assert!(
+            d.table(1).is_some(),
+            "a table mapped earlier in the transaction was dropped"
+        );
+        d.decode(0, &event(XID, &7u64.to_le_bytes())).unwrap();
+        assert!(
+            d.table(1).is_none() && d.tables.is_empty(),
+            "the cache is not bounded"
+        );
     }
 }
