@@ -297,6 +297,15 @@ fn oracle_value(kind: K, s: &str) -> String {
     }
 }
 
+/// Column `i` (0-based) of one of our images: keyed by name with FULL metadata, else `@N`.
+fn column<'j>(image: &'j J, i: usize, name: &str, full_meta: bool) -> Option<&'j J> {
+    if full_meta {
+        image.get(name)
+    } else {
+        image.get(format!("@{}", i + 1))
+    }
+}
+
 /// Every row change of `files` as `outflow inspect` prints it, parsed.
 fn outflow_json_lines(files: &[std::path::PathBuf]) -> Vec<J> {
     let mut out = Vec::new();
@@ -366,16 +375,13 @@ fn check(row_image: RowImage, compress: bool, metadata: RowMetadata) {
                 );
                 continue;
             };
-            let mine = mine.as_object().unwrap();
             let kinds: &[(&str, K)] = if table == "d.t" {
                 COLS
             } else {
                 &[("a", K::Signed), ("b", K::Str)]
             };
             for (i, (name, kind)) in kinds.iter().enumerate() {
-                let key_at = format!("@{}", i + 1);
-                let key = if full_meta { *name } else { key_at.as_str() };
-                let mine_v = mine.get(key);
+                let mine_v = column(mine, i, name, full_meta);
                 match (mine_v, img.get(&(i + 1))) {
                     (Some(m), Some(theirs)) => {
                         let n = normalise(*kind, m, full_meta);
@@ -594,9 +600,7 @@ fn values_match_mysql_cdc_where_it_is_right() {
                     &[("a", K::Signed), ("b", K::Str)]
                 };
                 for (i, (name, kind)) in kinds.iter().enumerate() {
-                    let key_at = format!("@{}", i + 1);
-                    let key = if full_meta { *name } else { key_at.as_str() };
-                    let mine = o[side].get(key).filter(|v| !v.is_null());
+                    let mine = column(&o[side], i, name, full_meta).filter(|v| !v.is_null());
                     match (mine, &cells[i]) {
                         (Some(m), Some(t)) => {
                             assert!(

@@ -91,7 +91,7 @@ impl Visitor for Everything {
         &mut self,
         ctx: RowsContext<'_>,
         _e: &RowsEvent<'_>,
-        t: &TableInfo,
+        _t: &TableInfo,
         rows: RowIter<'_>,
     ) -> Result<(), DecodeError> {
         let err = |kind| DecodeError {
@@ -99,22 +99,7 @@ impl Visitor for Everything {
             event_type: None,
             kind,
         };
-        for change in rows {
-            let change = change.map_err(err)?;
-            for row in change.images() {
-                for v in row.values() {
-                    let (i, v) = v.map_err(err)?;
-                    v.render_text(&mut self.text).map_err(|error| {
-                        err(outflow_binlog::ErrorKind::Value {
-                            table: t.qualified_name(),
-                            column: i + 1,
-                            error,
-                        })
-                    })?;
-                }
-            }
-            self.rows += 1;
-        }
+        self.rows += rows.decode_all(&mut self.text).map_err(err)?.0;
         Ok(())
     }
 }

@@ -60,22 +60,7 @@ impl Visitor for Reader {
             event_type: None,
             kind,
         };
-        for change in rows {
-            let change = change.map_err(err)?;
-            for row in change.images() {
-                for v in row.values() {
-                    let (_, v) = v.map_err(err)?;
-                    self.values += 1;
-                    v.render_text(&mut self.text).map_err(|error| {
-                        err(outflow_binlog::ErrorKind::Value {
-                            table: String::new(),
-                            column: 0,
-                            error,
-                        })
-                    })?;
-                }
-            }
-        }
+        self.values += rows.decode_all(&mut self.text).map_err(err)?.1;
         Ok(())
     }
 }

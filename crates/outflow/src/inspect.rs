@@ -221,24 +221,8 @@ impl Visitor for Stats {
             event_type: None,
             kind,
         };
-        let mut n = 0u64;
-        for change in rows {
-            let change = change.map_err(err)?;
-            for row in change.images() {
-                for v in row.values() {
-                    let (i, v) = v.map_err(err)?;
-                    self.values += 1;
-                    v.render_text(&mut self.render).map_err(|error| {
-                        err(outflow_binlog::ErrorKind::Value {
-                            table: table.qualified_name(),
-                            column: i + 1,
-                            error,
-                        })
-                    })?;
-                }
-            }
-            n += 1;
-        }
+        let (n, values) = rows.decode_all(&mut self.render).map_err(err)?;
+        self.values += values;
         self.total_rows += n;
         // Counted per event, not per row; a name is formatted once per table id.
         let slot = match self.last {
