@@ -398,7 +398,7 @@ impl<'a> TransactionPayload<'a> {
                 // vector grows with the output, still bounded by `limit` below.
                 out.reserve(want.min(RESERVE_AHEAD));
                 (&mut dec)
-                    .take(limit as u64 + 1)
+                    .take((limit as u64).saturating_add(1))
                     .read_to_end(out)
                     .map_err(|e| ErrorKind::Decompress {
                         what,
@@ -418,5 +418,25 @@ impl<'a> TransactionPayload<'a> {
             }
         }
         Ok(&out[..])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TransactionPayload;
+
+    /// "No limit" is spelled `usize::MAX` by callers; the read cap must not overflow on it.
+    #[test]
+    fn decompress_accepts_the_largest_limit() {
+        let events = b"three events worth of bytes".repeat(10);
+        let payload = zstd::bulk::compress(&events, 3).expect("compress");
+        let tp = TransactionPayload {
+            compression: 0,
+            uncompressed_size: events.len() as u64,
+            payload: &payload,
+        };
+        let mut out = Vec::new();
+        let got = tp.decompress(&mut out, usize::MAX).expect("decompress");
+        assert_eq!(got, &events[..]);
     }
 }
