@@ -1,0 +1,742 @@
+//! One configuration for both halves: a TOML file whose every key is also a command-line flag.
+//!
+//! Each section is one struct that derives both `serde::Deserialize` (the file) and
+//! `clap::Args` (the flags), so a key and its flag cannot drift apart: the field's doc comment
+//! is at once the `--help` text and the reference documentation. Every field is optional at
+//! this layer; [`Config::merge`] lays the flags over the file, and [`Config::resolve`] turns
+//! the result into typed [`Settings`] (durations, sizes, enums), failing on load rather than
+//! in the middle of a run. Defaults are applied there and only there.
+//!
+//! Secrets: passwords never sit in the file or on the command line. A URL may carry a user
+//! but a password in it is refused; the password comes from an environment variable or from
+//! a file (`*_password_env`, `*_password_file`). [`Secret`] keeps it out of `Debug` output
+//! and so out of logs.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+/// The whole configuration file; each table is optional.
+#[derive(Debug, Default, Clone, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[source]`: the database outflow reads the binlog from.
+    #[serde(default)]
+    #[command(flatten)]
+    pub source: SourceConfig,
+    /// `[filters]`: which databases, tables and columns leave the source side.
+    #[serde(default)]
+    #[command(flatten)]
+    pub filters: FilterConfig,
+    /// `[codec]`: what goes on the wire, and how it is packed.
+    #[serde(default)]
+    #[command(flatten)]
+    pub codec: CodecConfig,
+    /// `[spool]`: the durable on-disk queue on each side.
+    #[serde(default)]
+    #[command(flatten)]
+    pub spool: SpoolConfig,
+    /// `[schedule]`: when batches ship, and how fast.
+    #[serde(default)]
+    #[command(flatten)]
+    pub schedule: ScheduleConfig,
+    /// `[link]`: the QUIC connection between the two halves.
+    #[serde(default)]
+    #[command(flatten)]
+    pub link: LinkConfig,
+    /// `[sink]`: the replica the far side applies to.
+    #[serde(default)]
+    #[command(flatten)]
+    pub sink: SinkConfig,
+}
+
+/// `[source]`
+#[derive(Debug, Default, Clone, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Source database, `mysql://USER@HOST:PORT`. The user needs REPLICATION SLAVE,
+    /// REPLICATION CLIENT and SELECT. No default.
+    #[arg(long = "source", value_name = "URL")]
+    pub url: Option<String>,
+    /// Servers to fail over to, in order, by GTID (Galera nodes, or replicas of the source).
+    /// Default: none.
+    #[arg(long = "source-failover", value_name = "URL", value_delimiter = ',')]
+    pub failover: Option<Vec<String>>,
+    /// Environment variable that holds the source password. Default: OUTFLOW_SOURCE_PASSWORD.
+    #[arg(long = "source-password-env", value_name = "VAR")]
+    pub password_env: Option<String>,
+    /// File whose first line is the source password; wins over the environment variable.
+    #[arg(long = "source-password-file", value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// server_id outflow registers with; must differ from every server's and replica's.
+    /// Default: 4_242_001.
+    #[arg(long = "server-id", value_name = "N")]
+    pub server_id: Option<u32>,
+    /// Where to start when no position is saved yet: `start` (initial snapshot, then the
+    /// binlog from the snapshot's position), `now`, `gtid:D-S-N,...`, `gtid:UUID:1-5,...` or
+    /// `file:NAME:POS`. Ignored once a position is saved. Default: `start`.
+    #[arg(long = "from", value_name = "WHERE")]
+    pub from: Option<String>,
+    /// TLS to the database, as the mysql clients spell it: `disabled`, `preferred`,
+    /// `required`, `verify_ca` or `verify_identity`. Default: `verify_identity`.
+    #[arg(long = "tls-mode", value_name = "MODE")]
+    pub tls_mode: Option<String>,
+    /// CA certificate (PEM) that signs the database's certificate. Default: the system roots.
+    #[arg(long = "tls-ca", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for the database, for users created `REQUIRE X509`.
+    #[arg(long = "tls-cert", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// Key (PEM) of `tls_cert`.
+    #[arg(long = "tls-key", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Refuse TLS versions below 1.3 to the database. Default: false.
+    #[arg(long = "tls13-only", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub tls13_only: Option<bool>,
+    /// Heartbeat period the server is asked for, e.g. `5s`; a silent link is declared dead
+    /// after two periods. Default: 5s.
+    #[arg(long = "heartbeat", value_name = "DURATION")]
+    pub heartbeat: Option<String>,
+}
+
+/// `[filters]`, in the vocabulary of MariaDB's replication filters.
+#[derive(Debug, Default, Clone, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    /// Databases to replicate (`replicate_do_db`); empty means all. Default: empty.
+    #[arg(long = "do-db", value_name = "DB", value_delimiter = ',')]
+    pub do_db: Option<Vec<String>>,
+    /// Databases to leave out (`replicate_ignore_db`). Default: empty.
+    #[arg(long = "ignore-db", value_name = "DB", value_delimiter = ',')]
+    pub ignore_db: Option<Vec<String>>,
+    /// Tables to replicate, `db.table` (`replicate_do_table`). Default: empty.
+    #[arg(long = "do-table", value_name = "DB.TABLE", value_delimiter = ',')]
+    pub do_table: Option<Vec<String>>,
+    /// Tables to leave out, `db.table` (`replicate_ignore_table`). Default: empty.
+    #[arg(long = "ignore-table", value_name = "DB.TABLE", value_delimiter = ',')]
+    pub ignore_table: Option<Vec<String>>,
+    /// `db.table` patterns with `%` and `_` to replicate (`replicate_wild_do_table`).
+    #[arg(long = "wild-do-table", value_name = "PATTERN", value_delimiter = ',')]
+    pub wild_do_table: Option<Vec<String>>,
+    /// `db.table` patterns with `%` and `_` to leave out (`replicate_wild_ignore_table`).
+    #[arg(long = "wild-ignore-table", value_name = "PATTERN", value_delimiter = ',')]
+    pub wild_ignore_table: Option<Vec<String>>,
+    /// Columns never shipped, `db.table.column`. Default: none.
+    #[arg(long = "exclude-column", value_name = "DB.TABLE.COLUMN", value_delimiter = ',')]
+    pub exclude_columns: Option<Vec<String>>,
+    /// Columns shipped as a hash of their value, `db.table.column`. Default: none.
+    #[arg(long = "mask-column", value_name = "DB.TABLE.COLUMN", value_delimiter = ',')]
+    pub mask_columns: Option<Vec<String>>,
+}
+
+/// `[codec]`
+#[derive(Debug, Default, Clone, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct CodecConfig {
+    /// `replica` ships what an exact replica needs (keys and changed columns); `full` ships
+    /// before and after images for event consumers. Default: `replica`.
+    #[arg(long = "mode", value_name = "replica|full")]
+    pub mode: Option<String>,
+    /// Collapse all changes to one primary key within a batch into their net effect.
+    /// Default: on when `[schedule] windows` is set, off otherwise.
+    #[arg(long = "compaction", value_name = "on|off")]
+    pub compaction: Option<String>,
+    /// zstd level, 1-19. Default: 3.
+    #[arg(long = "zstd-level", value_name = "N")]
+    pub zstd_level: Option<i32>,
+    /// A batch is closed at the first transaction boundary past this size, e.g. `4MiB`.
+    /// Default: 4MiB.
+    #[arg(long = "batch-bytes", value_name = "SIZE")]
+    pub batch_bytes: Option<String>,
+    /// ... or once its oldest change is this old, e.g. `200ms`. Default: 200ms.
+    #[arg(long = "batch-delay", value_name = "DURATION")]
+    pub batch_delay: Option<String>,
+}
+
+/// `[spool]`
+#[derive(Debug, Default, Clone, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Directory of the spool and of the saved state (positions, schema history). No default.
+    #[arg(long = "spool", value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Spool size bound, e.g. `10GiB`; at the bound, reading the binlog pauses.
+    /// Default: 10GiB.
+    #[arg(long = "spool-max", value_name = "SIZE")]
+    pub max_bytes: Option<String>,
+    /// When appended batches reach the disk: `batch` (fsync each), or an interval such as
+    /// `100ms`. Default: `batch`.
+    #[arg(long = "spool-fsync", value_name = "POLICY")]
+    pub fsync: Option<String>,
+}
+
+/// `[schedule]`
+#[derive(Debug, Default, Clone, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Shipping windows, e.g. `01:00-06:00 Europe/Paris`; outside every window batches wait
+    /// in the spool. Default: always ship.
+    #[arg(long = "window", value_name = "WINDOW")]
+    pub windows: Option<Vec<String>>,
+    /// Bandwidth cap on the link, in bytes per second, e.g. `20MB`. Default: none.
+    #[arg(long = "bandwidth-cap", value_name = "SIZE")]
+    pub bandwidth_cap: Option<String>,
+}
+
+/// `[link]`
+#[derive(Debug, Default, Clone, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct LinkConfig {
+    /// Address the sink listens on, e.g. `0.0.0.0:4433`.
+    #[arg(long = "listen", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Address of the sink that the source connects to, e.g. `sink.example:4433`.
+    #[arg(long = "connect", value_name = "ADDR")]
+    pub connect: Option<String>,
+    /// CA certificate (PEM) that signs both peers' certificates.
+    #[arg(long = "quic-ca", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// This side's certificate (PEM): the server certificate on the sink, the client
+    /// certificate on the source.
+    #[arg(long = "quic-cert", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Key (PEM) of `cert`.
+    #[arg(long = "quic-key", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Name the source expects in the sink's certificate. Default: the host of `connect`.
+    #[arg(long = "quic-server-name", value_name = "NAME")]
+    pub server_name: Option<String>,
+    /// Idle timeout of the connection, e.g. `30s`. Default: 30s.
+    #[arg(long = "idle-timeout", value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+}
+
+/// `[sink]`
+#[derive(Debug, Default, Clone, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// Target database, `mysql://USER@HOST:PORT`. No default.
+    #[arg(long = "target", value_name = "URL")]
+    pub target: Option<String>,
+    /// Environment variable that holds the target password. Default: OUTFLOW_TARGET_PASSWORD.
+    #[arg(long = "target-password-env", value_name = "VAR")]
+    pub password_env: Option<String>,
+    /// File whose first line is the target password; wins over the environment variable.
+    #[arg(long = "target-password-file", value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// On a conflict (a row missing for an update or delete, a duplicate on insert): `stop`
+    /// naming the row and position, or `overwrite`. Default: `stop`.
+    #[arg(long = "on-conflict", value_name = "stop|overwrite")]
+    pub on_conflict: Option<String>,
+    /// What to do with DDL: `apply`, `skip` or `stop`. Default: `apply`.
+    #[arg(long = "on-ddl", value_name = "apply|skip|stop")]
+    pub on_ddl: Option<String>,
+    /// Parallel apply connections. Default: 4.
+    #[arg(long = "apply-threads", value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+/// A password that never shows in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The password itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Where streaming starts when nothing is saved yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartFrom {
+    /// Initial consistent snapshot, then the binlog from the snapshot's position.
+    Start,
+    /// The server's current end of binlog.
+    Now,
+    /// A GTID position: MariaDB `D-S-N,...` or a MySQL GTID set, as given.
+    Gtid(String),
+    /// A binlog file and offset.
+    File {
+        /// Binlog file name.
+        name: String,
+        /// Offset within it.
+        pos: u64,
+    },
+}
+
+impl std::str::FromStr for StartFrom {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "start" => StartFrom::Start,
+            "now" => StartFrom::Now,
+            _ => {
+                if let Some(g) = s.strip_prefix("gtid:") {
+                    if g.is_empty() {
+                        bail!("--from gtid: needs a GTID position after the colon");
+                    }
+                    StartFrom::Gtid(g.to_string())
+                } else if let Some(f) = s.strip_prefix("file:") {
+                    let (name, pos) = f
+                        .rsplit_once(':')
+                        .with_context(|| format!("--from {s}: expected file:NAME:POS"))?;
+                    let pos = pos
+                        .parse()
+                        .with_context(|| format!("--from {s}: POS is not a number"))?;
+                    StartFrom::File {
+                        name: name.to_string(),
+                        pos,
+                    }
+                } else {
+                    bail!("--from {s}: expected start, now, gtid:... or file:NAME:POS")
+                }
+            }
+        })
+    }
+}
+
+/// What the codec ships.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Keys and changed columns: what an exact replica needs.
+    Replica,
+    /// Before and after images as the source wrote them.
+    Full,
+}
+
+/// What the sink does on a conflict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictPolicy {
+    /// Stop, naming the row and the source position.
+    Stop,
+    /// Make the target row match the source and count the conflict.
+    Overwrite,
+}
+
+/// What the sink does with DDL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DdlPolicy {
+    /// Run it on the target, in stream order.
+    Apply,
+    /// Leave the target's schema alone.
+    Skip,
+    /// Stop, naming the statement and its position.
+    Stop,
+}
+
+/// TLS to the database, as the mysql clients spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain TCP.
+    Disabled,
+    /// TLS if the server offers it, unverified.
+    Preferred,
+    /// TLS, unverified.
+    Required,
+    /// TLS, certificate checked against the CA.
+    VerifyCa,
+    /// TLS, certificate and host name checked.
+    VerifyIdentity,
+}
+
+/// A database endpoint with its password resolved.
+#[derive(Debug, Clone)]
+pub struct Database {
+    /// `mysql://USER@HOST:PORT[/DB]`, without password.
+    pub url: String,
+    /// The password, if one was configured.
+    pub password: Option<Secret>,
+}
+
+/// The source side's typed settings.
+#[derive(Debug, Clone)]
+pub struct SourceSettings {
+    /// The source and the servers to fail over to, in order.
+    pub servers: Vec<Database>,
+    /// server_id to register with.
+    pub server_id: u32,
+    /// Where to start when no position is saved.
+    pub from: StartFrom,
+    /// TLS to the database.
+    pub tls_mode: TlsMode,
+    /// CA for the database's certificate.
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate and key for the database.
+    pub tls_identity: Option<(PathBuf, PathBuf)>,
+    /// Refuse TLS below 1.3.
+    pub tls13_only: bool,
+    /// Heartbeat period.
+    pub heartbeat: Duration,
+}
+
+/// Typed settings of the whole configuration, defaults applied.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Set when a source URL was given.
+    pub source: Option<SourceSettings>,
+    /// Replication filters, as given.
+    pub filters: FilterConfig,
+    /// Codec mode.
+    pub mode: Mode,
+    /// Net-change compaction within a batch.
+    pub compaction: bool,
+    /// zstd level.
+    pub zstd_level: i32,
+    /// Batch size bound in bytes of encoded changes.
+    pub batch_bytes: u64,
+    /// Batch age bound.
+    pub batch_delay: Duration,
+    /// Spool and state directory.
+    pub spool_dir: Option<PathBuf>,
+    /// Spool size bound in bytes.
+    pub spool_max_bytes: u64,
+    /// fsync interval; `None` syncs every batch.
+    pub spool_fsync_interval: Option<Duration>,
+    /// Shipping windows, as given (parsed by the transport).
+    pub windows: Vec<String>,
+    /// Bandwidth cap in bytes per second.
+    pub bandwidth_cap: Option<u64>,
+    /// Where the sink listens.
+    pub listen: Option<String>,
+    /// Where the source connects.
+    pub connect: Option<String>,
+    /// QUIC CA, certificate and key.
+    pub quic_ca: Option<PathBuf>,
+    /// This side's QUIC certificate.
+    pub quic_cert: Option<PathBuf>,
+    /// This side's QUIC key.
+    pub quic_key: Option<PathBuf>,
+    /// Name expected in the sink's certificate.
+    pub quic_server_name: Option<String>,
+    /// QUIC idle timeout.
+    pub idle_timeout: Duration,
+    /// The target database, when given.
+    pub target: Option<Database>,
+    /// Conflict policy.
+    pub on_conflict: ConflictPolicy,
+    /// DDL policy.
+    pub on_ddl: DdlPolicy,
+    /// Parallel apply connections.
+    pub apply_threads: usize,
+}
+
+/// Fills every `None` field of `$dst` from `$src`: the flags (`$dst`) win over the file.
+macro_rules! lay_over {
+    ($dst:expr, $src:expr, $($field:ident),+ $(,)?) => {
+        $( if $dst.$field.is_none() { $dst.$field = $src.$field.clone(); } )+
+    };
+}
+
+impl Config {
+    /// Reads and parses a TOML file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
+    }
+
+    /// The flags in `self` win; every key they leave unset comes from `file`.
+    pub fn merge(mut self, file: &Config) -> Config {
+        let (s, f) = (&mut self.source, &file.source);
+        lay_over!(
+            s,
+            f,
+            url,
+            failover,
+            password_env,
+            password_file,
+            server_id,
+            from,
+            tls_mode,
+            tls_ca,
+            tls_cert,
+            tls_key,
+            tls13_only,
+            heartbeat
+        );
+        let (s, f) = (&mut self.filters, &file.filters);
+        lay_over!(
+            s,
+            f,
+            do_db,
+            ignore_db,
+            do_table,
+            ignore_table,
+            wild_do_table,
+            wild_ignore_table,
+            exclude_columns,
+            mask_columns
+        );
+        let (s, f) = (&mut self.codec, &file.codec);
+        lay_over!(s, f, mode, compaction, zstd_level, batch_bytes, batch_delay);
+        let (s, f) = (&mut self.spool, &file.spool);
+        lay_over!(s, f, dir, max_bytes, fsync);
+        let (s, f) = (&mut self.schedule, &file.schedule);
+        lay_over!(s, f, windows, bandwidth_cap);
+        let (s, f) = (&mut self.link, &file.link);
+        lay_over!(s, f, listen, connect, ca, cert, key, server_name, idle_timeout);
+        let (s, f) = (&mut self.sink, &file.sink);
+        lay_over!(
+            s,
+            f,
+            target,
+            password_env,
+            password_file,
+            on_conflict,
+            on_ddl,
+            threads
+        );
+        self
+    }
+
+    /// Typed settings with defaults applied; every malformed value is an error here.
+    pub fn resolve(&self) -> Result<Settings> {
+        let src = &self.source;
+        let source = match &src.url {
+            None => None,
+            Some(url) => {
+                let password = password(
+                    src.password_env.as_deref(),
+                    "OUTFLOW_SOURCE_PASSWORD",
+                    src.password_file.as_deref(),
+                )?;
+                let mut servers = vec![database(url, password.clone(), "source")?];
+                for u in src.failover.iter().flatten() {
+                    servers.push(database(u, password.clone(), "source failover")?);
+                }
+                let tls_identity = match (&src.tls_cert, &src.tls_key) {
+                    (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+                    (None, None) => None,
+                    _ => bail!("tls_cert and tls_key go together"),
+                };
+                Some(SourceSettings {
+                    servers,
+                    server_id: src.server_id.unwrap_or(4_242_001),
+                    from: src.from.as_deref().unwrap_or("start").parse()?,
+                    tls_mode: tls_mode(src.tls_mode.as_deref().unwrap_or("verify_identity"))?,
+                    tls_ca: src.tls_ca.clone(),
+                    tls_identity,
+                    tls13_only: src.tls13_only.unwrap_or(false),
+                    heartbeat: duration(src.heartbeat.as_deref(), "heartbeat", "5s")?,
+                })
+            }
+        };
+        let windows = self.schedule.windows.clone().unwrap_or_default();
+        let mode = match self.codec.mode.as_deref().unwrap_or("replica") {
+            "replica" => Mode::Replica,
+            "full" => Mode::Full,
+            m => bail!("mode {m:?}: expected replica or full"),
+        };
+        let compaction = match self.codec.compaction.as_deref() {
+            None => !windows.is_empty(),
+            Some("on") => true,
+            Some("off") => false,
+            Some(c) => bail!("compaction {c:?}: expected on or off"),
+        };
+        let zstd_level = self.codec.zstd_level.unwrap_or(3);
+        if !(1..=19).contains(&zstd_level) {
+            bail!("zstd_level {zstd_level}: expected 1 to 19");
+        }
+        let spool_fsync_interval = match self.spool.fsync.as_deref().unwrap_or("batch") {
+            "batch" => None,
+            d => Some(duration(Some(d), "spool fsync", "")?),
+        };
+        let target = match &self.sink.target {
+            None => None,
+            Some(url) => {
+                let password = password(
+                    self.sink.password_env.as_deref(),
+                    "OUTFLOW_TARGET_PASSWORD",
+                    self.sink.password_file.as_deref(),
+                )?;
+                Some(database(url, password, "target")?)
+            }
+        };
+        let on_conflict = match self.sink.on_conflict.as_deref().unwrap_or("stop") {
+            "stop" => ConflictPolicy::Stop,
+            "overwrite" => ConflictPolicy::Overwrite,
+            c => bail!("on_conflict {c:?}: expected stop or overwrite"),
+        };
+        let on_ddl = match self.sink.on_ddl.as_deref().unwrap_or("apply") {
+            "apply" => DdlPolicy::Apply,
+            "skip" => DdlPolicy::Skip,
+            "stop" => DdlPolicy::Stop,
+            c => bail!("on_ddl {c:?}: expected apply, skip or stop"),
+        };
+        let apply_threads = self.sink.threads.unwrap_or(4);
+        if apply_threads == 0 {
+            bail!("apply_threads must be at least 1");
+        }
+        Ok(Settings {
+            source,
+            filters: self.filters.clone(),
+            mode,
+            compaction,
+            zstd_level,
+            batch_bytes: size(self.codec.batch_bytes.as_deref(), "batch_bytes", "4MiB")?,
+            batch_delay: duration(self.codec.batch_delay.as_deref(), "batch_delay", "200ms")?,
+            spool_dir: self.spool.dir.clone(),
+            spool_max_bytes: size(self.spool.max_bytes.as_deref(), "spool max_bytes", "10GiB")?,
+            spool_fsync_interval,
+            windows,
+            bandwidth_cap: match self.schedule.bandwidth_cap.as_deref() {
+                None => None,
+                Some(c) => Some(size(Some(c), "bandwidth_cap", "")?),
+            },
+            listen: self.link.listen.clone(),
+            connect: self.link.connect.clone(),
+            quic_ca: self.link.ca.clone(),
+            quic_cert: self.link.cert.clone(),
+            quic_key: self.link.key.clone(),
+            quic_server_name: self.link.server_name.clone(),
+            idle_timeout: duration(self.link.idle_timeout.as_deref(), "idle_timeout", "30s")?,
+            target,
+            on_conflict,
+            on_ddl,
+            apply_threads,
+        })
+    }
+}
+
+fn tls_mode(s: &str) -> Result<TlsMode> {
+    Ok(match s.to_ascii_lowercase().as_str() {
+        "disabled" => TlsMode::Disabled,
+        "preferred" => TlsMode::Preferred,
+        "required" => TlsMode::Required,
+        "verify_ca" => TlsMode::VerifyCa,
+        "verify_identity" => TlsMode::VerifyIdentity,
+        _ => bail!(
+            "tls_mode {s:?}: expected disabled, preferred, required, verify_ca or verify_identity"
+        ),
+    })
+}
+
+fn duration(value: Option<&str>, what: &str, default: &str) -> Result<Duration> {
+    let v = value.unwrap_or(default);
+    humantime::parse_duration(v).with_context(|| format!("{what} {v:?}: not a duration"))
+}
+
+fn size(value: Option<&str>, what: &str, default: &str) -> Result<u64> {
+    let v = value.unwrap_or(default);
+    v.parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| anyhow::anyhow!("{what} {v:?}: not a size ({e})"))
+}
+
+/// Refuses a password inside a URL: it would end up in shell history, process lists and logs.
+fn database(url: &str, password: Option<Secret>, what: &str) -> Result<Database> {
+    let rest = url
+        .strip_prefix("mysql://")
+        .with_context(|| format!("{what} URL must start with mysql://"))?;
+    if let Some((userinfo, _)) = rest.split_once('@') {
+        if userinfo.contains(':') {
+            bail!(
+                "{what} URL carries a password; give it through the environment or a file \
+                 (see --source-password-env / --target-password-env and *-password-file)"
+            );
+        }
+    }
+    Ok(Database {
+        url: url.to_string(),
+        password,
+    })
+}
+
+fn password(env: Option<&str>, default_env: &str, file: Option<&Path>) -> Result<Option<Secret>> {
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading password file {}", path.display()))?;
+        let line = text.lines().next().unwrap_or_default();
+        return Ok(Some(Secret(line.to_string())));
+    }
+    let var = env.unwrap_or(default_env);
+    match std::env::var(var) {
+        Ok(p) => Ok(Some(Secret(p))),
+        Err(std::env::VarError::NotPresent) if env.is_none() => Ok(None),
+        Err(std::env::VarError::NotPresent) => bail!("password variable {var} is not set"),
+        Err(std::env::VarError::NotUnicode(_)) => bail!("password variable {var} is not UTF-8"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses_and_resolves() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/outflow.example.toml");
+        let config = Config::load(&path).expect("example parses");
+        let s = config.resolve().expect("example resolves");
+        let source = s.source.expect("example has a source");
+        assert_eq!(source.servers.len(), 2);
+        assert_eq!(source.tls_mode, TlsMode::VerifyIdentity);
+        assert_eq!(s.mode, Mode::Replica);
+        assert!(s.compaction, "windows set, so compaction defaults on");
+        assert_eq!(s.bandwidth_cap, Some(20_000_000));
+        assert_eq!(s.spool_max_bytes, 10 * 1024 * 1024 * 1024);
+        assert_eq!(s.on_conflict, ConflictPolicy::Stop);
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let file: Config = toml::from_str(
+            "[codec]\nmode = \"full\"\nzstd_level = 5\n[sink]\ntarget = \"mysql://a@h:1\"\n",
+        )
+        .unwrap();
+        let mut flags = Config::default();
+        flags.codec.mode = Some("replica".into());
+        let s = flags.merge(&file).resolve().unwrap();
+        assert_eq!(s.mode, Mode::Replica);
+        assert_eq!(s.zstd_level, 5);
+        assert_eq!(s.target.unwrap().url, "mysql://a@h:1");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        assert!(toml::from_str::<Config>("[codec]\nmodee = \"full\"\n").is_err());
+        for bad in [
+            "[codec]\nmode = \"fast\"\n",
+            "[codec]\nzstd_level = 40\n",
+            "[codec]\nbatch_delay = \"soon\"\n",
+            "[spool]\nmax_bytes = \"lots\"\n",
+            "[source]\nurl = \"mysql://u:hunter2@h:3306\"\n",
+            "[source]\nurl = \"mysql://u@h\"\nfrom = \"yesterday\"\n",
+            "[sink]\non_conflict = \"ignore\"\n",
+        ] {
+            let c: Config = toml::from_str(bad).unwrap();
+            assert!(c.resolve().is_err(), "{bad:?} should not resolve");
+        }
+    }
+
+    #[test]
+    fn start_positions_parse() {
+        assert_eq!("now".parse::<StartFrom>().unwrap(), StartFrom::Now);
+        assert_eq!(
+            "gtid:0-1-100,1-2-5".parse::<StartFrom>().unwrap(),
+            StartFrom::Gtid("0-1-100,1-2-5".into())
+        );
+        assert_eq!(
+            "file:binlog.000002:4".parse::<StartFrom>().unwrap(),
+            StartFrom::File {
+                name: "binlog.000002".into(),
+                pos: 4
+            }
+        );
+        assert!("file:binlog.000002".parse::<StartFrom>().is_err());
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let s = Secret("hunter2".into());
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}
