@@ -1,0 +1,539 @@
+//! The relay protocol's two state machines (sans-IO): what the sender may send next and what an
+//! acknowledgement means; what the receiver must deliver, drop as a duplicate, or acknowledge.
+//!
+//! Exactly-once rests on three rules kept here. The receiver delivers batches to its sink in
+//! sequence order, each once, and acknowledges cumulatively only what the sink has made durable.
+//! On every connection the receiver first tells the sender the last sequence number it holds
+//! durably, and the sender resumes right after it. Anything at or below that number that still
+//! arrives (a retransmission from an older connection, a batch re-sent after a lost ack) is
+//! recognised by its number and dropped.
+
+use std::collections::BTreeMap;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::frame::{Message, VERSION};
+
+/// A well-formed message that breaks the protocol.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    /// A message that this side never expects, or not now.
+    #[error("unexpected {what} {when}")]
+    Unexpected {
+        /// The message type.
+        what: &'static str,
+        /// In which state.
+        when: &'static str,
+    },
+    /// A Hello with another protocol version.
+    #[error("peer speaks relay protocol version {theirs}, this side speaks {ours}")]
+    Version {
+        /// The peer's version.
+        theirs: u16,
+        /// Ours.
+        ours: u16,
+    },
+    /// The receiver claims to hold batches the sender's spool never produced: the spool was
+    /// reset or belongs to another source, and sending would have them dropped as duplicates.
+    #[error(
+        "receiver holds batches up to {last_durable} but the spool has only produced up to {spool_last}: \
+         spool reset or pointed at the wrong receiver"
+    )]
+    ReceiverAhead {
+        /// The receiver's resume point.
+        last_durable: u64,
+        /// Last sequence number the spool produced.
+        spool_last: u64,
+    },
+    /// An acknowledgement for a batch never sent on this connection.
+    #[error("acknowledgement of {ack} but only up to {sent} was sent")]
+    AckBeyondSent {
+        /// Acknowledged sequence number.
+        ack: u64,
+        /// Highest sent.
+        sent: u64,
+    },
+    /// An acknowledgement lower than one already received.
+    #[error("acknowledgement went backwards from {before} to {ack}")]
+    AckBackwards {
+        /// Earlier acknowledgement.
+        before: u64,
+        /// This one.
+        ack: u64,
+    },
+    /// The sender sent more than the receiver's reorder window holds.
+    #[error(
+        "batch {seq} would hold {held} bytes waiting for batch {waiting_for}, over the window of {max}"
+    )]
+    WindowExceeded {
+        /// The batch.
+        seq: u64,
+        /// Bytes that would be held.
+        held: u64,
+        /// The batch everything waits for.
+        waiting_for: u64,
+        /// The receiver's window.
+        max: u64,
+    },
+    /// The peer sent an Error frame.
+    #[error("peer reported error {code}: {message}")]
+    Peer {
+        /// Its code.
+        code: u16,
+        /// Its message.
+        message: String,
+    },
+}
+
+fn unexpected(message: &Message, when: &'static str) -> ProtocolError {
+    let what = match message {
+        Message::Hello { .. } => "Hello",
+        Message::Resume { .. } => "Resume",
+        Message::Batch { .. } => "Batch",
+        Message::Ack { .. } => "Ack",
+        Message::Error { .. } => "Error",
+    };
+    ProtocolError::Unexpected { what, when }
+}
+
+/// Sender window limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SenderWindow {
+    /// Payload bytes sent but not acknowledged. To keep a link full this must exceed
+    /// bandwidth × RTT (for 1 Gbit/s at 100 ms: 12.5 MB). A single batch larger than the window
+    /// is still sent when nothing else is in flight.
+    pub max_bytes: u64,
+    /// Batches sent but not acknowledged.
+    pub max_batches: u64,
+}
+
+impl Default for SenderWindow {
+    fn default() -> Self {
+        SenderWindow {
+            max_bytes: 64 << 20,
+            max_batches: 4096,
+        }
+    }
+}
+
+/// What an acknowledgement did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acked {
+    /// Every batch up to this one is durable on the far side.
+    pub up_to: u64,
+    /// Batches newly acknowledged.
+    pub batches: u64,
+    /// Payload bytes newly acknowledged.
+    pub bytes: u64,
+    /// Time from sending the newest newly acknowledged batch to its acknowledgement, an
+    /// end-to-end latency including the far side's fsync or apply.
+    pub latency: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SenderState {
+    AwaitResume,
+    Running,
+}
+
+/// The sender's side of one connection.
+#[derive(Debug)]
+pub struct SenderSession {
+    state: SenderState,
+    window: SenderWindow,
+    acked: u64,
+    next: u64,
+    in_flight: VecDeque<(u64, u64, Instant)>,
+    in_flight_bytes: u64,
+}
+
+impl SenderSession {
+    /// A new connection's session; send [`SenderSession::hello`] first.
+    pub fn new(window: SenderWindow) -> SenderSession {
+        SenderSession {
+            state: SenderState::AwaitResume,
+            window,
+            acked: 0,
+            next: 1,
+            in_flight: VecDeque::new(),
+            in_flight_bytes: 0,
+        }
+    }
+
+    /// The first message on the control stream.
+    pub fn hello(&self) -> Message {
+        Message::Hello { version: VERSION }
+    }
+
+    /// Handles the receiver's Resume. `spool_next` is the spool's next sequence number.
+    /// Returns the first sequence number to send; the caller acknowledges everything before it
+    /// in the spool.
+    pub fn on_resume(&mut self, last_durable: u64, spool_next: u64) -> Result<u64, ProtocolError> {
+        if self.state != SenderState::AwaitResume {
+            return Err(ProtocolError::Unexpected {
+                what: "Resume",
+                when: "after the session started",
+            });
+        }
+        if last_durable >= spool_next {
+            return Err(ProtocolError::ReceiverAhead {
+                last_durable,
+                spool_last: spool_next - 1,
+            });
+        }
+        self.state = SenderState::Running;
+        self.acked = last_durable;
+        self.next = last_durable + 1;
+        Ok(self.next)
+    }
+
+    /// Handles a message from the control stream (after Resume): acknowledgements and errors.
+    pub fn on_message(
+        &mut self,
+        message: Message,
+        now: Instant,
+    ) -> Result<Option<Acked>, ProtocolError> {
+        match message {
+            Message::Ack { seq } if self.state == SenderState::Running => {
+                self.on_ack(seq, now).map(Some)
+            }
+            Message::Error { code, message } => Err(ProtocolError::Peer { code, message }),
+            other => Err(unexpected(
+                &other,
+                if self.state == SenderState::Running {
+                    "on the sender's control stream"
+                } else {
+                    "before Resume"
+                },
+            )),
+        }
+    }
+
+    fn on_ack(&mut self, seq: u64, now: Instant) -> Result<Acked, ProtocolError> {
+        if seq < self.acked {
+            return Err(ProtocolError::AckBackwards {
+                before: self.acked,
+                ack: seq,
+            });
+        }
+        if seq >= self.next {
+            return Err(ProtocolError::AckBeyondSent {
+                ack: seq,
+                sent: self.next - 1,
+            });
+        }
+        let mut acked = Acked {
+            up_to: seq,
+            batches: 0,
+            bytes: 0,
+            latency: None,
+        };
+        while let Some(&(s, len, sent_at)) = self.in_flight.front() {
+            if s > seq {
+                break;
+            }
+            self.in_flight.pop_front();
+            self.in_flight_bytes -= len;
+            acked.batches += 1;
+            acked.bytes += len;
+            acked.latency = Some(now.saturating_duration_since(sent_at));
+        }
+        self.acked = seq;
+        Ok(acked)
+    }
+
+    /// Whether the window has room for a batch of `len` payload bytes.
+    pub fn can_send(&self, len: u64) -> bool {
+        self.state == SenderState::Running
+            && (self.in_flight.is_empty()
+                || (self.in_flight_bytes + len <= self.window.max_bytes
+                    && (self.in_flight.len() as u64) < self.window.max_batches))
+    }
+
+    /// Sequence number of the next batch to send.
+    pub fn next_seq(&self) -> u64 {
+        self.next
+    }
+
+    /// Highest acknowledged sequence number.
+    pub fn acked(&self) -> u64 {
+        self.acked
+    }
+
+    /// Batches and payload bytes in flight.
+    pub fn in_flight(&self) -> (u64, u64) {
+        (self.in_flight.len() as u64, self.in_flight_bytes)
+    }
+
+    /// Records that batch [`SenderSession::next_seq`] of `len` payload bytes was handed to a
+    /// stream.
+    pub fn on_sent(&mut self, len: u64, now: Instant) {
+        self.in_flight.push_back((self.next, len, now));
+        self.in_flight_bytes += len;
+        self.next += 1;
+    }
+}
+
+/// What the receiver did with a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchOutcome {
+    /// Already durable or already held: dropped.
+    Duplicate,
+    /// Held until it can be delivered in order.
+    Accepted,
+}
+
+/// The receiver's protocol state. It outlives connections: the sequence numbers it has made
+/// durable are the resume point of the next connection.
+#[derive(Debug)]
+pub struct ReceiverSession {
+    /// Highest sequence number the sink holds durably.
+    durable: u64,
+    /// Highest sequence number handed to the sink.
+    dispatched: u64,
+    held: BTreeMap<u64, Bytes>,
+    held_bytes: u64,
+    max_held_bytes: u64,
+    acked_sent: u64,
+    ack_forced: bool,
+    hello_seen: bool,
+    duplicates: u64,
+}
+
+impl ReceiverSession {
+    /// A receiver whose sink holds everything up to `durable`. It holds at most
+    /// `max_held_bytes` of batches waiting for an earlier one; this must be at least the
+    /// sender's window.
+    pub fn new(durable: u64, max_held_bytes: u64) -> ReceiverSession {
+        ReceiverSession {
+            durable,
+            dispatched: durable,
+            held: BTreeMap::new(),
+            held_bytes: 0,
+            max_held_bytes,
+            acked_sent: durable,
+            ack_forced: false,
+            hello_seen: false,
+            duplicates: 0,
+        }
+    }
+
+    /// Starts a new connection: batches held for the old one are dropped (the sender resumes
+    /// after [`ReceiverSession::durable`] and sends them again).
+    pub fn reset_connection(&mut self) {
+        self.held.clear();
+        self.held_bytes = 0;
+        // Deliveries finish before a connection is dropped, so nothing is between the two.
+        self.dispatched = self.durable;
+        self.hello_seen = false;
+        self.acked_sent = self.durable;
+    }
+
+    /// Handles a message from the control stream: Hello, answered with Resume.
+    pub fn on_control(&mut self, message: Message) -> Result<Message, ProtocolError> {
+        match message {
+            Message::Hello { version } if !self.hello_seen => {
+                if version != VERSION {
+                    return Err(ProtocolError::Version {
+                        theirs: version,
+                        ours: VERSION,
+                    });
+                }
+                self.hello_seen = true;
+                Ok(Message::Resume {
+                    last_durable: self.durable,
+                })
+            }
+            Message::Error { code, message } => Err(ProtocolError::Peer { code, message }),
+            other => Err(unexpected(&other, "on the receiver's control stream")),
+        }
+    }
+
+    /// Handles a message from a data stream.
+    pub fn on_data(&mut self, message: Message) -> Result<BatchOutcome, ProtocolError> {
+        let Message::Batch { seq, payload } = message else {
+            return Err(unexpected(&message, "on a data stream"));
+        };
+        if seq <= self.dispatched || self.held.contains_key(&seq) {
+            self.duplicates += 1;
+            // The sender may have lost our ack; tell it again.
+            self.ack_forced = true;
+            return Ok(BatchOutcome::Duplicate);
+        }
+        let held = self.held_bytes + payload.len() as u64;
+        if held > self.max_held_bytes && !self.held.is_empty() {
+            return Err(ProtocolError::WindowExceeded {
+                seq,
+                held,
+                waiting_for: self.dispatched + 1,
+                max: self.max_held_bytes,
+            });
+        }
+        self.held_bytes = held;
+        self.held.insert(seq, payload);
+        Ok(BatchOutcome::Accepted)
+    }
+
+    /// The next batch to hand to the sink, in sequence order, once.
+    pub fn next_deliverable(&mut self) -> Option<(u64, Bytes)> {
+        let entry = self.held.first_entry()?;
+        if *entry.key() != self.dispatched + 1 {
+            return None;
+        }
+        let seq = *entry.key();
+        let payload = entry.remove();
+        self.held_bytes -= payload.len() as u64;
+        self.dispatched = seq;
+        Some((seq, payload))
+    }
+
+    /// The sink made `seq` durable.
+    pub fn on_durable(&mut self, seq: u64) {
+        self.durable = self.durable.max(seq);
+    }
+
+    /// The acknowledgement to send now, if any.
+    pub fn poll_ack(&mut self) -> Option<Message> {
+        if self.durable > self.acked_sent || (self.ack_forced && self.durable > 0) {
+            self.acked_sent = self.durable;
+            self.ack_forced = false;
+            return Some(Message::Ack { seq: self.durable });
+        }
+        self.ack_forced = false;
+        None
+    }
+
+    /// Highest sequence number the sink holds durably.
+    pub fn durable(&self) -> u64 {
+        self.durable
+    }
+
+    /// Duplicates dropped so far.
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(seq: u64) -> Message {
+        Message::Batch {
+            seq,
+            payload: Bytes::from(vec![seq as u8; 10]),
+        }
+    }
+
+    #[test]
+    fn sender_resumes_after_the_receivers_durable_point() {
+        let now = Instant::now();
+        let mut s = SenderSession::new(SenderWindow::default());
+        assert!(!s.can_send(1));
+        assert_eq!(s.on_resume(7, 20), Ok(8));
+        assert!(s.can_send(10));
+        s.on_sent(10, now);
+        s.on_sent(10, now);
+        assert_eq!(s.in_flight(), (2, 20));
+        let acked = s
+            .on_message(Message::Ack { seq: 8 }, now)
+            .expect("ack")
+            .expect("acked");
+        assert_eq!((acked.up_to, acked.batches, acked.bytes), (8, 1, 10));
+        assert_eq!(
+            s.on_message(Message::Ack { seq: 10 }, now),
+            Err(ProtocolError::AckBeyondSent { ack: 10, sent: 9 })
+        );
+        assert_eq!(
+            s.on_message(Message::Ack { seq: 7 }, now),
+            Err(ProtocolError::AckBackwards { before: 8, ack: 7 })
+        );
+        // A repeated ack is harmless.
+        assert!(s.on_message(Message::Ack { seq: 8 }, now).is_ok());
+    }
+
+    #[test]
+    fn sender_refuses_a_receiver_ahead_of_the_spool() {
+        let mut s = SenderSession::new(SenderWindow::default());
+        let err = s.on_resume(100, 50).expect_err("ahead");
+        assert!(err.to_string().contains("spool reset"), "{err}");
+    }
+
+    #[test]
+    fn sender_window_limits_bytes_and_batches() {
+        let now = Instant::now();
+        let mut s = SenderSession::new(SenderWindow {
+            max_bytes: 100,
+            max_batches: 3,
+        });
+        s.on_resume(0, 1).expect("resume");
+        assert!(s.can_send(1000), "an oversized batch goes alone");
+        s.on_sent(60, now);
+        assert!(!s.can_send(41));
+        assert!(s.can_send(40));
+        s.on_sent(20, now);
+        s.on_sent(10, now);
+        assert!(!s.can_send(1), "batch limit");
+    }
+
+    #[test]
+    fn receiver_delivers_in_order_once_and_acks_only_durable() {
+        let mut r = ReceiverSession::new(4, 1000);
+        assert_eq!(
+            r.on_control(Message::Hello { version: VERSION }),
+            Ok(Message::Resume { last_durable: 4 })
+        );
+        assert_eq!(r.on_data(batch(6)), Ok(BatchOutcome::Accepted));
+        assert_eq!(r.next_deliverable(), None, "5 is missing");
+        assert_eq!(r.on_data(batch(4)), Ok(BatchOutcome::Duplicate));
+        assert_eq!(r.on_data(batch(5)), Ok(BatchOutcome::Accepted));
+        assert_eq!(r.next_deliverable().map(|(s, _)| s), Some(5));
+        assert_eq!(
+            r.on_data(batch(5)),
+            Ok(BatchOutcome::Duplicate),
+            "dispatched, not yet durable"
+        );
+        assert_eq!(r.next_deliverable().map(|(s, _)| s), Some(6));
+        assert_eq!(r.next_deliverable(), None);
+        // Duplicates force a re-ack, but nothing beyond what is durable.
+        assert_eq!(r.poll_ack(), Some(Message::Ack { seq: 4 }));
+        r.on_durable(5);
+        assert_eq!(r.poll_ack(), Some(Message::Ack { seq: 5 }));
+        assert_eq!(r.poll_ack(), None);
+        r.on_durable(6);
+        assert_eq!(r.poll_ack(), Some(Message::Ack { seq: 6 }));
+        assert_eq!(r.duplicates(), 2);
+    }
+
+    #[test]
+    fn receiver_bounds_what_it_holds() {
+        let mut r = ReceiverSession::new(0, 25);
+        assert_eq!(r.on_data(batch(2)), Ok(BatchOutcome::Accepted));
+        assert_eq!(r.on_data(batch(3)), Ok(BatchOutcome::Accepted));
+        let err = r.on_data(batch(4)).expect_err("over the window");
+        assert!(matches!(
+            err,
+            ProtocolError::WindowExceeded {
+                seq: 4,
+                waiting_for: 1,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn receiver_rejects_wrong_messages() {
+        let mut r = ReceiverSession::new(0, 100);
+        assert!(r.on_control(Message::Hello { version: 99 }).is_err());
+        assert!(r.on_control(Message::Ack { seq: 1 }).is_err());
+        assert!(r.on_data(Message::Ack { seq: 1 }).is_err());
+        r.on_control(Message::Hello { version: VERSION })
+            .expect("hello");
+        assert!(
+            r.on_control(Message::Hello { version: VERSION }).is_err(),
+            "second Hello"
+        );
+    }
+}
