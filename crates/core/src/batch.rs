@@ -461,15 +461,16 @@ impl Column {
 
     /// Copies slot `i` of `src` (same kind) as a new last slot.
     fn push_copy(&mut self, src: &Column, i: usize) -> Result<(), ()> {
-        self.present.push(src.present.get(i));
-        self.null.push(src.null.get(i));
         if self.kind.is_var() {
-            self.bytes.extend_from_slice(src.var(i));
-            let end = u32::try_from(self.bytes.len()).map_err(|_| ())?;
+            let v = src.var(i);
+            let end = u32::try_from(self.bytes.len() + v.len()).map_err(|_| ())?;
+            self.bytes.extend_from_slice(v);
             self.offsets.push(end);
         } else {
             self.fixed.push(src.fixed.get(i).copied().unwrap_or(0));
         }
+        self.present.push(src.present.get(i));
+        self.null.push(src.null.get(i));
         Ok(())
     }
 
@@ -787,25 +788,39 @@ impl TableSection {
         r.map_err(|e| self.set_error(c, e))
     }
 
-    /// Appends a copy of image `index` of `src` (same schema) as an image of the last
-    /// change, keeping only the columns `keep` says yes to.
+    /// Appends an image of the last change assembled from images of `src` (a section of
+    /// the same schema): column `c` is copied from image `pick(c)` of `src`, or left absent
+    /// when `pick` returns `None` or that image does not carry it.
     pub fn push_image_from(
         &mut self,
         src: &TableSection,
-        index: usize,
-        mut keep: impl FnMut(usize) -> bool,
+        mut pick: impl FnMut(usize) -> Option<usize>,
     ) -> Result<(), BatchError> {
+        if src.columns.len() != self.columns.len() {
+            return Err(self.images_error("image copied from a section of another table"));
+        }
         self.push_image()?;
         for (c, (dst, from)) in self.columns.iter_mut().zip(&src.columns).enumerate() {
-            if keep(c) && from.present.get(index) {
-                dst.truncate(dst.len() - 1);
-                if dst.push_copy(from, index).is_err() {
-                    let table = self.schema.qualified_name();
-                    return Err(BatchError::TooLarge {
-                        table,
-                        column: c + 1,
-                    });
-                }
+            let Some(index) = pick(c) else { continue };
+            if index >= from.len() || !from.present.get(index) {
+                continue;
+            }
+            if dst.kind != from.kind {
+                return Err(BatchError::TypeMismatch {
+                    table: self.schema.qualified_name(),
+                    column: c + 1,
+                    got: "copied",
+                    want: dst.kind,
+                });
+            }
+            dst.truncate(dst.len() - 1);
+            if dst.push_copy(from, index).is_err() {
+                dst.push_absent();
+                let table = self.schema.qualified_name();
+                return Err(BatchError::TooLarge {
+                    table,
+                    column: c + 1,
+                });
             }
         }
         Ok(())

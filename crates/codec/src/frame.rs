@@ -1,0 +1,670 @@
+//! Frames: the self-describing, checksummed unit the spool stores and the transport sends.
+//!
+//! # Layout (little-endian)
+//! ```text
+//! offset size
+//!  0     4   magic `OFLW`
+//!  4     1   format version (1)
+//!  5     1   flags: bit 0 payload is zstd, bit 1 compressed with a dictionary
+//!  6     2   reserved, 0
+//!  8     8   sequence number (the encoder's, +1 per frame)
+//! 16     4   meta length M
+//! 20     4   payload length P (as stored)
+//! 24     4   payload length once decompressed
+//! 28     4   dictionary id (0 = none)
+//! 32     4   CRC-32 (IEEE) of bytes 0..32, the meta and the payload
+//! 36     M   meta: bincode [`FrameMeta`]: mode, compaction, start position, binlog files,
+//!            first and last GTID, end position, counts. Readable without decompressing.
+//! 36+M   P   payload: the columnar batch ([`crate::columnar`]), usually zstd
+//! ```
+//!
+//! # Invariants and recovery
+//! - A frame is accepted only whole: the checksum covers every byte, sizes are checked
+//!   against [`Limits`] before anything is allocated, and the payload must decompress to
+//!   exactly the announced size, which may not exceed `max_decompressed` (zstd writes into
+//!   a buffer of that capacity and fails rather than grow it, so a decompression bomb costs
+//!   at most that much memory).
+//! - A frame refers to table schemas by version. With [`SchemaShipping::EveryFrame`] (the
+//!   default) each frame carries every schema it uses and decodes on its own; with
+//!   [`SchemaShipping::OncePerStream`] a schema is shipped the first time a stream uses it,
+//!   so frames must be decoded in order from the stream's first frame, and the encoder's
+//!   [`Encoder::reset_stream`] must be called whenever the receiver starts afresh (new
+//!   connection). A dictionary is never shipped in-band: both ends register it by id.
+//! - Unknown versions, flags or dictionary ids are errors, never guesses.
+
+use std::collections::HashSet;
+
+use outflow_core::{
+    BatchParts, BinlogPosition, ChangeBatch, Gtid, ImageMode, SchemaVersion, SourcePosition,
+    TableSchema,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::columnar::{
+    bincode_options, decode_payload, PayloadContext, PayloadEncoder, PayloadError, PayloadLimits,
+    SchemaCache, SchemaSink,
+};
+
+/// The first four bytes of every frame.
+pub const MAGIC: [u8; 4] = *b"OFLW";
+/// The format version this code writes and reads.
+pub const VERSION: u8 = 1;
+/// Bytes before the meta block.
+pub const HEADER_LEN: usize = 36;
+
+const FLAG_ZSTD: u8 = 1;
+const FLAG_DICT: u8 = 2;
+
+/// What a frame's meta block says, readable without decompressing the payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FrameMeta {
+    /// `true` for full images, `false` for replica images.
+    pub full_images: bool,
+    /// Whether the batch holds net changes (apply atomically).
+    pub compacted: bool,
+    /// Position before the frame's first transaction.
+    pub start: SourcePosition,
+    /// Binlog files the transactions refer to.
+    pub files: Vec<String>,
+    /// GTID of the first transaction that has one.
+    pub first_gtid: Option<Gtid>,
+    /// GTID of the last transaction that has one.
+    pub last_gtid: Option<Gtid>,
+    /// File and offset after the last transaction.
+    pub end: Option<BinlogPosition>,
+    /// Transactions in the frame.
+    pub transactions: u32,
+    /// Row changes in the frame.
+    pub changes: u64,
+}
+
+/// A decoded frame header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// Format version.
+    pub version: u8,
+    /// Flags.
+    pub flags: u8,
+    /// Sequence number.
+    pub sequence: u64,
+    /// Meta length.
+    pub meta_len: u32,
+    /// Stored payload length.
+    pub payload_len: u32,
+    /// Decompressed payload length.
+    pub raw_len: u32,
+    /// Dictionary id, 0 for none.
+    pub dict_id: u32,
+    /// CRC-32 of the frame.
+    pub crc: u32,
+}
+
+impl FrameHeader {
+    /// Total frame length: header, meta and payload.
+    pub fn frame_len(&self) -> u64 {
+        HEADER_LEN as u64 + u64::from(self.meta_len) + u64::from(self.payload_len)
+    }
+
+    /// Parses the fixed header from the start of `buf` and checks it against `limits`
+    /// (without the checksum, which needs the whole frame). Use it to frame a byte stream:
+    /// once `buf` holds [`HEADER_LEN`] bytes, this says how long the frame is.
+    pub fn parse(buf: &[u8], limits: &Limits) -> Result<FrameHeader, FrameError> {
+        let b = buf.get(..HEADER_LEN).ok_or(FrameError::Truncated {
+            needed: HEADER_LEN,
+            available: buf.len(),
+        })?;
+        if b[..4] != MAGIC {
+            return Err(FrameError::BadMagic);
+        }
+        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let mut seq = [0u8; 8];
+        seq.copy_from_slice(&b[8..16]);
+        let h = FrameHeader {
+            version: b[4],
+            flags: b[5],
+            sequence: u64::from_le_bytes(seq),
+            meta_len: u32_at(16),
+            payload_len: u32_at(20),
+            raw_len: u32_at(24),
+            dict_id: u32_at(28),
+            crc: u32_at(32),
+        };
+        if h.version != VERSION {
+            return Err(FrameError::Version(h.version));
+        }
+        if h.flags & !(FLAG_ZSTD | FLAG_DICT) != 0 || b[6] != 0 || b[7] != 0 {
+            return Err(FrameError::Malformed("unknown flags or reserved bits set"));
+        }
+        if (h.flags & FLAG_DICT != 0) != (h.dict_id != 0)
+            || (h.flags & FLAG_DICT != 0 && h.flags & FLAG_ZSTD == 0)
+        {
+            return Err(FrameError::Malformed("dictionary flag and id disagree"));
+        }
+        if h.frame_len() > limits.max_frame as u64 {
+            return Err(FrameError::TooLarge {
+                what: "frame",
+                size: h.frame_len(),
+                limit: limits.max_frame as u64,
+            });
+        }
+        if u64::from(h.raw_len) > limits.max_decompressed as u64 {
+            return Err(FrameError::TooLarge {
+                what: "decompressed payload",
+                size: u64::from(h.raw_len),
+                limit: limits.max_decompressed as u64,
+            });
+        }
+        if h.flags & FLAG_ZSTD == 0 && h.raw_len != h.payload_len {
+            return Err(FrameError::Malformed(
+                "uncompressed payload of the wrong length",
+            ));
+        }
+        if h.meta_len > 1 << 20 {
+            return Err(FrameError::TooLarge {
+                what: "meta block",
+                size: u64::from(h.meta_len),
+                limit: 1 << 20,
+            });
+        }
+        Ok(h)
+    }
+}
+
+/// Size limits a decoder enforces before allocating anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest whole frame accepted, in bytes (default 64 MiB).
+    pub max_frame: usize,
+    /// Largest decompressed payload, in bytes (default 256 MiB).
+    pub max_decompressed: usize,
+    /// Most table definitions a stream may ship (default 65,536).
+    pub max_schemas: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame: 64 << 20,
+            max_decompressed: 256 << 20,
+            max_schemas: 65_536,
+        }
+    }
+}
+
+/// Why a frame was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// Fewer bytes than the frame needs.
+    #[error("frame truncated: needs {needed} bytes, {available} given")]
+    Truncated {
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes given.
+        available: usize,
+    },
+    /// Not an outflow frame.
+    #[error("not an outflow frame (bad magic)")]
+    BadMagic,
+    /// A format version this build does not read.
+    #[error("frame format version {0}, this build reads version 1")]
+    Version(u8),
+    /// A size over a limit.
+    #[error("{what} of {size} bytes is over the limit of {limit}")]
+    TooLarge {
+        /// Which size.
+        what: &'static str,
+        /// Its value.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// Bytes after the frame.
+    #[error("{0} bytes after the frame")]
+    Trailing(usize),
+    /// The checksum does not match: corrupted or forged.
+    #[error(
+        "frame {sequence}: checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
+    )]
+    Checksum {
+        /// The frame's sequence number.
+        sequence: u64,
+        /// Stored CRC.
+        stored: u32,
+        /// Computed CRC.
+        computed: u32,
+    },
+    /// A header field is inconsistent.
+    #[error("malformed frame header: {0}")]
+    Malformed(&'static str),
+    /// The payload is compressed with a dictionary this decoder does not have.
+    #[error("frame {sequence}: dictionary {dict_id:#x} is not registered")]
+    UnknownDictionary {
+        /// The frame's sequence number.
+        sequence: u64,
+        /// The id.
+        dict_id: u32,
+    },
+    /// zstd failed, or produced another size than announced.
+    #[error("frame {sequence}: decompression failed: {reason}")]
+    Decompress {
+        /// The frame's sequence number.
+        sequence: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The meta block did not decode.
+    #[error("frame {sequence}: meta block: {reason}")]
+    Meta {
+        /// The frame's sequence number.
+        sequence: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The payload did not decode.
+    #[error("frame {sequence}: {error}")]
+    Payload {
+        /// The frame's sequence number.
+        sequence: u64,
+        /// Why.
+        error: PayloadError,
+    },
+    /// A sequence number other than the expected one.
+    #[error("frame {got}: expected frame {expected}")]
+    Sequence {
+        /// Expected.
+        expected: u64,
+        /// Received.
+        got: u64,
+    },
+}
+
+/// Why a batch could not be encoded.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    /// The batch has a transaction open; only whole transactions are encoded.
+    #[error("batch has an open transaction")]
+    OpenTransaction,
+    /// The encoded frame would be over the limit: cut batches smaller.
+    #[error("encoded frame of {size} bytes is over the limit of {limit}")]
+    TooLarge {
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// Serialising a schema or the meta block failed.
+    #[error("serialising: {0}")]
+    Serialize(#[from] bincode::Error),
+    /// zstd failed.
+    #[error("zstd: {0}")]
+    Compress(#[from] std::io::Error),
+}
+
+/// How schemas travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SchemaShipping {
+    /// Every frame carries the schemas it uses: frames decode on their own (default).
+    #[default]
+    EveryFrame,
+    /// A schema is shipped once per stream (see the module documentation).
+    OncePerStream,
+}
+
+/// Encoder settings.
+#[derive(Debug, Clone)]
+pub struct EncoderConfig {
+    /// zstd level (default 3; 0 stores the payload uncompressed).
+    pub level: i32,
+    /// How schemas travel.
+    pub schemas: SchemaShipping,
+    /// Largest frame to produce (default 64 MiB, the decoder's default limit).
+    pub max_frame: usize,
+    /// A zstd dictionary and its id (non-zero), registered with the decoder too.
+    pub dictionary: Option<(u32, Vec<u8>)>,
+}
+
+impl Default for EncoderConfig {
+    fn default() -> Self {
+        EncoderConfig {
+            level: 3,
+            schemas: SchemaShipping::EveryFrame,
+            max_frame: Limits::default().max_frame,
+            dictionary: None,
+        }
+    }
+}
+
+struct Shipper<'a> {
+    mode: SchemaShipping,
+    shipped: &'a mut HashSet<(SchemaVersion, u64)>,
+}
+
+impl SchemaSink for Shipper<'_> {
+    fn ship(&mut self, schema: &TableSchema) -> bool {
+        match self.mode {
+            SchemaShipping::EveryFrame => true,
+            SchemaShipping::OncePerStream => self.shipped.insert((schema.version, 0)),
+        }
+    }
+}
+
+/// Turns batches into frames. Sans-IO: bytes out, nothing else.
+pub struct Encoder {
+    cfg: EncoderConfig,
+    sequence: u64,
+    payload: PayloadEncoder,
+    raw: Vec<u8>,
+    compressed: Vec<u8>,
+    shipped: HashSet<(SchemaVersion, u64)>,
+    zstd: Option<zstd::bulk::Compressor<'static>>,
+}
+
+impl Encoder {
+    /// An encoder whose first frame gets sequence 0.
+    pub fn new(cfg: EncoderConfig) -> Result<Encoder, EncodeError> {
+        let zstd = if cfg.level == 0 {
+            None
+        } else {
+            Some(match &cfg.dictionary {
+                Some((_, dict)) => zstd::bulk::Compressor::with_dictionary(cfg.level, dict)?,
+                None => zstd::bulk::Compressor::new(cfg.level)?,
+            })
+        };
+        Ok(Encoder {
+            cfg,
+            sequence: 0,
+            payload: PayloadEncoder::default(),
+            raw: Vec::new(),
+            compressed: Vec::new(),
+            shipped: HashSet::new(),
+            zstd,
+        })
+    }
+
+    /// The sequence number of the next frame.
+    pub fn next_sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    /// Sets the sequence number of the next frame (when resuming a stream).
+    pub fn set_sequence(&mut self, next: u64) {
+        self.sequence = next;
+    }
+
+    /// Forgets which schemas were shipped: the next frames ship them again. Call it when
+    /// the receiver starts afresh (only matters with [`SchemaShipping::OncePerStream`]).
+    pub fn reset_stream(&mut self) {
+        self.shipped.clear();
+    }
+
+    /// Bytes of the last payload before compression.
+    pub fn last_raw_len(&self) -> usize {
+        self.raw.len()
+    }
+
+    /// Encodes `batch` as one frame appended to `out`; returns its header.
+    pub fn encode(
+        &mut self,
+        batch: &ChangeBatch,
+        out: &mut Vec<u8>,
+    ) -> Result<FrameHeader, EncodeError> {
+        if batch.in_transaction() {
+            return Err(EncodeError::OpenTransaction);
+        }
+        self.raw.clear();
+        let mut ship = Shipper {
+            mode: self.cfg.schemas,
+            shipped: &mut self.shipped,
+        };
+        self.payload.encode(batch, &mut ship, &mut self.raw)?;
+        let meta = meta_of(batch);
+        let meta_bytes = bincode::serialize(&meta)?;
+        let start = out.len();
+        out.resize(start + HEADER_LEN, 0);
+        out.extend_from_slice(&meta_bytes);
+        let payload_at = out.len();
+        let (flags, dict_id) = match (&mut self.zstd, &self.cfg.dictionary) {
+            (Some(z), dict) => {
+                self.compressed.clear();
+                self.compressed
+                    .reserve(zstd::zstd_safe::compress_bound(self.raw.len()));
+                z.compress_to_buffer(&self.raw[..], &mut self.compressed)?;
+                out.extend_from_slice(&self.compressed);
+                match dict {
+                    Some((id, _)) => (FLAG_ZSTD | FLAG_DICT, *id),
+                    None => (FLAG_ZSTD, 0),
+                }
+            }
+            (None, _) => {
+                out.extend_from_slice(&self.raw);
+                (0, 0)
+            }
+        };
+        let payload_len = out.len() - payload_at;
+        let total = out.len() - start;
+        if total > self.cfg.max_frame || self.raw.len() > u32::MAX as usize {
+            out.truncate(start);
+            return Err(EncodeError::TooLarge {
+                size: total as u64,
+                limit: self.cfg.max_frame as u64,
+            });
+        }
+        let h = &mut out[start..start + HEADER_LEN];
+        h[..4].copy_from_slice(&MAGIC);
+        h[4] = VERSION;
+        h[5] = flags;
+        h[8..16].copy_from_slice(&self.sequence.to_le_bytes());
+        h[16..20].copy_from_slice(&(meta_bytes.len() as u32).to_le_bytes());
+        h[20..24].copy_from_slice(&(payload_len as u32).to_le_bytes());
+        h[24..28].copy_from_slice(&(self.raw.len() as u32).to_le_bytes());
+        h[28..32].copy_from_slice(&dict_id.to_le_bytes());
+        let crc = frame_crc(&out[start..]);
+        out[start + 32..start + 36].copy_from_slice(&crc.to_le_bytes());
+        let header = FrameHeader::parse(
+            &out[start..],
+            &Limits {
+                max_frame: usize::MAX,
+                max_decompressed: usize::MAX,
+                max_schemas: usize::MAX,
+            },
+        )
+        .map_err(|e| EncodeError::Compress(std::io::Error::other(e.to_string())))?;
+        self.sequence += 1;
+        Ok(header)
+    }
+}
+
+fn frame_crc(frame: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&frame[..32]);
+    h.update(&frame[HEADER_LEN..]);
+    h.finalize()
+}
+
+fn meta_of(batch: &ChangeBatch) -> FrameMeta {
+    let txns = batch.transactions();
+    let end = txns.last().and_then(|t| {
+        batch.files().get(t.file as usize).map(|f| BinlogPosition {
+            file: f.clone(),
+            pos: t.end_pos,
+        })
+    });
+    FrameMeta {
+        full_images: batch.mode() == ImageMode::Full,
+        compacted: batch.is_compacted(),
+        start: batch.start().clone(),
+        files: batch.files().to_vec(),
+        first_gtid: txns.iter().find_map(|t| t.gtid),
+        last_gtid: txns.iter().rev().find_map(|t| t.gtid),
+        end,
+        transactions: txns.len() as u32,
+        changes: batch.change_count() as u64,
+    }
+}
+
+/// Turns frames back into batches, enforcing [`Limits`]. Sans-IO.
+pub struct Decoder {
+    limits: Limits,
+    schemas: SchemaCache,
+    dictionaries: std::collections::HashMap<u32, zstd::bulk::Decompressor<'static>>,
+    plain: zstd::bulk::Decompressor<'static>,
+    raw: Vec<u8>,
+    expect: Option<u64>,
+}
+
+impl Decoder {
+    /// A decoder with the given limits and no schemas yet.
+    pub fn new(limits: Limits) -> Result<Decoder, std::io::Error> {
+        Ok(Decoder {
+            limits,
+            schemas: SchemaCache::new(),
+            dictionaries: Default::default(),
+            plain: zstd::bulk::Decompressor::new()?,
+            raw: Vec::new(),
+            expect: None,
+        })
+    }
+
+    /// Registers a zstd dictionary under `id` (non-zero).
+    pub fn add_dictionary(&mut self, id: u32, dict: &[u8]) -> Result<(), std::io::Error> {
+        self.dictionaries
+            .insert(id, zstd::bulk::Decompressor::with_dictionary(dict)?);
+        Ok(())
+    }
+
+    /// Requires the next frame to have sequence `next` (and each later one the next
+    /// number); `None` accepts any.
+    pub fn expect_sequence(&mut self, next: Option<u64>) {
+        self.expect = next;
+    }
+
+    /// Forgets the schemas of the stream (a new stream begins).
+    pub fn reset_stream(&mut self) {
+        self.schemas.clear();
+    }
+
+    /// Reads the header and meta block of a whole frame, checking its checksum, without
+    /// decompressing the payload.
+    pub fn peek(&self, frame: &[u8]) -> Result<(FrameHeader, FrameMeta), FrameError> {
+        let h = self.check(frame)?;
+        let meta = read_meta(frame, &h)?;
+        Ok((h, meta))
+    }
+
+    fn check(&self, frame: &[u8]) -> Result<FrameHeader, FrameError> {
+        let h = FrameHeader::parse(frame, &self.limits)?;
+        let len = h.frame_len() as usize;
+        if frame.len() < len {
+            return Err(FrameError::Truncated {
+                needed: len,
+                available: frame.len(),
+            });
+        }
+        if frame.len() > len {
+            return Err(FrameError::Trailing(frame.len() - len));
+        }
+        let computed = frame_crc(frame);
+        if computed != h.crc {
+            return Err(FrameError::Checksum {
+                sequence: h.sequence,
+                stored: h.crc,
+                computed,
+            });
+        }
+        Ok(h)
+    }
+
+    /// Decodes one whole frame (exactly its bytes) into `batch`, whose buffers are reused.
+    pub fn decode(
+        &mut self,
+        frame: &[u8],
+        batch: &mut ChangeBatch,
+    ) -> Result<FrameHeader, FrameError> {
+        let h = self.check(frame)?;
+        if let Some(expected) = self.expect {
+            if h.sequence != expected {
+                return Err(FrameError::Sequence {
+                    expected,
+                    got: h.sequence,
+                });
+            }
+        }
+        let meta = read_meta(frame, &h)?;
+        let payload = &frame[HEADER_LEN + h.meta_len as usize..];
+        let seq = h.sequence;
+        let raw: &[u8] = if h.flags & FLAG_ZSTD != 0 {
+            let z = if h.dict_id != 0 {
+                self.dictionaries
+                    .get_mut(&h.dict_id)
+                    .ok_or(FrameError::UnknownDictionary {
+                        sequence: seq,
+                        dict_id: h.dict_id,
+                    })?
+            } else {
+                &mut self.plain
+            };
+            self.raw.clear();
+            self.raw.reserve(h.raw_len as usize);
+            // Capacity is at least raw_len and zstd never writes past it, so a payload that
+            // inflates beyond the announced size fails here instead of growing the buffer.
+            let n = z
+                .decompress_to_buffer(payload, &mut self.raw)
+                .map_err(|e| FrameError::Decompress {
+                    sequence: seq,
+                    reason: e.to_string(),
+                })?;
+            if n != h.raw_len as usize {
+                return Err(FrameError::Decompress {
+                    sequence: seq,
+                    reason: format!("{n} bytes, {} announced", h.raw_len),
+                });
+            }
+            &self.raw
+        } else {
+            payload
+        };
+        let mode = if meta.full_images {
+            ImageMode::Full
+        } else {
+            ImageMode::Replica
+        };
+        let old = std::mem::take(batch);
+        let mut parts = old.into_parts();
+        parts.mode = mode;
+        parts.compacted = meta.compacted;
+        parts.start = meta.start;
+        parts.files = meta.files;
+        let ctx = PayloadContext {
+            compacted: meta.compacted,
+        };
+        let limits = PayloadLimits {
+            max_schemas: self.limits.max_schemas,
+        };
+        decode_payload(raw, &ctx, &mut self.schemas, &limits, &mut parts).map_err(|error| {
+            FrameError::Payload {
+                sequence: seq,
+                error,
+            }
+        })?;
+        *batch =
+            ChangeBatch::from_parts(BatchParts { ..parts }).map_err(|e| FrameError::Payload {
+                sequence: seq,
+                error: PayloadError::Inconsistent(e.to_string()),
+            })?;
+        if let Some(e) = self.expect.as_mut() {
+            *e += 1;
+        }
+        Ok(h)
+    }
+}
+
+fn read_meta(frame: &[u8], h: &FrameHeader) -> Result<FrameMeta, FrameError> {
+    use bincode::Options;
+    let bytes = &frame[HEADER_LEN..HEADER_LEN + h.meta_len as usize];
+    bincode_options()
+        .deserialize(bytes)
+        .map_err(|e| FrameError::Meta {
+            sequence: h.sequence,
+            reason: e.to_string(),
+        })
+}

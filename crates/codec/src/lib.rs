@@ -1,0 +1,27 @@
+//! outflow's egress codec, sans-IO: from binlog events to compact, checksummed frames and
+//! back.
+//!
+//! The path, in the order the live pipeline and `outflow estimate` run it:
+//! 1. [`builder::BatchBuilder`] turns decoded binlog events into an
+//!    [`outflow_core::ChangeBatch`], minimising images in `replica` mode.
+//! 2. [`compact::Compactor`] optionally collapses the batch into net changes per key.
+//! 3. [`frame::Encoder`] lays the batch out column by column ([`columnar`]), compresses it
+//!    with zstd and wraps it in a versioned, checksummed frame; [`frame::Decoder`] checks and
+//!    reverses that, within [`frame::Limits`].
+//!
+//! Left to others: reading the binlog (`outflow-binlog`, the replication client), storing
+//! and sending frames (`outflow-spool`, `outflow-transport`, which treat them as opaque
+//! bytes), and applying batches (the sinks).
+
+pub mod builder;
+pub mod columnar;
+pub mod compact;
+pub mod frame;
+pub mod wire;
+
+pub use builder::{schema_of, BatchBuilder, BuildError};
+pub use compact::{CompactError, Compactor};
+pub use frame::{
+    Decoder, EncodeError, Encoder, EncoderConfig, FrameError, FrameHeader, FrameMeta, Limits,
+    SchemaShipping,
+};
