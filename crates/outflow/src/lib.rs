@@ -1,6 +1,7 @@
 //! outflow's command implementations, as a library so that the end-to-end tests and the
 //! benches drive exactly the code the binary runs.
 
+pub mod certs;
 pub mod config;
 pub mod inspect;
 pub mod json;

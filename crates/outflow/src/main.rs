@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use outflow::certs;
 use outflow::inspect;
 
 /// Change-data-capture relay for MariaDB and MySQL across expensive links.
@@ -25,11 +26,14 @@ enum Command {
         #[arg(long)]
         stats: bool,
     },
+    /// Generate a CA, a server and a client certificate for the relay link (quick set-ups).
+    Certs(certs::CertsArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Certs(args) => certs::run(&args),
         Command::Inspect { files, stats } => inspect::run(&files, stats),
     }
 }

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod pace;
 pub mod protocol;
 pub mod schedule;
+pub mod testing;
 pub mod tls;
 
 pub use link::{

@@ -267,15 +267,14 @@ fn bind(addr: SocketAddr, buffer: usize) -> Result<std::net::UdpSocket, Transpor
 
 fn endpoint(
     socket: std::net::UdpSocket,
+    endpoint_config: quinn::EndpointConfig,
     server: Option<quinn::ServerConfig>,
 ) -> Result<Endpoint, TransportError> {
     let runtime = quinn::default_runtime()
         .ok_or_else(|| TransportError::Config("no async runtime".into()))?;
-    Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime).map_err(|source| {
-        TransportError::Io {
-            what: "starting the QUIC endpoint".into(),
-            source,
-        }
+    Endpoint::new(endpoint_config, server, socket, runtime).map_err(|source| TransportError::Io {
+        what: "starting the QUIC endpoint".into(),
+        source,
     })
 }
 
@@ -389,7 +388,11 @@ impl<I: SpoolIo> Sender<I> {
         }
         .parse()
         .map_err(|_| TransportError::Config("bad local address".into()))?;
-        let endpoint = endpoint(bind(local, config.udp_buffer_bytes)?, None)?;
+        let endpoint = endpoint(
+            bind(local, config.udp_buffer_bytes)?,
+            quinn::EndpointConfig::default(),
+            None,
+        )?;
         let mut client = quinn::ClientConfig::new(tls::client_crypto(tls)?);
         let mut transport = config.transport()?;
         // The receiver opens no streams.
@@ -560,7 +563,8 @@ impl<I: SpoolIo> Sender<I> {
                 if pending.is_none() {
                     match self.spool.read(next).await? {
                         Some(payload) => pending = Some(payload),
-                        None if next < self.spool.next_seq() => {
+                        // Acknowledged batches may be removed; unacknowledged ones never are.
+                        None if next <= self.spool.acked() => {
                             return Err(TransportError::Gone(next))
                         }
                         None => {
@@ -712,6 +716,22 @@ async fn write_batches(
     }
 }
 
+/// An endpoint configuration whose stateless-reset key is derived from the receiver's private
+/// key, so it is the same after a restart. A restarted receiver can then reset the sender's
+/// stale connection at its first packet, and the sender reconnects at once instead of waiting
+/// for the idle timeout.
+fn stable_reset_key(key_file: &std::path::Path) -> Result<quinn::EndpointConfig, TransportError> {
+    use ring::hmac;
+    let secret = std::fs::read(key_file).map_err(|source| TransportError::Io {
+        what: format!("reading {}", key_file.display()),
+        source,
+    })?;
+    let derive = hmac::Key::new(hmac::HMAC_SHA256, &secret);
+    let tag = hmac::sign(&derive, b"outflow relay stateless reset key");
+    let key = hmac::Key::new(hmac::HMAC_SHA256, tag.as_ref());
+    Ok(quinn::EndpointConfig::new(Arc::new(key)))
+}
+
 /// Accepts senders and hands their batches, in order and once each, to a [`BatchSink`].
 pub struct Receiver {
     endpoint: Endpoint,
@@ -735,7 +755,11 @@ impl Receiver {
     ) -> Result<Receiver, TransportError> {
         let mut server = quinn::ServerConfig::with_crypto(tls::server_crypto(tls)?);
         server.transport_config(Arc::new(config.transport()?));
-        let endpoint = endpoint(bind(addr, config.udp_buffer_bytes)?, Some(server))?;
+        let endpoint = endpoint(
+            bind(addr, config.udp_buffer_bytes)?,
+            stable_reset_key(&tls.key)?,
+            Some(server),
+        )?;
         Ok(Receiver {
             endpoint,
             config,

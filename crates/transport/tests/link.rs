@@ -554,3 +554,23 @@ async fn new_connection_replaces_a_stale_one() {
         "{closed}"
     );
 }
+
+#[tokio::test]
+async fn certificates_cover_loopback_and_extra_names() {
+    let temp = tempfile::tempdir().unwrap();
+    let files = outflow_transport::certs::generate(
+        temp.path(),
+        &["relay.example".into(), "10.1.2.3".into()],
+    )
+    .unwrap();
+    for name in ["127.0.0.1", "localhost", "relay.example"] {
+        let (error, got) = one_session(&server_tls(&files), &client_tls(&files), name).await;
+        assert_eq!((error, got), (None, 1), "server name {name}");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&files.server_key)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "private key readable by others");
+}

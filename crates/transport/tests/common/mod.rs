@@ -16,18 +16,8 @@ pub fn certs_in(dir: &Path) -> CertFiles {
     certs::generate(dir, &[]).expect("generate certificates")
 }
 
-/// Payload of batch `seq`: deterministic, 1..=`max` bytes.
-pub fn payload(seq: u64, max: usize) -> Bytes {
-    let mut x = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = move || {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    };
-    let len = 1 + (next() % max as u64) as usize;
-    (0..len).map(|_| next() as u8).collect::<Vec<u8>>().into()
-}
+#[allow(unused_imports)]
+pub use outflow_transport::testing::payload;
 
 pub fn spool(dir: &Path) -> Spool {
     Spool::open(SpoolConfig {
