@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{HistoryEntry, SchemaState, SchemaTracker, ServerTraits};
 use crate::filter::Filter;
+use crate::fsutil::replace_file;
 
 const SNAPSHOT: &str = "schema-snapshot.json";
 const LOG: &str = "schema-log.jsonl";
@@ -53,6 +54,9 @@ pub enum HistoryError {
         /// What is wrong.
         reason: String,
     },
+    /// Replacing a file failed.
+    #[error("schema history: {0}")]
+    File(#[from] crate::fsutil::FileError),
     /// The requested point is older than the snapshot (it was compacted away).
     #[error("schema history: entry {seq} was compacted into the snapshot at {snapshot}; cannot rewind before it")]
     Compacted {
@@ -94,23 +98,6 @@ fn io<'p>(what: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> 
         path: path.to_path_buf(),
         source,
     }
-}
-
-fn sync_dir(dir: &Path) -> Result<(), HistoryError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("syncing directory", dir))
-}
-
-/// Writes `bytes` to `dir/name` atomically.
-fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), HistoryError> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let path = dir.join(name);
-    let mut f = File::create(&tmp).map_err(io("creating", &tmp))?;
-    f.write_all(bytes).map_err(io("writing", &tmp))?;
-    f.sync_all().map_err(io("syncing", &tmp))?;
-    fs::rename(&tmp, &path).map_err(io("renaming into place", &path))?;
-    sync_dir(dir)
 }
 
 fn entry_line(e: &HistoryEntry) -> Vec<u8> {
