@@ -7,16 +7,16 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use outflow_binlog::walk::{RowsContext, Visitor, Walker};
 use outflow_binlog::{
     DecodeError, Decoded, Event, EventBuffer, RowIter, RowsEvent, TableInfo, Value,
 };
 use outflow_core::BinlogPosition;
-use outflow_source::filter::{Filter, FilterConfig, TableFilterCache};
+use outflow_source::filter::{Filter, FilterConfig};
 use outflow_source::schema::history::HistoryStore;
-use outflow_source::schema::{load, table_hook, EventPosition, SchemaTracker, SharedTracker};
+use outflow_source::schema::{load, EventPosition, SchemaTracker};
+use outflow_source::SourceTables;
 use outflow_testkit::{RowMetadata, Server, ServerConfig};
 
 /// One decoded row image: table, then (column name, value text) in column order.
@@ -51,10 +51,9 @@ impl From<DecodeError> for Fail {
     }
 }
 
-/// Feeds QUERY events to the tracker, checks TABLE_MAPs, collects row images.
+/// Feeds events to the tracker and filters, collects row images.
 struct Collect {
-    tracker: SharedTracker,
-    filter: TableFilterCache,
+    tables: SourceTables,
     file: String,
     images: Vec<Image>,
     decoded_tables: HashMap<String, usize>,
@@ -71,26 +70,14 @@ impl Visitor for Collect {
             }),
             gtid: None,
         };
-        let mut t = self.tracker.lock().unwrap();
-        match &d.event {
-            Event::Query(q) if !q.is_begin() && !q.is_commit() => {
-                let sql = String::from_utf8_lossy(q.query);
-                let db = String::from_utf8_lossy(q.schema);
-                t.apply_query(&at, &db, &sql)
-                    .map_err(|e| Fail::Schema(e.to_string()))?;
-                self.filter.clear();
-            }
-            Event::TableMap { table_id } => {
-                t.take_table_map_error(*table_id, &at)
-                    .map_err(|e| Fail::Schema(e.to_string()))?;
-            }
-            _ => {}
-        }
+        self.tables
+            .on_event(&at, d)
+            .map_err(|e| Fail::Schema(e.to_string()))?;
         Ok(())
     }
 
     fn wants(&mut self, table: &TableInfo) -> bool {
-        self.filter.wants(table)
+        self.tables.wants(table)
     }
 
     fn rows(
@@ -134,12 +121,11 @@ fn decode_from(
     tracker: SchemaTracker,
     filter: Filter,
 ) -> Result<(Vec<Image>, HashMap<String, usize>), String> {
-    let shared: SharedTracker = Arc::new(Mutex::new(tracker));
+    let tables = SourceTables::new(tracker, filter);
     let mut walker = Walker::new();
-    walker.decoder().set_table_hook(table_hook(shared.clone()));
+    walker.decoder().set_table_hook(tables.hook());
     let mut v = Collect {
-        tracker: shared,
-        filter: TableFilterCache::new(filter),
+        tables,
         file: path.file_name().unwrap().to_string_lossy().into_owned(),
         images: Vec::new(),
         decoded_tables: HashMap::new(),

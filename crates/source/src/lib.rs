@@ -61,7 +61,9 @@ pub mod filter;
 mod fsutil;
 pub mod schema;
 pub mod snapshot;
+pub mod tables;
 
 pub use filter::{Filter, FilterConfig, TableFilterCache};
 pub use schema::{EventPosition, SchemaError, SchemaTracker};
 pub use snapshot::{Handoff, SnapshotConfig, SnapshotSink};
+pub use tables::SourceTables;
