@@ -209,6 +209,8 @@ pub mod codes {
     pub const CONNECTION_KILLED: u16 = 1927;
     /// `ER_QUERY_INTERRUPTED`.
     pub const QUERY_INTERRUPTED: u16 = 1317;
+    /// `ER_SLAVE_SAME_ID` (MariaDB): another replica registered with this server_id.
+    pub const SLAVE_SAME_ID: u16 = 4052;
 }
 
 impl Error {

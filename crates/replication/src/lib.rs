@@ -15,6 +15,7 @@ pub mod error;
 pub mod options;
 pub mod position;
 pub mod protocol;
+pub mod replica;
 pub mod stream;
 mod tls;
 
@@ -22,4 +23,5 @@ pub use conn::Connection;
 pub use error::{Error, ErrorClass};
 pub use options::{ConnectOptions, Password, TlsMode, TlsOptions};
 pub use position::{PositionTracker, StartPosition, Tracked};
+pub use replica::{Backoff, Replica, ReplicaError};
 pub use stream::{BinlogStream, ServerInfo};

@@ -79,6 +79,16 @@ impl BinlogStream {
         let reply = conn.read_payload("registering as a replica").await?;
         match classify(&reply).map_err(|e| conn.protocol("registering as a replica", e))? {
             Reply::Ok => {}
+            // MariaDB answers a missing REPLICATION SLAVE here with a plain 1045.
+            Reply::Err(e) if e.code == codes::ACCESS_DENIED => {
+                return Err(Error::MissingPrivilege {
+                    addr: info.addr.clone(),
+                    user: opts.user.clone(),
+                    privilege: "REPLICATION SLAVE".to_string(),
+                    needed_for: "register as a replica (COM_REGISTER_SLAVE)",
+                    error: Box::new(e),
+                })
+            }
             Reply::Err(e) => {
                 return Err(conn.server_error("register as a replica (COM_REGISTER_SLAVE)", e))
             }
@@ -156,7 +166,15 @@ impl BinlogStream {
             }
             _ if is_eof(&p) => {
                 self.ended = true;
-                Ok(None)
+                if self.conn.options().non_blocking {
+                    Ok(None)
+                } else {
+                    // A blocking dump never ends by itself: the server is shutting down.
+                    Err(Error::Closed {
+                        addr: self.info.addr.clone(),
+                        during: "streaming binlog events (the server ended the dump)",
+                    })
+                }
             }
             _ => Err(self.conn.protocol(
                 DURING,
@@ -177,7 +195,10 @@ impl BinlogStream {
         let addr = self.info.addr.clone();
         let server_id = self.conn.options().server_id;
         let lower = error.message.to_ascii_lowercase();
-        if lower.contains("same server_uuid/server_id") || lower.contains("same server_id") {
+        if error.code == codes::SLAVE_SAME_ID
+            || lower.contains("same server_uuid/server_id")
+            || lower.contains("same server_id")
+        {
             return Error::ServerIdInUse {
                 addr,
                 server_id,

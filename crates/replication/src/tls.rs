@@ -235,7 +235,11 @@ pub(crate) fn describe(err: &std::io::Error, opts: &TlsOptions, host: &str) -> S
                     "it is not valid yet (check the clocks)".to_string()
                 }
                 CertificateError::Revoked => "it has been revoked".to_string(),
-                CertificateError::BadSignature => "its signature does not verify".to_string(),
+                // webpki finds the issuer by name: a CA of the same name with another key
+                // ends here rather than in UnknownIssuer.
+                CertificateError::BadSignature => format!(
+                    "its signature does not verify with the CAs in {trusted} (was it signed by another CA of the same name?)"
+                ),
                 CertificateError::BadEncoding => "it cannot be parsed".to_string(),
                 other => format!("{other:?}"),
             };
