@@ -9,8 +9,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use outflow::inspect::walk_file;
 use outflow_binlog::walk::{RowsContext, Visitor, Walker};
-use outflow_binlog::{DecodeError, EventBuffer, RowIter, RowsEvent, RowsKind, TableInfo, Value};
+use outflow_binlog::{DecodeError, RowIter, RowsEvent, RowsKind, TableInfo, Value};
 use outflow_core::{BinlogPosition, GtidState, TableSchema, ValueRef};
 use outflow_source::filter::Filter;
 use outflow_source::schema::load;
@@ -90,6 +91,8 @@ impl SnapshotSink for MemSink {
 struct Apply<'a> {
     tables: &'a mut HashMap<String, Rows>,
     handoff: &'a Handoff,
+    /// Where a replica would start dumping: earlier changes are not seen.
+    start: BinlogPosition,
     file: String,
     errors: Vec<String>,
     applied: u64,
@@ -125,6 +128,9 @@ impl Visitor for Apply<'_> {
             file: self.file.clone(),
             pos: ctx.pos,
         };
+        if cmp_binlog(&pos, &self.start).is_lt() {
+            return Ok(());
+        }
         for change in rows {
             let change = change.map_err(|kind| DecodeError {
                 pos: ctx.pos,
@@ -183,6 +189,7 @@ fn apply_binlog(
     let mut v = Apply {
         tables,
         handoff,
+        start: start.clone(),
         file: String::new(),
         errors: Vec::new(),
         applied: 0,
@@ -190,30 +197,15 @@ fn apply_binlog(
     };
     for path in server.binlog_files().unwrap() {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        let file_start = BinlogPosition {
+        let file_end = BinlogPosition {
             file: name.clone(),
             pos: u64::MAX,
         };
-        if cmp_binlog(&file_start, &start).is_lt() {
+        if cmp_binlog(&file_end, &start).is_lt() {
             continue;
         }
-        v.file = name.clone();
-        let bytes = std::fs::read(&path).unwrap();
-        let mut buf = EventBuffer::new(0);
-        buf.spare(bytes.len())[..bytes.len()].copy_from_slice(&bytes);
-        buf.commit(bytes.len());
-        assert!(buf.take_magic().unwrap());
-        let mut walker = Walker::new();
-        while let Some((pos, ev)) = buf.next_event().unwrap() {
-            let here = BinlogPosition {
-                file: name.clone(),
-                pos,
-            };
-            if pos != 4 && cmp_binlog(&here, &start).is_lt() {
-                continue;
-            }
-            walker.process(pos, ev, &mut v).unwrap();
-        }
+        v.file = name;
+        walk_file(&path, &mut Walker::new(), &mut v).unwrap();
     }
     assert!(
         v.errors.is_empty(),
@@ -237,7 +229,15 @@ async fn source_rows(server: &Server, table: &str) -> Rows {
 const TABLES: u32 = 3;
 
 fn run(resume: bool) {
-    let server = Server::start(ServerConfig::new().gtid_domain_id(3)).unwrap();
+    // A private tmpdir: information_schema queries spill to temporary files, whose names
+    // are not unique between servers sharing /tmp.
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        ServerConfig::new()
+            .gtid_domain_id(3)
+            .option("tmpdir", tmp.path().display()),
+    )
+    .unwrap();
     let prepare = Sysbench::new(Workload::OltpWriteOnly)
         .tables(TABLES)
         .table_size(4000);

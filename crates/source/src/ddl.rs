@@ -634,6 +634,17 @@ impl P {
         Ok(cols)
     }
 
+    /// `[=] charset [COLLATE [=] collation]`, after `CHARACTER SET`.
+    fn charset_then_collation(&mut self) -> R<CharsetOpts> {
+        let charset = Some(self.option_value()?);
+        let collation = if self.eat_kw("COLLATE") {
+            Some(self.option_value()?)
+        } else {
+            None
+        };
+        Ok(CharsetOpts { charset, collation })
+    }
+
     /// `[=] value` of a charset or collation option.
     fn option_value(&mut self) -> R<String> {
         self.eat_punct('=');
@@ -1079,26 +1090,12 @@ impl P {
         }
         if self.eat_kws(&["CONVERT", "TO"]) {
             let _ = self.eat_kws(&["CHARACTER", "SET"]) || self.eat_kw("CHARSET");
-            let mut cs = CharsetOpts {
-                charset: Some(self.option_value()?),
-                collation: None,
-            };
-            if self.eat_kw("COLLATE") {
-                cs.collation = Some(self.option_value()?);
-            }
-            ops.push(AlterOp::ConvertCharset(cs));
+            ops.push(AlterOp::ConvertCharset(self.charset_then_collation()?));
             return Ok(());
         }
         self.eat_kw("DEFAULT");
         if self.eat_kws(&["CHARACTER", "SET"]) || self.eat_kw("CHARSET") {
-            let mut cs = CharsetOpts {
-                charset: Some(self.option_value()?),
-                collation: None,
-            };
-            if self.eat_kw("COLLATE") {
-                cs.collation = Some(self.option_value()?);
-            }
-            ops.push(AlterOp::DefaultCharset(cs));
+            ops.push(AlterOp::DefaultCharset(self.charset_then_collation()?));
             return Ok(());
         }
         if self.eat_kw("COLLATE") {

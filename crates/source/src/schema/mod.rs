@@ -866,7 +866,8 @@ impl SchemaTracker {
                         } => {
                             let cap = (1u64 << (8 * u32::from(*len_bytes))) - 1;
                             let chars = cap / u64::from(old_per.max(1));
-                            *len_bytes = (*len_bytes).max(blob_len(chars * u64::from(new_per)));
+                            *len_bytes =
+                                (*len_bytes).max(types::blob_len_bytes(chars * u64::from(new_per)));
                         }
                         ColumnType::Enum { .. } | ColumnType::Set { .. } => {}
                         _ => continue,
@@ -950,15 +951,6 @@ impl SchemaTracker {
                 Err(e)
             }
         }
-    }
-}
-
-fn blob_len(max_bytes: u64) -> u8 {
-    match max_bytes {
-        0..=255 => 1,
-        256..=65_535 => 2,
-        65_536..=16_777_215 => 3,
-        _ => 4,
     }
 }
 

@@ -126,7 +126,8 @@ fn num(args: &[String], i: usize) -> Option<u32> {
     args.get(i).and_then(|a| a.parse().ok())
 }
 
-fn blob_len_bytes(max_bytes: u64) -> u8 {
+/// The length-prefix width of the smallest BLOB/TEXT type holding `max_bytes`.
+pub(crate) fn blob_len_bytes(max_bytes: u64) -> u8 {
     match max_bytes {
         0..=255 => 1,
         256..=65_535 => 2,
@@ -423,69 +424,9 @@ pub fn complete(info: &mut TableInfo, schema: &TableSchema) {
 }
 
 /// A schema built from a TABLE_MAP that carries names (`binlog_row_metadata=FULL`), for a
-/// table the tracker does not know.
+/// table the tracker does not know (the tracker assigns its version).
 pub fn schema_from_table_map(info: &TableInfo) -> Option<TableSchema> {
-    if !info.has_names {
-        return None;
-    }
-    let columns = info
-        .columns
-        .iter()
-        .map(|c| {
-            use ColumnKind as K;
-            let ty = match c.kind {
-                K::Int { bytes, .. } => ColumnType::Int { bytes },
-                K::Float => ColumnType::Float,
-                K::Double => ColumnType::Double,
-                K::Decimal { precision, scale } => ColumnType::Decimal { precision, scale },
-                K::Year => ColumnType::Year,
-                K::Date => ColumnType::Date,
-                K::TimeV1 => ColumnType::Time { fsp: 0 },
-                K::Time2 { fsp } => ColumnType::Time { fsp },
-                K::DateTimeV1 => ColumnType::DateTime { fsp: 0 },
-                K::DateTime2 { fsp } => ColumnType::DateTime { fsp },
-                K::TimestampV1 => ColumnType::Timestamp { fsp: 0 },
-                K::Timestamp2 { fsp } | K::MariaTimestampHires { fsp } => {
-                    ColumnType::Timestamp { fsp }
-                }
-                K::String { binary, .. } => ColumnType::String {
-                    max_bytes: 0,
-                    binary,
-                },
-                K::Blob { len_bytes, binary } => ColumnType::Blob { len_bytes, binary },
-                K::Json { .. } => ColumnType::Json,
-                K::Geometry { .. } => ColumnType::Geometry,
-                K::Vector { .. } => ColumnType::Vector,
-                K::Enum { bytes } => ColumnType::Enum { bytes },
-                K::Set { bytes } => ColumnType::Set { bytes },
-                K::Bit { bits, .. } => ColumnType::Bit { bits },
-                K::Null => ColumnType::Null,
-            };
-            ColumnSchema {
-                name: c.name.as_deref().unwrap_or_default().to_string(),
-                ty,
-                unsigned: c.unsigned.unwrap_or(false),
-                nullable: c.nullable,
-                collation: c.collation,
-                members: c
-                    .members
-                    .as_ref()
-                    .map(|m| m.iter().map(|s| s.to_string()).collect())
-                    .unwrap_or_default(),
-            }
-        })
-        .collect();
-    Some(TableSchema {
-        version: Default::default(),
-        db: info.schema.clone(),
-        table: info.table.clone(),
-        columns,
-        primary_key: info
-            .primary_key
-            .iter()
-            .filter_map(|&k| u16::try_from(k).ok())
-            .collect(),
-    })
+    info.has_names.then(|| outflow_codec::schema_of(info))
 }
 
 #[cfg(test)]
