@@ -5,3 +5,4 @@ pub mod certs;
 pub mod config;
 pub mod inspect;
 pub mod json;
+pub mod verify;

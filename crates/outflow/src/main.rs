@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 use outflow::certs;
 use outflow::inspect;
+use outflow::verify;
 
 /// Change-data-capture relay for MariaDB and MySQL across expensive links.
 #[derive(Parser)]
@@ -28,11 +29,14 @@ enum Command {
     },
     /// Generate a CA, a server and a client certificate for the relay link (quick set-ups).
     Certs(certs::CertsArgs),
+    /// Compare tables between a source and a target server; exit 1 when they differ.
+    Verify(verify::VerifyArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Verify(args) => std::process::exit(verify::main(&args)),
         Command::Certs(args) => certs::run(&args),
         Command::Inspect { files, stats } => inspect::run(&files, stats),
     }
