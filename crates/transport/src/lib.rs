@@ -12,20 +12,27 @@
 //! Payloads are opaque bytes numbered by the spool; what they mean is the codec's business, and
 //! applying them is the sink's.
 
+#[cfg(feature = "quic")]
 pub mod certs;
 pub mod frame;
+#[cfg(feature = "quic")]
 pub mod link;
+#[cfg(feature = "quic")]
 pub mod metrics;
 pub mod pace;
 pub mod protocol;
 pub mod schedule;
 pub mod testing;
+#[cfg(feature = "quic")]
 pub mod tls;
 
+#[cfg(feature = "quic")]
 pub use link::{
     Bandwidth, BatchSink, LinkConfig, Receiver, Sender, SinkError, SpoolSink, TransportError,
 };
+#[cfg(feature = "quic")]
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use protocol::SenderWindow;
 pub use schedule::Schedule;
+#[cfg(feature = "quic")]
 pub use tls::TlsConfig;
