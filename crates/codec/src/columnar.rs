@@ -55,7 +55,7 @@ const ENC_DICT: u8 = 4;
 pub struct PayloadEncoder {
     values: Vec<u64>,
     lens: Vec<u8>,
-    dict: HashMap<&'static [u8], u32>,
+    section_sizes: Vec<usize>,
     patterns: HashMap<Vec<u64>, u32>,
     pattern_key: Vec<u64>,
     pattern_list: Vec<Vec<u64>>,
@@ -101,10 +101,18 @@ impl PayloadEncoder {
             put_varint(out, u64::from(r.section));
             put_varint(out, u64::from(r.len));
         }
+        self.section_sizes.clear();
         for s in sections {
+            let before = out.len();
             self.encode_section(s, out);
+            self.section_sizes.push(out.len() - before);
         }
         Ok(())
+    }
+
+    /// Bytes each section took in the last payload, in section order.
+    pub fn section_sizes(&self) -> &[usize] {
+        &self.section_sizes
     }
 
     fn encode_section(&mut self, s: &TableSection, out: &mut Vec<u8>) {
@@ -284,7 +292,6 @@ impl PayloadEncoder {
         for i in slots() {
             put_varint(out, u64::from(dict[col.var(i)]));
         }
-        self.dict.clear();
         true
     }
 }

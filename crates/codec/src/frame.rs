@@ -313,7 +313,9 @@ pub enum SchemaShipping {
 /// Encoder settings.
 #[derive(Debug, Clone)]
 pub struct EncoderConfig {
-    /// zstd level (default 3; 0 stores the payload uncompressed).
+    /// zstd level (default 1; 0 stores the payload uncompressed). Level 1 is the default
+    /// because it measured both faster and smaller than 2-5 on sysbench binlogs, whose
+    /// payloads are mostly high-entropy text that only the literal coder shrinks.
     pub level: i32,
     /// How schemas travel.
     pub schemas: SchemaShipping,
@@ -326,7 +328,7 @@ pub struct EncoderConfig {
 impl Default for EncoderConfig {
     fn default() -> Self {
         EncoderConfig {
-            level: 3,
+            level: 1,
             schemas: SchemaShipping::EveryFrame,
             max_frame: Limits::default().max_frame,
             dictionary: None,
@@ -400,6 +402,11 @@ impl Encoder {
     /// Bytes of the last payload before compression.
     pub fn last_raw_len(&self) -> usize {
         self.raw.len()
+    }
+
+    /// Bytes each section of the last batch took in its payload, before compression.
+    pub fn last_section_sizes(&self) -> &[usize] {
+        self.payload.section_sizes()
     }
 
     /// Encodes `batch` as one frame appended to `out`; returns its header.

@@ -17,6 +17,7 @@ pub mod builder;
 pub mod columnar;
 pub mod compact;
 pub mod frame;
+pub mod pipeline;
 pub mod wire;
 
 pub use builder::{schema_of, BatchBuilder, BuildError};
@@ -25,3 +26,4 @@ pub use frame::{
     Decoder, EncodeError, Encoder, EncoderConfig, FrameError, FrameHeader, FrameMeta, Limits,
     SchemaShipping,
 };
+pub use pipeline::{Pipeline, PipelineConfig, PipelineError, Stats, TableStats};

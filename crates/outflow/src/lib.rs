@@ -3,6 +3,7 @@
 
 pub mod certs;
 pub mod config;
+pub mod estimate;
 pub mod inspect;
 pub mod json;
 pub mod verify;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use outflow::certs;
-use outflow::inspect;
+use outflow::{estimate, inspect};
 use outflow::verify;
 
 /// Change-data-capture relay for MariaDB and MySQL across expensive links.
@@ -31,11 +31,14 @@ enum Command {
     Certs(certs::CertsArgs),
     /// Compare tables between a source and a target server; exit 1 when they differ.
     Verify(verify::VerifyArgs),
+    /// Run the wire codec offline over binlog files: bytes on the wire, ratio, cost.
+    Estimate(estimate::EstimateArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Estimate(args) => estimate::run(&args),
         Command::Verify(args) => std::process::exit(verify::main(&args)),
         Command::Certs(args) => certs::run(&args),
         Command::Inspect { files, stats } => inspect::run(&files, stats),
