@@ -63,12 +63,14 @@ where
     }
 }
 
-/// Prints each row change as one JSON line.
+/// Prints each row change as one JSON line (`inspect`, and `tail` for a live stream).
 pub struct JsonLines<W: Write> {
     out: W,
     file: String,
     line: String,
     scratch: String,
+    rows: u64,
+    limit: u64,
 }
 
 impl<W: Write> JsonLines<W> {
@@ -79,7 +81,31 @@ impl<W: Write> JsonLines<W> {
             file: file.to_string(),
             line: String::with_capacity(4096),
             scratch: String::new(),
+            rows: 0,
+            limit: u64::MAX,
         }
+    }
+
+    /// Labels the following lines with `file` (a live stream moves to the next binlog file).
+    pub fn set_file(&mut self, file: &str) {
+        if self.file != file {
+            file.clone_into(&mut self.file);
+        }
+    }
+
+    /// Prints at most `limit` row changes in total; the rest are skipped.
+    pub fn set_limit(&mut self, limit: u64) {
+        self.limit = limit;
+    }
+
+    /// Row changes printed so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Flushes the writer.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
     }
 
     fn push_image(
@@ -130,6 +156,9 @@ impl<W: Write> Visitor for JsonLines<W> {
         rows: RowIter<'_>,
     ) -> anyhow::Result<()> {
         for change in rows {
+            if self.rows >= self.limit {
+                break;
+            }
             let change = change.map_err(|kind| DecodeError {
                 pos: ctx.pos,
                 event_type: None,
@@ -159,6 +188,7 @@ impl<W: Write> Visitor for JsonLines<W> {
             self.push_image(table, change.after, ctx.pos)?;
             self.line.push_str("}\n");
             self.out.write_all(self.line.as_bytes())?;
+            self.rows += 1;
         }
         Ok(())
     }

@@ -6,4 +6,5 @@ pub mod config;
 pub mod estimate;
 pub mod inspect;
 pub mod json;
+pub mod tail;
 pub mod verify;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use outflow::certs;
+use outflow::tail;
 use outflow::{estimate, inspect};
 use outflow::verify;
 
@@ -27,6 +28,8 @@ enum Command {
         #[arg(long)]
         stats: bool,
     },
+    /// Stream live row changes from a source server as JSON lines (like `inspect`).
+    Tail(Box<tail::TailArgs>),
     /// Generate a CA, a server and a client certificate for the relay link (quick set-ups).
     Certs(certs::CertsArgs),
     /// Compare tables between a source and a target server; exit 1 when they differ.
@@ -42,5 +45,6 @@ fn main() -> anyhow::Result<()> {
         Command::Verify(args) => std::process::exit(verify::main(&args)),
         Command::Certs(args) => certs::run(&args),
         Command::Inspect { files, stats } => inspect::run(&files, stats),
+        Command::Tail(args) => tail::run(&args),
     }
 }

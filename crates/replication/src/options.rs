@@ -150,8 +150,9 @@ impl ConnectOptions {
             .strip_prefix("mysql://")
             .or_else(|| url.strip_prefix("mariadb://"))
             .ok_or_else(|| bad("it does not start with mysql://"))?;
-        let rest = rest.trim_end_matches('/');
         let (auth, hostport) = rest.rsplit_once('@').ok_or_else(|| bad("no user@"))?;
+        // A database path (`/db`) means nothing to a replica.
+        let hostport = hostport.split('/').next().unwrap_or_default();
         let (user, password) = match auth.split_once(':') {
             Some((u, p)) => (u, p),
             None => (auth, ""),
@@ -225,7 +226,7 @@ mod tests {
         let o = ConnectOptions::from_url("mysql://repl:p%40ss:w@db.example:3307").unwrap();
         assert_eq!((o.user.as_str(), o.password.0.as_str()), ("repl", "p@ss:w"));
         assert_eq!((o.host.as_str(), o.port), ("db.example", 3307));
-        let o = ConnectOptions::from_url("mysql://u@[::1]").unwrap();
+        let o = ConnectOptions::from_url("mysql://u@[::1]/app").unwrap();
         assert_eq!(
             (o.host.as_str(), o.port, o.addr().as_str()),
             ("::1", 3306, "[::1]:3306")
