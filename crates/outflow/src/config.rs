@@ -7,15 +7,16 @@
 //! the result into typed [`Settings`] (durations, sizes, enums), failing on load rather than
 //! in the middle of a run. Defaults are applied there and only there.
 //!
-//! Secrets: passwords never sit in the file or on the command line. A URL may carry a user
-//! but a password in it is refused; the password comes from an environment variable or from
-//! a file (`*_password_env`, `*_password_file`). [`Secret`] keeps it out of `Debug` output
-//! and so out of logs.
+//! Secrets: passwords belong in an environment variable or a file (`*_password_env`,
+//! `*_password_file`), not in the config file. A password inside a URL is accepted, for the
+//! minimal command forms, but is never printed: messages show [`redact_url`]'s form, and
+//! [`Secret`] keeps passwords out of `Debug` output and so out of logs.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use outflow_replication::{StartPosition, TlsMode};
 use serde::Deserialize;
 
 /// The whole configuration file; each table is optional.
@@ -121,13 +122,25 @@ pub struct FilterConfig {
     #[arg(long = "wild-do-table", value_name = "PATTERN", value_delimiter = ',')]
     pub wild_do_table: Option<Vec<String>>,
     /// `db.table` patterns with `%` and `_` to leave out (`replicate_wild_ignore_table`).
-    #[arg(long = "wild-ignore-table", value_name = "PATTERN", value_delimiter = ',')]
+    #[arg(
+        long = "wild-ignore-table",
+        value_name = "PATTERN",
+        value_delimiter = ','
+    )]
     pub wild_ignore_table: Option<Vec<String>>,
     /// Columns never shipped, `db.table.column`. Default: none.
-    #[arg(long = "exclude-column", value_name = "DB.TABLE.COLUMN", value_delimiter = ',')]
+    #[arg(
+        long = "exclude-column",
+        value_name = "DB.TABLE.COLUMN",
+        value_delimiter = ','
+    )]
     pub exclude_columns: Option<Vec<String>>,
     /// Columns shipped as a hash of their value, `db.table.column`. Default: none.
-    #[arg(long = "mask-column", value_name = "DB.TABLE.COLUMN", value_delimiter = ',')]
+    #[arg(
+        long = "mask-column",
+        value_name = "DB.TABLE.COLUMN",
+        value_delimiter = ','
+    )]
     pub mask_columns: Option<Vec<String>>,
 }
 
@@ -255,55 +268,6 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// Where streaming starts when nothing is saved yet.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StartFrom {
-    /// Initial consistent snapshot, then the binlog from the snapshot's position.
-    Start,
-    /// The server's current end of binlog.
-    Now,
-    /// A GTID position: MariaDB `D-S-N,...` or a MySQL GTID set, as given.
-    Gtid(String),
-    /// A binlog file and offset.
-    File {
-        /// Binlog file name.
-        name: String,
-        /// Offset within it.
-        pos: u64,
-    },
-}
-
-impl std::str::FromStr for StartFrom {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        Ok(match s {
-            "start" => StartFrom::Start,
-            "now" => StartFrom::Now,
-            _ => {
-                if let Some(g) = s.strip_prefix("gtid:") {
-                    if g.is_empty() {
-                        bail!("--from gtid: needs a GTID position after the colon");
-                    }
-                    StartFrom::Gtid(g.to_string())
-                } else if let Some(f) = s.strip_prefix("file:") {
-                    let (name, pos) = f
-                        .rsplit_once(':')
-                        .with_context(|| format!("--from {s}: expected file:NAME:POS"))?;
-                    let pos = pos
-                        .parse()
-                        .with_context(|| format!("--from {s}: POS is not a number"))?;
-                    StartFrom::File {
-                        name: name.to_string(),
-                        pos,
-                    }
-                } else {
-                    bail!("--from {s}: expected start, now, gtid:... or file:NAME:POS")
-                }
-            }
-        })
-    }
-}
-
 /// What the codec ships.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -333,23 +297,8 @@ pub enum DdlPolicy {
     Stop,
 }
 
-/// TLS to the database, as the mysql clients spell it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsMode {
-    /// Plain TCP.
-    Disabled,
-    /// TLS if the server offers it, unverified.
-    Preferred,
-    /// TLS, unverified.
-    Required,
-    /// TLS, certificate checked against the CA.
-    VerifyCa,
-    /// TLS, certificate and host name checked.
-    VerifyIdentity,
-}
-
-/// A database endpoint with its password resolved.
-#[derive(Debug, Clone)]
+/// A database endpoint with its password resolved. `Debug` shows the URL redacted.
+#[derive(Clone)]
 pub struct Database {
     /// `mysql://USER@HOST:PORT[/DB]`, without password.
     pub url: String,
@@ -365,7 +314,7 @@ pub struct SourceSettings {
     /// server_id to register with.
     pub server_id: u32,
     /// Where to start when no position is saved.
-    pub from: StartFrom,
+    pub from: StartPosition,
     /// TLS to the database.
     pub tls_mode: TlsMode,
     /// CA for the database's certificate.
@@ -383,8 +332,8 @@ pub struct SourceSettings {
 pub struct Settings {
     /// Set when a source URL was given.
     pub source: Option<SourceSettings>,
-    /// Replication filters, as given.
-    pub filters: FilterConfig,
+    /// Replication filters.
+    pub filters: outflow_source::filter::FilterConfig,
     /// Codec mode.
     pub mode: Mode,
     /// Net-change compaction within a batch.
@@ -483,7 +432,17 @@ impl Config {
         let (s, f) = (&mut self.schedule, &file.schedule);
         lay_over!(s, f, windows, bandwidth_cap);
         let (s, f) = (&mut self.link, &file.link);
-        lay_over!(s, f, listen, connect, ca, cert, key, server_name, idle_timeout);
+        lay_over!(
+            s,
+            f,
+            listen,
+            connect,
+            ca,
+            cert,
+            key,
+            server_name,
+            idle_timeout
+        );
         let (s, f) = (&mut self.sink, &file.sink);
         lay_over!(
             s,
@@ -521,7 +480,7 @@ impl Config {
                 Some(SourceSettings {
                     servers,
                     server_id: src.server_id.unwrap_or(4_242_001),
-                    from: src.from.as_deref().unwrap_or("start").parse()?,
+                    from: start_position(src.from.as_deref().unwrap_or("start"))?,
                     tls_mode: tls_mode(src.tls_mode.as_deref().unwrap_or("verify_identity"))?,
                     tls_ca: src.tls_ca.clone(),
                     tls_identity,
@@ -578,7 +537,7 @@ impl Config {
         }
         Ok(Settings {
             source,
-            filters: self.filters.clone(),
+            filters: self.filters.resolve()?,
             mode,
             compaction,
             zstd_level,
@@ -620,6 +579,62 @@ fn tls_mode(s: &str) -> Result<TlsMode> {
     })
 }
 
+/// `--from`, parsed by the replication client's own grammar.
+fn start_position(s: &str) -> Result<StartPosition> {
+    s.parse().map_err(|e: String| anyhow::anyhow!("--from {e}"))
+}
+
+impl FilterConfig {
+    /// The source crate's filter settings: `db.table.column` entries become per-table
+    /// column rules.
+    pub fn resolve(&self) -> Result<outflow_source::filter::FilterConfig> {
+        let list = |v: &Option<Vec<String>>| v.clone().unwrap_or_default();
+        let mut columns: Vec<outflow_source::filter::ColumnRule> = Vec::new();
+        let mut rule = |entry: &str, mask: bool| -> Result<()> {
+            let (table, column) = entry
+                .rsplit_once('.')
+                .filter(|(t, _)| t.contains('.'))
+                .with_context(|| format!("column filter {entry:?}: expected db.table.column"))?;
+            let i = match columns.iter().position(|r| r.table == table) {
+                Some(i) => i,
+                None => {
+                    columns.push(outflow_source::filter::ColumnRule {
+                        table: table.to_string(),
+                        ..Default::default()
+                    });
+                    columns.len() - 1
+                }
+            };
+            let r = &mut columns[i];
+            if mask {
+                r.mask.push(column.to_string());
+            } else {
+                r.exclude.push(column.to_string());
+            }
+            Ok(())
+        };
+        for e in self.exclude_columns.iter().flatten() {
+            rule(e, false)?;
+        }
+        for e in self.mask_columns.iter().flatten() {
+            rule(e, true)?;
+        }
+        let cfg = outflow_source::filter::FilterConfig {
+            do_db: list(&self.do_db),
+            ignore_db: list(&self.ignore_db),
+            do_table: list(&self.do_table),
+            ignore_table: list(&self.ignore_table),
+            wild_do_table: list(&self.wild_do_table),
+            wild_ignore_table: list(&self.wild_ignore_table),
+            columns,
+            mask_key: None,
+        };
+        // Validate the patterns now rather than when the stream starts.
+        outflow_source::filter::Filter::new(&cfg).context("filters")?;
+        Ok(cfg)
+    }
+}
+
 fn duration(value: Option<&str>, what: &str, default: &str) -> Result<Duration> {
     let v = value.unwrap_or(default);
     humantime::parse_duration(v).with_context(|| format!("{what} {v:?}: not a duration"))
@@ -632,23 +647,47 @@ fn size(value: Option<&str>, what: &str, default: &str) -> Result<u64> {
         .map_err(|e| anyhow::anyhow!("{what} {v:?}: not a size ({e})"))
 }
 
-/// Refuses a password inside a URL: it would end up in shell history, process lists and logs.
+/// A database URL with the password from the environment or a file, when one was given
+/// there. A password inside the URL is accepted (the minimal command forms use it) but never
+/// printed: [`Database::redacted`] is what messages show.
 fn database(url: &str, password: Option<Secret>, what: &str) -> Result<Database> {
-    let rest = url
-        .strip_prefix("mysql://")
-        .with_context(|| format!("{what} URL must start with mysql://"))?;
-    if let Some((userinfo, _)) = rest.split_once('@') {
-        if userinfo.contains(':') {
-            bail!(
-                "{what} URL carries a password; give it through the environment or a file \
-                 (see --source-password-env / --target-password-env and *-password-file)"
-            );
-        }
+    if !(url.starts_with("mysql://") || url.starts_with("mariadb://")) {
+        bail!("{what} URL must start with mysql://");
     }
     Ok(Database {
         url: url.to_string(),
         password,
     })
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("url", &self.redacted())
+            .field("password", &self.password)
+            .finish()
+    }
+}
+
+impl Database {
+    /// The URL with any password replaced by `***`, for messages and logs.
+    pub fn redacted(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+/// `mysql://user:secret@host` -> `mysql://user:***@host`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
 }
 
 fn password(env: Option<&str>, default_env: &str, file: Option<&Path>) -> Result<Option<Secret>> {
@@ -708,7 +747,7 @@ mod tests {
             "[codec]\nzstd_level = 40\n",
             "[codec]\nbatch_delay = \"soon\"\n",
             "[spool]\nmax_bytes = \"lots\"\n",
-            "[source]\nurl = \"mysql://u:hunter2@h:3306\"\n",
+            "[source]\nurl = \"postgres://u@h:3306\"\n",
             "[source]\nurl = \"mysql://u@h\"\nfrom = \"yesterday\"\n",
             "[sink]\non_conflict = \"ignore\"\n",
         ] {
@@ -718,20 +757,31 @@ mod tests {
     }
 
     #[test]
-    fn start_positions_parse() {
-        assert_eq!("now".parse::<StartFrom>().unwrap(), StartFrom::Now);
+    fn column_filters_become_rules() {
+        let f = FilterConfig {
+            exclude_columns: Some(vec!["shop.customers.notes".into()]),
+            mask_columns: Some(vec!["shop.customers.email".into()]),
+            ..Default::default()
+        };
+        let r = f.resolve().unwrap();
+        assert_eq!(r.columns.len(), 1);
+        assert_eq!(r.columns[0].table, "shop.customers");
+        assert_eq!(r.columns[0].exclude, vec!["notes"]);
+        assert_eq!(r.columns[0].mask, vec!["email"]);
+        let bad = FilterConfig {
+            exclude_columns: Some(vec!["notes".into()]),
+            ..Default::default()
+        };
+        assert!(bad.resolve().is_err());
+    }
+
+    #[test]
+    fn urls_are_redacted() {
         assert_eq!(
-            "gtid:0-1-100,1-2-5".parse::<StartFrom>().unwrap(),
-            StartFrom::Gtid("0-1-100,1-2-5".into())
+            redact_url("mysql://u:hunter2@h:3306"),
+            "mysql://u:***@h:3306"
         );
-        assert_eq!(
-            "file:binlog.000002:4".parse::<StartFrom>().unwrap(),
-            StartFrom::File {
-                name: "binlog.000002".into(),
-                pos: 4
-            }
-        );
-        assert!("file:binlog.000002".parse::<StartFrom>().is_err());
+        assert_eq!(redact_url("mysql://u@h:3306"), "mysql://u@h:3306");
     }
 
     #[test]

@@ -6,5 +6,6 @@ pub mod config;
 pub mod estimate;
 pub mod inspect;
 pub mod json;
+pub mod relay;
 pub mod tail;
 pub mod verify;

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use outflow::certs;
+use outflow::relay;
 use outflow::tail;
-use outflow::{estimate, inspect};
 use outflow::verify;
+use outflow::{estimate, inspect};
 
 /// Change-data-capture relay for MariaDB and MySQL across expensive links.
 #[derive(Parser)]
@@ -32,10 +33,19 @@ enum Command {
     Tail(Box<tail::TailArgs>),
     /// Generate a CA, a server and a client certificate for the relay link (quick set-ups).
     Certs(certs::CertsArgs),
+    /// Run the source side: binlog -> spool -> QUIC to the sink, resuming from saved state.
+    Source(Box<relay::RelayArgs>),
     /// Compare tables between a source and a target server; exit 1 when they differ.
     Verify(verify::VerifyArgs),
     /// Run the wire codec offline over binlog files: bytes on the wire, ratio, cost.
     Estimate(estimate::EstimateArgs),
+}
+
+/// The runtime of the long-running commands.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,5 +56,6 @@ fn main() -> anyhow::Result<()> {
         Command::Certs(args) => certs::run(&args),
         Command::Inspect { files, stats } => inspect::run(&files, stats),
         Command::Tail(args) => tail::run(&args),
+        Command::Source(args) => runtime()?.block_on(relay::run_source(args.settings()?)),
     }
 }

@@ -1,0 +1,185 @@
+//! `outflow source`, `outflow sink` and `outflow run`: the two halves of the relay and the
+//! wiring between the crates that do the work. Logic lives in those crates; this module
+//! only opens things, connects them and reports progress.
+
+pub mod source;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use outflow_spool::{FsyncPolicy, Spool, SpoolConfig};
+use outflow_transport::{Bandwidth, LinkConfig, Schedule, Sender, TlsConfig};
+
+use crate::config::{Config, Settings};
+
+/// Flags shared by `outflow source`, `outflow sink` and `outflow run`.
+#[derive(Debug, clap::Args)]
+pub struct RelayArgs {
+    /// TOML configuration file; flags win over its keys (see deploy/outflow.example.toml).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Every configuration key, as a flag.
+    #[command(flatten)]
+    pub flags: Config,
+}
+
+impl RelayArgs {
+    /// The configuration file under the flags, typed.
+    pub fn settings(&self) -> Result<Settings> {
+        let file = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        self.flags.clone().merge(&file).resolve()
+    }
+}
+
+/// The spool settings of `settings`, in `dir`.
+pub fn spool_config(settings: &Settings, dir: PathBuf) -> SpoolConfig {
+    let mut c = SpoolConfig::new(dir);
+    c.max_bytes = settings.spool_max_bytes;
+    c.segment_bytes = c.segment_bytes.min(settings.spool_max_bytes / 2);
+    c.fsync = match settings.spool_fsync_interval {
+        None => FsyncPolicy::Always,
+        Some(d) => FsyncPolicy::Interval(d),
+    };
+    c
+}
+
+/// The link settings of `settings`.
+pub fn link_config(settings: &Settings) -> LinkConfig {
+    LinkConfig {
+        idle_timeout: settings.idle_timeout,
+        ..LinkConfig::default()
+    }
+}
+
+/// This side's QUIC TLS files.
+pub fn quic_tls(settings: &Settings) -> Result<TlsConfig> {
+    let need = |v: &Option<PathBuf>, flag: &str| {
+        v.clone()
+            .with_context(|| format!("the link needs {flag} (see `outflow certs`)"))
+    };
+    Ok(TlsConfig {
+        ca: need(&settings.quic_ca, "--quic-ca")?,
+        cert: need(&settings.quic_cert, "--quic-cert")?,
+        key: need(&settings.quic_key, "--quic-key")?,
+        cipher_suites: Vec::new(),
+    })
+}
+
+/// Resolves `host:port` (names allowed) to one socket address.
+pub fn resolve_addr(addr: &str) -> Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    addr.to_socket_addrs()
+        .with_context(|| format!("resolving {addr}"))?
+        .next()
+        .with_context(|| format!("{addr} resolves to no address"))
+}
+
+/// A sender from `spool` to the sink at `connect`, with the schedule and cap applied.
+pub fn sender(
+    settings: &Settings,
+    spool: &Spool,
+    tls: &TlsConfig,
+) -> Result<Sender<outflow_spool::FsIo>> {
+    let connect = settings
+        .connect
+        .as_deref()
+        .context("the source side needs --connect HOST:PORT (the sink's address)")?;
+    let addr = resolve_addr(connect)?;
+    let server_name = match &settings.quic_server_name {
+        Some(n) => n.clone(),
+        None => connect
+            .rsplit_once(':')
+            .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
+            .unwrap_or(connect)
+            .to_string(),
+    };
+    let schedule = Schedule::parse(&settings.windows).context("shipping windows")?;
+    let mut sender = Sender::new(
+        spool.clone(),
+        tls,
+        addr,
+        &server_name,
+        link_config(settings),
+    )
+    .context("starting the link")?
+    .with_schedule(schedule);
+    if let Some(cap) = settings.bandwidth_cap {
+        sender = sender.with_bandwidth(Bandwidth {
+            bytes_per_sec: cap,
+            burst: cap.max(1 << 20),
+        });
+    }
+    Ok(sender)
+}
+
+/// `outflow source`: stream the source into the spool and ship it to the sink, forever.
+pub async fn run_source(settings: Settings) -> Result<()> {
+    let dir = settings
+        .spool_dir
+        .clone()
+        .context("the source side needs --spool DIR")?;
+    let spool = Spool::open(spool_config(&settings, dir.join("spool")))
+        .with_context(|| format!("opening the spool in {}", dir.display()))?;
+    let tls = quic_tls(&settings)?;
+    let sender = sender(&settings, &spool, &tls)?;
+    let progress = Arc::new(std::sync::Mutex::new(source::SourceProgress::default()));
+    let metrics = sender.metrics();
+    let reporter = {
+        let progress = progress.clone();
+        let spool = spool.clone();
+        tokio::spawn(async move {
+            let mut last = (0u64, std::time::Instant::now());
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let p = progress.lock().map(|p| p.clone()).unwrap_or_default();
+                let s = spool.stats();
+                let m = metrics.snapshot();
+                let secs = last.1.elapsed().as_secs_f64().max(1e-3);
+                let rate = (p.rows - last.0) as f64 / secs;
+                last = (p.rows, std::time::Instant::now());
+                eprintln!(
+                    "source: {} rows ({rate:.0}/s), binlog {} -> wire {} bytes, spool {} \
+                     bytes, {} unacked, oldest {:?}, link {m:?}",
+                    p.rows, p.binlog_bytes, p.wire_bytes, s.bytes, s.unacked, s.oldest_unacked_age
+                );
+            }
+        })
+    };
+    let result = tokio::select! {
+        r = source::stream_to_spool(&settings, &dir, &spool, false, progress) => r,
+        r = sender.run() => r.context("the link failed"),
+    };
+    reporter.abort();
+    result
+}
+
+/// The codec frames in one spool record (the source side appends every frame of a drain as
+/// one record, see [`source`]). A record that does not split cleanly is an error naming the
+/// offset: it was damaged or forged.
+pub fn split_frames<'a>(
+    record: &'a [u8],
+    limits: &outflow_codec::Limits,
+) -> Result<Vec<&'a [u8]>, outflow_codec::FrameError> {
+    let mut frames = Vec::new();
+    let mut rest = record;
+    while !rest.is_empty() {
+        let h = outflow_codec::FrameHeader::parse(rest, limits)?;
+        let len = usize::try_from(h.frame_len()).unwrap_or(usize::MAX);
+        if len > rest.len() {
+            return Err(outflow_codec::FrameError::Truncated {
+                needed: len,
+                available: rest.len(),
+            });
+        }
+        let (frame, tail) = rest.split_at(len);
+        frames.push(frame);
+        rest = tail;
+    }
+    Ok(frames)
+}

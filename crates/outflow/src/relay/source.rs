@@ -1,0 +1,462 @@
+//! The source side: binlog -> schema tracking and filters -> codec -> spool -> QUIC sender.
+//!
+//! The loop is thin glue over the crates that own the logic: `outflow-replication` (the
+//! session, reconnects that replay nothing twice), `outflow-source` (schema tracking,
+//! filters), `outflow-codec` (batches and frames), `outflow-spool` and `outflow-transport`.
+//!
+//! # Where a restart resumes
+//!
+//! A frame leaves this loop only through the spool, and the position after the frame's last
+//! transaction is what a restart must resume from. Both are made durable in this order:
+//! 1. [`SourceState`] is written (atomically) naming the sequence number the frame will get
+//!    and the positions before and after it;
+//! 2. the frame is appended to the spool (fsynced per its policy).
+//!
+//! On start, if the spool's last sequence number is the one the state names, the frame made
+//! it and streaming resumes after it; if it is one less, the append did not happen and
+//! streaming resumes from the position before it. Anything else is an error: the state and
+//! the spool do not belong together. The schema history is saved before the state that
+//! refers to it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use outflow_binlog::walk::{RowsContext, Visitor};
+use outflow_binlog::{Decoded, RowIter, RowsEvent, TableInfo};
+use outflow_codec::{Pipeline, PipelineConfig, PipelineError};
+use outflow_core::ImageMode;
+use outflow_replication::{Backoff, ConnectOptions, Replica, ReplicaError, StartPosition};
+use outflow_source::filter::Filter;
+use outflow_source::schema::history::HistoryStore;
+use outflow_source::schema::{EventPosition, SchemaError};
+use outflow_source::tables::SourceTables;
+use outflow_spool::Spool;
+
+use crate::config::{Mode, Settings, SourceSettings};
+
+/// What a restart needs, written before every spool append (see the module docs).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SourceState {
+    /// Sequence number of the frame being appended.
+    pub seq: u64,
+    /// Where to resume if that frame is not in the spool.
+    pub before: String,
+    /// Where to resume if it is.
+    pub after: String,
+    /// Schema history entry in force after the frame.
+    pub schema_seq: u64,
+}
+
+impl SourceState {
+    fn path(dir: &Path) -> PathBuf {
+        dir.join("source-state.json")
+    }
+
+    /// The saved state, if any.
+    pub fn load(dir: &Path) -> Result<Option<SourceState>> {
+        let path = Self::path(dir);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(
+                serde_json::from_slice(&bytes)
+                    .with_context(|| format!("reading {}", path.display()))?,
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    /// Replaces the saved state durably: write a temporary file, fsync, rename, fsync the
+    /// directory.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let path = Self::path(dir);
+        let tmp = dir.join("source-state.json.tmp");
+        let bytes = serde_json::to_vec(self)?;
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)
+                .with_context(|| format!("writing {}", tmp.display()))?;
+            f.write_all(&bytes)?;
+            f.sync_data()?;
+        }
+        std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))?;
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok(())
+    }
+
+    /// Where to resume given the spool's last sequence number, per the module docs.
+    pub fn resume(&self, spool_last: u64) -> Result<(&str, u64)> {
+        if spool_last == self.seq {
+            Ok((&self.after, self.seq))
+        } else if spool_last + 1 == self.seq {
+            Ok((&self.before, spool_last))
+        } else {
+            bail!(
+                "the source state names frame {} but the spool ends at {}: the spool \
+                 directory and the state do not belong together",
+                self.seq,
+                spool_last
+            )
+        }
+    }
+}
+
+/// The visitor the replica session drives: tracker and filters first, then the codec.
+struct SourceVisitor {
+    tables: SourceTables,
+    pipeline: Pipeline,
+    file: String,
+    at: EventPosition,
+    binlog_bytes: u64,
+}
+
+/// Why the visitor stopped.
+#[derive(Debug, thiserror::Error)]
+enum VisitError {
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    #[error(transparent)]
+    Codec(#[from] PipelineError),
+}
+
+impl From<outflow_binlog::DecodeError> for VisitError {
+    fn from(e: outflow_binlog::DecodeError) -> Self {
+        VisitError::Codec(e.into())
+    }
+}
+
+impl Visitor for SourceVisitor {
+    type Error = VisitError;
+
+    fn event(&mut self, pos: u64, d: &Decoded<'_>) -> Result<(), VisitError> {
+        if let outflow_binlog::Event::Rotate { next_file, .. } = &d.event {
+            self.file = String::from_utf8_lossy(next_file).into_owned();
+        }
+        self.binlog_bytes += u64::from(d.header.event_size);
+        self.at.binlog = Some(outflow_core::BinlogPosition {
+            file: self.file.clone(),
+            pos: pos + u64::from(d.header.event_size),
+        });
+        self.tables.on_event(&self.at, d)?;
+        self.pipeline.event(pos, d)?;
+        Ok(())
+    }
+
+    fn wants(&mut self, table: &TableInfo) -> bool {
+        self.tables.wants(table) && self.pipeline.wants(table)
+    }
+
+    fn rows(
+        &mut self,
+        ctx: RowsContext<'_>,
+        event: &RowsEvent<'_>,
+        table: &TableInfo,
+        rows: RowIter<'_>,
+    ) -> Result<(), VisitError> {
+        Ok(self.pipeline.rows(ctx, event, table, rows)?)
+    }
+}
+
+/// The replication options for `url`, with the configured password, TLS and server_id.
+pub fn connect_options(
+    db: &crate::config::Database,
+    s: &SourceSettings,
+    non_blocking: bool,
+) -> Result<ConnectOptions> {
+    let mut o = ConnectOptions::from_url(&db.url)
+        .map_err(|e| anyhow::anyhow!("{} ({})", e, db.redacted()))?;
+    if let Some(p) = &db.password {
+        o.password = outflow_replication::Password(p.expose().to_string());
+    }
+    o.server_id = s.server_id;
+    o.heartbeat = s.heartbeat;
+    o.non_blocking = non_blocking;
+    o.tls = outflow_replication::TlsOptions {
+        mode: s.tls_mode,
+        ca: s.tls_ca.clone(),
+        cert: s.tls_identity.as_ref().map(|(c, _)| c.clone()),
+        key: s.tls_identity.as_ref().map(|(_, k)| k.clone()),
+        require_tls13: s.tls13_only,
+    };
+    Ok(o)
+}
+
+/// An SQL connection to the same server, for schema loading.
+async fn sql_conn(o: &ConnectOptions) -> Result<mysql_async::Conn> {
+    let mut b = mysql_async::OptsBuilder::default()
+        .ip_or_hostname(o.host.clone())
+        .tcp_port(o.port)
+        .user(Some(o.user.clone()))
+        .pass(Some(o.password.0.clone()));
+    if o.tls.mode != outflow_replication::TlsMode::Disabled {
+        let mut ssl = mysql_async::SslOpts::default();
+        if let Some(ca) = &o.tls.ca {
+            ssl = ssl.with_root_certs(vec![ca.clone().into()]);
+        }
+        let verify = matches!(
+            o.tls.mode,
+            outflow_replication::TlsMode::VerifyCa | outflow_replication::TlsMode::VerifyIdentity
+        );
+        ssl = ssl
+            .with_danger_accept_invalid_certs(!verify)
+            .with_danger_skip_domain_validation(
+                o.tls.mode != outflow_replication::TlsMode::VerifyIdentity,
+            );
+        b = b.ssl_opts(Some(ssl));
+    }
+    mysql_async::Conn::new(b)
+        .await
+        .with_context(|| format!("SQL connection to {} for the schema", o.addr()))
+}
+
+/// The source side's progress, for the progress line and tests.
+#[derive(Debug, Default, Clone)]
+pub struct SourceProgress {
+    /// Frames appended to the spool.
+    pub frames: u64,
+    /// Binlog bytes read.
+    pub binlog_bytes: u64,
+    /// Frame bytes appended.
+    pub wire_bytes: u64,
+    /// Row changes read.
+    pub rows: u64,
+}
+
+/// Streams the source into `spool` until `stop_at_end` finds the end of the binlog (tests,
+/// demo) or forever. Resumes from the state in `state_dir`.
+pub async fn stream_to_spool(
+    settings: &Settings,
+    state_dir: &Path,
+    spool: &Spool,
+    stop_at_end: bool,
+    progress: Arc<std::sync::Mutex<SourceProgress>>,
+) -> Result<()> {
+    let s = settings
+        .source
+        .as_ref()
+        .context("the source side needs --source")?;
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("creating {}", state_dir.display()))?;
+    let filter = Filter::new(&settings.filters).context("filters")?;
+    let history_dir = state_dir.join("schema-history");
+
+    let saved = SourceState::load(state_dir)?;
+    let spool_last = spool.next_seq() - 1;
+    let (start, schema_seq): (StartPosition, Option<u64>) = match &saved {
+        Some(state) => {
+            let (text, _) = state.resume(spool_last)?;
+            let start = text
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("saved position {text:?}: {e}"))?;
+            (start, Some(state.schema_seq))
+        }
+        None => {
+            if spool_last != 0 {
+                bail!(
+                    "the spool in {} holds frames but no source state was saved beside it",
+                    state_dir.display()
+                );
+            }
+            (s.from.clone(), None)
+        }
+    };
+
+    let mut server_index = 0;
+    let mut failures_here = 0u32;
+    let mut last_resume: Option<StartPosition> = None;
+    loop {
+        let db = &s.servers[server_index];
+        let opts = connect_options(db, s, stop_at_end)?;
+        let from = last_resume.clone().unwrap_or_else(|| start.clone());
+        let outcome = stream_from(
+            settings,
+            state_dir,
+            &history_dir,
+            spool,
+            &opts,
+            &from,
+            schema_seq,
+            filter.clone(),
+            progress.clone(),
+            &mut last_resume,
+        )
+        .await;
+        match outcome {
+            Ok(()) => return Ok(()),
+            Err(Failure::Fatal(e)) => return Err(e),
+            Err(Failure::ServerLost(e)) => {
+                failures_here += 1;
+                if s.servers.len() < 2 {
+                    return Err(e);
+                }
+                let resume = last_resume.clone().unwrap_or_else(|| start.clone());
+                if !matches!(
+                    resume,
+                    StartPosition::MariaGtid(_) | StartPosition::MySqlGtid(_)
+                ) {
+                    return Err(e.context(
+                        "cannot fail over: the stream is not positioned by GTID (start with \
+                         --from gtid:... on a server with GTIDs)",
+                    ));
+                }
+                server_index = (server_index + 1) % s.servers.len();
+                tracing::warn!(
+                    error = %e,
+                    next = %s.servers[server_index].redacted(),
+                    from = %resume,
+                    "source lost; failing over"
+                );
+                if failures_here as usize > 3 * s.servers.len() {
+                    return Err(e.context("every source server failed"));
+                }
+            }
+        }
+    }
+}
+
+enum Failure {
+    /// Give up: configuration, data or position problems.
+    Fatal(anyhow::Error),
+    /// The server stayed unreachable past the reconnect budget: try the next one.
+    ServerLost(anyhow::Error),
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn stream_from(
+    settings: &Settings,
+    state_dir: &Path,
+    history_dir: &Path,
+    spool: &Spool,
+    opts: &ConnectOptions,
+    from: &StartPosition,
+    schema_seq: Option<u64>,
+    filter: Filter,
+    progress: Arc<std::sync::Mutex<SourceProgress>>,
+    last_resume: &mut Option<StartPosition>,
+) -> Result<(), Failure> {
+    let fatal = Failure::Fatal;
+    let (mut history, tracker) = if HistoryStore::exists(history_dir) {
+        match schema_seq {
+            Some(seq) => HistoryStore::open_at(history_dir, filter.clone(), seq),
+            None => HistoryStore::open(history_dir, filter.clone()),
+        }
+        .map_err(|e| fatal(anyhow::Error::new(e).context("opening the schema history")))?
+    } else {
+        let mut conn = sql_conn(opts).await.map_err(Failure::ServerLost)?;
+        let mut tracker =
+            outflow_source::schema::load::tracker_from_server(&mut conn, filter.clone())
+                .await
+                .map_err(|e| fatal(anyhow::Error::new(e).context("loading the schema")))?;
+        let _ = conn.disconnect().await;
+        let history = HistoryStore::create(history_dir, &mut tracker)
+            .map_err(|e| fatal(anyhow::Error::new(e).context("creating the schema history")))?;
+        (history, tracker)
+    };
+
+    let mut replica = match Replica::connect(opts.clone(), from).await {
+        Ok(r) => r,
+        Err(e) if e.is_retryable() => return Err(Failure::ServerLost(e.into())),
+        Err(e) => return Err(fatal(e.into())),
+    };
+    let tables = SourceTables::new(tracker, filter);
+    replica.walker().decoder().set_table_hook(tables.hook());
+    let mut pipeline_cfg = PipelineConfig {
+        mode: match settings.mode {
+            Mode::Replica => ImageMode::Replica,
+            Mode::Full => ImageMode::Full,
+        },
+        compaction: settings.compaction,
+        batch_bytes: settings.batch_bytes,
+        ..PipelineConfig::default()
+    };
+    pipeline_cfg.encoder.level = settings.zstd_level;
+    let mut visitor = SourceVisitor {
+        tables,
+        pipeline: Pipeline::new(pipeline_cfg).map_err(|e| fatal(e.into()))?,
+        file: String::new(),
+        at: EventPosition::default(),
+        binlog_bytes: 0,
+    };
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut before = from.to_string();
+    let mut batch_started: Option<Instant> = None;
+    // All frames of one drain go into one spool record, so that a record always ends at
+    // a position the tracker knows (see the module docs); the sink splits them again.
+    let mut record: Vec<u8> = Vec::new();
+    loop {
+        let more = match replica.next(&mut visitor).await {
+            Ok(more) => more,
+            Err(ReplicaError::Replication(e)) if e.is_retryable() => {
+                tracing::warn!(error = %e, "source connection lost; reconnecting");
+                if let Err(e) = replica
+                    .reconnect_with_backoff(&mut backoff, Duration::from_secs(30))
+                    .await
+                {
+                    *last_resume = Some(replica.tracker().resume_from());
+                    return Err(if e.is_retryable() {
+                        Failure::ServerLost(e.into())
+                    } else {
+                        fatal(e.into())
+                    });
+                }
+                continue;
+            }
+            Err(ReplicaError::Replication(e)) => return Err(fatal(e.into())),
+            Err(ReplicaError::Consumer(e)) => return Err(fatal(e.into())),
+        };
+        let now = Instant::now();
+        let started = *batch_started.get_or_insert(now);
+        if !more || now.duration_since(started) >= settings.batch_delay {
+            visitor.pipeline.flush().map_err(|e| fatal(e.into()))?;
+        }
+        visitor
+            .pipeline
+            .drain_frames(|f| record.extend_from_slice(f));
+        if !record.is_empty() {
+            batch_started = None;
+            let tracker = visitor.tables.tracker().clone();
+            let schema_seq = {
+                let mut t = tracker.lock().map_err(|_| {
+                    fatal(anyhow::anyhow!(
+                        "schema tracker poisoned by an earlier panic"
+                    ))
+                })?;
+                if t.has_unsaved() {
+                    history
+                        .save(&mut t)
+                        .map_err(|e| fatal(anyhow::Error::new(e).context("saving schema")))?;
+                }
+                t.seq()
+            };
+            let after = replica.tracker().resume_from().to_string();
+            let state = SourceState {
+                seq: spool.next_seq(),
+                before: before.clone(),
+                after: after.clone(),
+                schema_seq,
+            };
+            state.save(state_dir).map_err(fatal)?;
+            let len = record.len() as u64;
+            spool
+                .append(Bytes::from(std::mem::take(&mut record)))
+                .await
+                .map_err(|e| fatal(anyhow::Error::new(e).context("spool append")))?;
+            before = after;
+            let stats = visitor.pipeline.stats();
+            if let Ok(mut p) = progress.lock() {
+                p.frames = stats.frames;
+                p.wire_bytes += len;
+                p.rows = stats.rows_in;
+                p.binlog_bytes = visitor.binlog_bytes;
+            }
+        }
+        if !more {
+            *last_resume = Some(replica.tracker().resume_from());
+            return Ok(());
+        }
+    }
+}
