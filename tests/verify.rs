@@ -6,7 +6,10 @@ use std::num::NonZeroU64;
 
 use anyhow::{ensure, Result};
 use outflow::verify::{run, VerifyArgs};
-use outflow_testkit::{Server, ServerConfig};
+use outflow_testkit::Server;
+
+mod sink_common;
+use sink_common::{server, ALL_TYPES};
 
 /// Runs `outflow verify` as the binary does and returns (clean, printed report).
 fn verify(
@@ -47,60 +50,9 @@ fn verify(
     Ok((clean, String::from_utf8(out)?))
 }
 
-/// A kit server whose temporary files stay in its own data directory. With the shared
-/// system temp dir, MariaDB 10.11.19 crashed now and then (SIGSEGV in `ha_maria::drop_table`
-/// freeing an information_schema temporary table) while other servers ran on the machine;
-/// with a private `tmpdir` it did not, in 30 runs of this file.
-fn server() -> Result<Server> {
-    Ok(Server::start(ServerConfig::new().option("tmpdir", "."))?)
-}
-
 fn servers() -> Result<(Server, Server)> {
     Ok((server()?, server()?))
 }
-
-/// Every column type the decoder knows, with rows that stress NULLs, extremes, zero dates,
-/// 4-byte UTF-8 and binary data with zero bytes.
-const ALL_TYPES: &str = r#"
-SET NAMES utf8mb4;
-CREATE DATABASE IF NOT EXISTS vt;
-CREATE TABLE vt.types (
-  id INT PRIMARY KEY,
-  ti TINYINT, tu TINYINT UNSIGNED, si SMALLINT, mi MEDIUMINT UNSIGNED, i INT,
-  bi BIGINT, bu BIGINT UNSIGNED,
-  d65 DECIMAL(65,30), d52 DECIMAL(5,2),
-  f FLOAT, d DOUBLE,
-  b1 BIT(1), b64 BIT(64),
-  dt DATE, dtm DATETIME, dtm6 DATETIME(6), ts TIMESTAMP(3) NULL DEFAULT NULL, tm TIME(6), yr YEAR,
-  ch CHAR(10), vc VARCHAR(100) CHARACTER SET utf8mb4, tx TEXT CHARACTER SET utf8mb4,
-  l1 VARCHAR(20) CHARACTER SET latin1,
-  bn BINARY(8), vb VARBINARY(64), bl BLOB, lt LONGTEXT,
-  en ENUM('a','b','c'), st SET('x','y','z'), js JSON, pt POINT, ip INET6, uu UUID
-);
-INSERT INTO vt.types (id) VALUES (1);
-INSERT INTO vt.types VALUES (2,
-  -128, 255, -32768, 16777215, -2147483648, -9223372036854775808, 18446744073709551615,
-  '-12345678901234567890123456789012345.123456789012345678901234567891', -999.99,
-  3.4e38, 0.1,
-  b'1', b'1000000000000000000000000000000000000000000000000000000000000001',
-  '0000-00-00', '0000-00-00 00:00:00', '9999-12-31 23:59:59.999999', '2038-01-19 03:14:07.999',
-  '-838:59:59.000000', 1901,
-  'x', '😀 naïve ü', REPEAT('ü', 1000), 'café',
-  X'0000000000000001', X'00ff00', X'0000', REPEAT('z', 70000),
-  'b', 'x,z', '{"a": [1, null, "😀"]}', POINT(1.5, -2.25), '::1', '123e4567-e89b-12d3-a456-426614174000'
-);
-INSERT INTO vt.types VALUES (3,
-  0, 0, 0, 0, 0, 0, 0,
-  0, 0,
-  -0.0, 2.2250738585072014e-308,
-  b'0', b'0',
-  '2024-02-29', '2024-02-29 12:00:00', '1000-01-01 00:00:00.000001', '1970-01-01 00:00:01',
-  '00:00:00.000001', 2155,
-  '', '', '', '',
-  X'', X'', X'', '',
-  'a', '', '[]', POINT(0, 0), 'ffff::1', '00000000-0000-0000-0000-000000000000'
-);
-"#;
 
 #[test]
 fn equal_tables_are_clean() -> Result<()> {
@@ -302,8 +254,8 @@ fn missing_tables_and_column_changes_are_differences() -> Result<()> {
         "  table missing on the target",
         "app.only_target: 1 differences",
         "  table missing on the source",
-        "    source: id int(11), v int(11)",
-        "    target: id int(11), v bigint(20)",
+        "    source: id int(11) NOT NULL, v int(11)",
+        "    target: id int(11) NOT NULL, v bigint(20)",
     ] {
         ensure!(out.contains(line), "expected {line:?} in:\n{out}");
     }

@@ -2,7 +2,28 @@
 
 use std::fmt::Write as _;
 
-use mysql_async::Value;
+use mysql_async::prelude::FromRow;
+use mysql_async::{Row, Value};
+
+/// Converts rows to `T`. The driver's own conversion panics on an unexpected row and its
+/// error shows the row's values; this returns an error that names only the column count.
+pub fn typed<T: FromRow>(rows: Vec<Row>) -> Result<Vec<T>, mysql_async::Error> {
+    rows.into_iter().map(|r| typed_row(r)).collect()
+}
+
+/// [`typed`] for at most one row.
+pub fn typed_first<T: FromRow>(row: Option<Row>) -> Result<Option<T>, mysql_async::Error> {
+    row.map(typed_row).transpose()
+}
+
+fn typed_row<T: FromRow>(row: Row) -> Result<T, mysql_async::Error> {
+    let n = row.len();
+    T::from_row_opt(row).map_err(|_| {
+        mysql_async::Error::Other(
+            format!("a result row of {n} columns did not have the expected types").into(),
+        )
+    })
+}
 
 /// Appends `name` as a back-quoted identifier (a back quote inside is doubled).
 pub fn push_ident(out: &mut String, name: &str) {
@@ -89,6 +110,41 @@ pub fn render_value(value: &Value) -> String {
                 format!("'{sign}{hours:02}:{mi:02}:{s:02}.{us:06}'")
             }
         }
+    }
+}
+
+/// A change model value as a person reads it (see [`render_value`]).
+pub fn render_value_ref(value: outflow_core::ValueRef<'_>) -> String {
+    use outflow_core::ValueRef as V;
+    let bytes = |b: &[u8]| render_value(&Value::Bytes(b.to_vec()));
+    match value {
+        V::Null => "NULL".to_string(),
+        V::Int(x) => x.to_string(),
+        V::UInt(x) | V::Set(x) | V::Bit(x) => x.to_string(),
+        V::Year(x) | V::Enum(x) => x.to_string(),
+        V::Float(x) => x.to_string(),
+        V::Double(x) => x.to_string(),
+        V::Decimal(b) => String::from_utf8_lossy(b).into_owned(),
+        V::Date(d) => format!("'{d}'"),
+        V::Time(t) => {
+            let mut s = String::from("'");
+            let _ = t.write_sql(&mut s, 6);
+            s.push('\'');
+            s
+        }
+        V::DateTime(d) => {
+            let mut s = String::from("'");
+            let _ = d.write_sql(&mut s, 6);
+            s.push('\'');
+            s
+        }
+        V::Timestamp(t) => {
+            let mut s = String::from("'");
+            let _ = crate::literal::timestamp_to_utc(t).write_sql(&mut s, 6);
+            s.push_str(" UTC'");
+            s
+        }
+        V::Text(b) | V::Bytes(b) | V::Json(b) | V::Geometry(b) => bytes(b),
     }
 }
 

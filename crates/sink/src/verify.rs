@@ -49,7 +49,8 @@ use std::str::FromStr;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Params, Pool, Row, Value};
 
-use crate::sql::{ident, push_key_bytes, push_text_literal, qualified, render_value};
+use crate::catalog::{load_table, CatalogColumn, CatalogTable};
+use crate::sql::{ident, push_key_bytes, qualified, render_value, typed, typed_first};
 
 /// Schemas never compared when no table list is given: the server's own, and outflow's
 /// checkpoint schema (which exists on the target only).
@@ -328,14 +329,6 @@ pub async fn verify(
     Ok(reports)
 }
 
-/// A column as `information_schema.COLUMNS` describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Column {
-    name: String,
-    column_type: String,
-    nullable: bool,
-}
-
 /// One side's connection with what it needs to name its errors.
 struct Endpoint {
     side: Side,
@@ -404,92 +397,29 @@ impl Endpoint {
         }
         sql.push(')');
         let side = self.side;
-        let rows: Vec<(String, String)> =
-            self.conn
-                .query(sql)
-                .await
-                .map_err(|source| VerifyError::Query {
-                    side,
-                    table: "-".to_string(),
-                    what: "listing tables",
-                    source,
-                })?;
+        let rows: Vec<(String, String)> = self
+            .conn
+            .query::<Row, _>(sql)
+            .await
+            .and_then(typed)
+            .map_err(|source| VerifyError::Query {
+                side,
+                table: "-".to_string(),
+                what: "listing tables",
+                source,
+            })?;
         Ok(rows
             .into_iter()
             .map(|(schema, name)| TableName::new(schema, name))
             .collect())
     }
 
-    /// The table's columns in order; empty when the table does not exist.
-    async fn columns(&mut self, table: &TableName) -> Result<Vec<Column>, VerifyError> {
-        let sql = format!(
-            "SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE FROM information_schema.COLUMNS \
-             WHERE {} ORDER BY ORDINAL_POSITION",
-            table_filter(table)
-        );
-        let rows: Vec<(String, String, String)> = self
-            .conn
-            .query(sql)
+    /// The table's description; `None` when it does not exist.
+    async fn table(&mut self, table: &TableName) -> Result<Option<CatalogTable>, VerifyError> {
+        load_table(&mut self.conn, &table.schema, &table.name)
             .await
-            .map_err(self.query_error(table, "reading the column list"))?;
-        Ok(rows
-            .into_iter()
-            .map(|(name, column_type, nullable)| Column {
-                name,
-                column_type,
-                nullable: nullable == "YES",
-            })
-            .collect())
+            .map_err(self.query_error(table, "reading the table's columns and keys"))
     }
-
-    /// The PRIMARY KEY, or else the first UNIQUE key whose columns are all NOT NULL.
-    async fn key(
-        &mut self,
-        table: &TableName,
-        columns: &[Column],
-    ) -> Result<(KeyKind, Vec<String>), VerifyError> {
-        let sql = format!(
-            "SELECT INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS \
-             WHERE {} AND NON_UNIQUE = 0 \
-             ORDER BY INDEX_NAME <> 'PRIMARY', INDEX_NAME, SEQ_IN_INDEX",
-            table_filter(table)
-        );
-        let rows: Vec<(String, String)> = self
-            .conn
-            .query(sql)
-            .await
-            .map_err(self.query_error(table, "reading the keys"))?;
-        let mut keys: Vec<(String, Vec<String>)> = Vec::new();
-        for (index, column) in rows {
-            match keys.last_mut() {
-                Some((name, cols)) if *name == index => cols.push(column),
-                _ => keys.push((index, vec![column])),
-            }
-        }
-        for (index, cols) in keys {
-            if index == "PRIMARY" {
-                return Ok((KeyKind::Primary, cols));
-            }
-            let not_null = cols
-                .iter()
-                .all(|c| columns.iter().any(|col| col.name == *c && !col.nullable));
-            if not_null {
-                return Ok((KeyKind::Unique(index), cols));
-            }
-        }
-        Ok((KeyKind::None, Vec::new()))
-    }
-}
-
-/// `TABLE_SCHEMA = ... AND TABLE_NAME = ...` for information_schema. Spelled as literals on
-/// purpose: MariaDB 10.11.19 crashed (SIGSEGV in `free_tmp_table`) now and then on the same
-/// query as a prepared statement, under parallel test load.
-fn table_filter(table: &TableName) -> String {
-    let mut out = String::from("TABLE_SCHEMA = ");
-    push_text_literal(&mut out, &table.schema);
-    out.push_str(" AND TABLE_NAME = ");
-    push_text_literal(&mut out, &table.name);
-    out
 }
 
 /// The SQL texts for one table, built once.
@@ -506,7 +436,7 @@ struct TableSql {
 }
 
 impl TableSql {
-    fn new(table: &TableName, columns: &[Column], key: &[String]) -> TableSql {
+    fn new(table: &TableName, columns: &[CatalogColumn], key: &[String]) -> TableSql {
         let mut row_hash = String::from("MD5(CONCAT(");
         let mut column_list = String::new();
         for (i, column) in columns.iter().enumerate() {
@@ -518,7 +448,7 @@ impl TableSql {
             // FLOAT's text form has 6 significant digits, too few to tell neighbours apart;
             // as a DOUBLE (exact for every FLOAT) it prints all it has. `* 1e0`, unlike
             // `+ 0e0`, keeps the sign of a negative zero.
-            let v = if column.column_type.starts_with("float") {
+            let v = if column.data_type == "float" {
                 format!("({c} * 1e0)")
             } else {
                 c.clone()
@@ -617,8 +547,9 @@ async fn checksum(
     let text = sql.checksum_sql(range);
     let row: Option<(u64, String)> = end
         .conn
-        .exec_first(text, Params::Positional(params.to_vec()))
+        .exec_first::<Row, _, _>(text, Params::Positional(params.to_vec()))
         .await
+        .and_then(typed_first)
         .map_err(end.query_error(&sql.table, "checksumming a chunk"))?;
     let (rows, sum) = row
         .ok_or_else(|| end.unexpected(&sql.table, "checksumming a chunk", "no row".to_string()))?;
@@ -631,7 +562,7 @@ async fn verify_table(
     table: &TableName,
     opts: &VerifyOptions,
 ) -> Result<TableReport, VerifyError> {
-    let (src_cols, tgt_cols) = (src.columns(table).await?, tgt.columns(table).await?);
+    let (src_table, tgt_table) = (src.table(table).await?, tgt.table(table).await?);
     let mut report = TableReport {
         table: table.clone(),
         key: KeyKind::None,
@@ -643,44 +574,60 @@ async fn verify_table(
         differences: Vec::new(),
         more_differences: 0,
     };
-    match (src_cols.is_empty(), tgt_cols.is_empty()) {
-        (true, true) => {
+    let (src_table, tgt_table) = match (src_table, tgt_table) {
+        (None, None) => {
             return Err(VerifyError::NoSuchTable {
                 table: table.clone(),
             })
         }
-        (true, false) | (false, true) => {
-            let missing_on = if src_cols.is_empty() {
-                Side::Source
-            } else {
-                Side::Target
-            };
-            report
-                .differences
-                .push(Difference::TableMissing { missing_on });
+        (None, Some(_)) => {
+            report.differences.push(Difference::TableMissing {
+                missing_on: Side::Source,
+            });
             return Ok(report);
         }
-        (false, false) => {}
-    }
+        (Some(_), None) => {
+            report.differences.push(Difference::TableMissing {
+                missing_on: Side::Target,
+            });
+            return Ok(report);
+        }
+        (Some(s), Some(t)) => (s, t),
+    };
+    let (src_cols, tgt_cols) = (&src_table.columns, &tgt_table.columns);
     if src_cols != tgt_cols {
-        let describe = |cols: &[Column]| -> Vec<String> {
+        let describe = |cols: &[CatalogColumn]| -> Vec<String> {
             cols.iter()
-                .map(|c| format!("{} {}", c.name, c.column_type))
+                .map(|c| {
+                    let mut text = format!("{} {}", c.name, c.column_type);
+                    if !c.nullable {
+                        text.push_str(" NOT NULL");
+                    }
+                    if let Some(collation) = &c.collation {
+                        text.push_str(" COLLATE ");
+                        text.push_str(collation);
+                    }
+                    text
+                })
                 .collect()
         };
         report.differences.push(Difference::Columns {
-            source: describe(&src_cols),
-            target: describe(&tgt_cols),
+            source: describe(src_cols),
+            target: describe(tgt_cols),
         });
     }
     // Compare what both sides have, in the source's order.
-    let common: Vec<Column> = src_cols
+    let common: Vec<CatalogColumn> = src_cols
         .iter()
         .filter(|c| tgt_cols.iter().any(|t| t.name == c.name))
         .cloned()
         .collect();
     report.columns = common.iter().map(|c| c.name.clone()).collect();
-    let (kind, key) = src.key(table, &src_cols).await?;
+    let (kind, key): (KeyKind, Vec<String>) = match src_table.row_key() {
+        Some((None, cols)) => (KeyKind::Primary, names(src_cols, cols)),
+        Some((Some(name), cols)) => (KeyKind::Unique(name.to_string()), names(src_cols, cols)),
+        None => (KeyKind::None, Vec::new()),
+    };
     let key_usable = !key.is_empty() && key.iter().all(|k| report.columns.contains(k));
     report.key = if key_usable { kind } else { KeyKind::None };
     let key = if key_usable { key } else { Vec::new() };
@@ -691,6 +638,10 @@ async fn verify_table(
         verify_chunked(src, tgt, &sql, opts, &mut report).await?;
     }
     Ok(report)
+}
+
+fn names(columns: &[CatalogColumn], indexes: &[usize]) -> Vec<String> {
+    indexes.iter().map(|&i| columns[i].name.clone()).collect()
 }
 
 async fn verify_chunked(
@@ -917,8 +868,9 @@ async fn hash_counts(
     );
     let rows: Vec<(Vec<u8>, u64)> = end
         .conn
-        .query(text)
+        .query::<Row, _>(text)
         .await
+        .and_then(typed)
         .map_err(end.query_error(&sql.table, "grouping rows by hash"))?;
     Ok(rows.into_iter().collect())
 }
@@ -1003,13 +955,17 @@ mod tests {
         assert_eq!(t.quoted(), "`db`.`t.x`");
     }
 
-    fn cols(names: &[&str]) -> Vec<Column> {
+    fn cols(names: &[&str]) -> Vec<CatalogColumn> {
         names
             .iter()
-            .map(|n| Column {
+            .map(|n| CatalogColumn {
                 name: n.to_string(),
+                data_type: if *n == "f" { "float" } else { "int" }.to_string(),
                 column_type: if *n == "f" { "float(10,3)" } else { "int(11)" }.to_string(),
                 nullable: true,
+                charset: None,
+                collation: None,
+                generated: false,
             })
             .collect()
     }

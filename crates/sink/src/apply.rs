@@ -1,0 +1,1402 @@
+//! The applier: change batches in, target transactions out, exactly once.
+//!
+//! # Exactly once
+//! The target holds a checkpoint row per stream (`outflow.checkpoint` by default):
+//! the frame sequence number, how many of that frame's source transactions are applied and
+//! how many it has, the last applied GTID and the source position. It is written by the
+//! same target transaction as the rows it covers, so after any crash the row and the data
+//! agree. [`Applier::apply`] compares each delivered frame with it: a frame already applied
+//! is skipped as a duplicate, a frame applied in part resumes after its last applied
+//! transaction, and a frame beyond the next one is refused (frames went missing). Each
+//! target transaction also locks the checkpoint row and checks that it has not moved, so
+//! two appliers on one stream cannot both apply a frame.
+//!
+//! # Transactions
+//! A frame's source transactions are applied in order, grouped into target transactions of
+//! up to `max_txn_changes` row changes (always whole source transactions, at least one); a
+//! compacted frame is one target transaction whatever its size, because only its end state
+//! is consistent. A target transaction is either committed with its checkpoint or not at
+//! all, so source atomicity holds, at source-transaction granularity (batch granularity
+//! for compacted frames).
+//!
+//! # Fast path and careful mode
+//! Changes become few large statements ([`crate::stage`] explains the batching rule and
+//! why it keeps each row's order). Each statement must affect exactly the rows the batch
+//! expects; when one does not (a conflict, or a case the batching could not foresee), or a
+//! duplicate-key error occurs, the target transaction is rolled back and replayed in
+//! careful mode: one statement per change, in source order, where each conflict is named
+//! and handled by the [`ConflictPolicy`]. Deadlocks and lock-wait timeouts roll back and
+//! retry. A lost connection is returned as a retryable error: reconnect, and re-deliver
+//! from [`Applier::last_applied`].
+//!
+//! # Session
+//! `SET NAMES binary` (values are written as literals with explicit character sets, see
+//! [`crate::literal`]), `time_zone = '+00:00'` (TIMESTAMPs are UTC), `sql_mode =
+//! 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'` (a 0 in an AUTO_INCREMENT column stays 0;
+//! zero dates and over-long values behave as on a replica), `foreign_key_checks = 0` (rows
+//! of different tables may be applied in another order within a transaction), and
+//! `CLIENT_FOUND_ROWS` (an update counts the rows it found, not only those it changed).
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, OptsBuilder, Row};
+use outflow_core::{ChangeBatch, Op, SchemaVersion, SourcePosition, TableSection};
+
+use crate::catalog::{load_collations, load_table, CatalogTable};
+use crate::ddl::{DdlKind, DdlOutcome, DdlPolicies, DdlPolicy, DdlStatement, ALREADY_APPLIED};
+use crate::literal::push_quoted;
+use crate::plan::TablePlan;
+use crate::sql::{qualified, typed_first};
+use crate::stage::{careful, push_insert_tail, Batcher, Check, Limits, RowOp, StageError, Stmt};
+
+/// What to do when the target does not hold what a change expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictPolicy {
+    /// Stop with an error naming the table, the row's key and the source position.
+    Stop,
+    /// Make the target row match the source: an insert over an existing row replaces it
+    /// (`REPLACE`); an update of a missing row inserts the row as far as the change
+    /// carries it (in replica mode, the key and the changed columns, the rest taking their
+    /// defaults; in full mode, the whole after image); a delete of a missing row is done.
+    Overwrite,
+}
+
+/// The kinds of conflict, as counted in [`ApplyStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictKind {
+    /// An insert found its key taken.
+    DuplicateInsert,
+    /// An update found no row.
+    MissingUpdate,
+    /// A delete found no row.
+    MissingDelete,
+}
+
+impl std::fmt::Display for ConflictKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConflictKind::DuplicateInsert => "insert of a row that already exists",
+            ConflictKind::MissingUpdate => "update of a row that does not exist",
+            ConflictKind::MissingDelete => "delete of a row that does not exist",
+        })
+    }
+}
+
+/// How the applier works; every field has a default.
+#[derive(Debug, Clone)]
+pub struct ApplyConfig {
+    /// Names the stream in the checkpoint table (default `default`): one row per stream.
+    pub stream: String,
+    /// Database of the checkpoint table (default `outflow`, created if missing).
+    pub checkpoint_db: String,
+    /// Checkpoint table (default `checkpoint`, created if missing).
+    pub checkpoint_table: String,
+    /// Conflict policy (default [`ConflictPolicy::Stop`]).
+    pub on_conflict: ConflictPolicy,
+    /// DDL policies (default: apply every kind).
+    pub ddl: DdlPolicies,
+    /// Row changes per target transaction, in whole source transactions (default 20,000).
+    pub max_txn_changes: NonZeroUsize,
+    /// Largest statement, in bytes (default 4 MiB; capped below the target's
+    /// `max_allowed_packet`).
+    pub max_statement_bytes: usize,
+    /// Statement text held for all tables together before it is sent, in bytes
+    /// (default 32 MiB): with the decoded frame, what bounds the applier's memory.
+    pub max_pending_bytes: usize,
+    /// Retries of a target transaction after a deadlock or lock-wait timeout (default 5).
+    pub retries: u32,
+}
+
+impl Default for ApplyConfig {
+    fn default() -> Self {
+        ApplyConfig {
+            stream: "default".to_string(),
+            checkpoint_db: "outflow".to_string(),
+            checkpoint_table: "checkpoint".to_string(),
+            on_conflict: ConflictPolicy::Stop,
+            ddl: DdlPolicies::default(),
+            max_txn_changes: NonZeroUsize::new(20_000).unwrap_or(NonZeroUsize::MIN),
+            max_statement_bytes: 4 << 20,
+            max_pending_bytes: 32 << 20,
+            retries: 5,
+        }
+    }
+}
+
+/// The checkpoint of a stream: what the target holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The last frame (partly) applied.
+    pub seq: u64,
+    /// Its source transactions applied so far.
+    pub txns_applied: u32,
+    /// Its source transactions in all.
+    pub txns_in_frame: u32,
+    /// GTID of the last applied source transaction, if it had one.
+    pub gtid: Option<String>,
+    /// The source position after it (JSON of `outflow_core::SourcePosition`).
+    pub position: String,
+}
+
+impl Checkpoint {
+    /// Whether frame `seq` is applied whole.
+    pub fn frame_complete(&self) -> bool {
+        self.txns_applied >= self.txns_in_frame
+    }
+
+    /// The first frame the target still needs.
+    pub fn next_seq(&self) -> u64 {
+        if self.frame_complete() {
+            self.seq + 1
+        } else {
+            self.seq
+        }
+    }
+
+    /// The source position, parsed.
+    pub fn source_position(&self) -> Result<SourcePosition, serde_json::Error> {
+        serde_json::from_str(&self.position)
+    }
+}
+
+/// What [`Applier::apply`] did with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The checkpoint already covered the whole frame: nothing was done.
+    Duplicate,
+    /// These source transactions and row changes were applied (a resumed frame counts only
+    /// the part applied now).
+    Frame {
+        /// Source transactions.
+        transactions: u32,
+        /// Row changes.
+        changes: u64,
+    },
+}
+
+/// Conflicts counted by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConflictCounts {
+    /// Inserts that found their key taken.
+    pub duplicate_insert: u64,
+    /// Updates that found no row.
+    pub missing_update: u64,
+    /// Deletes that found no row.
+    pub missing_delete: u64,
+}
+
+impl ConflictCounts {
+    /// All conflicts.
+    pub fn total(&self) -> u64 {
+        self.duplicate_insert + self.missing_update + self.missing_delete
+    }
+
+    fn count(&mut self, kind: ConflictKind) {
+        match kind {
+            ConflictKind::DuplicateInsert => self.duplicate_insert += 1,
+            ConflictKind::MissingUpdate => self.missing_update += 1,
+            ConflictKind::MissingDelete => self.missing_delete += 1,
+        }
+    }
+
+    fn add(&mut self, o: &ConflictCounts) {
+        self.duplicate_insert += o.duplicate_insert;
+        self.missing_update += o.missing_update;
+        self.missing_delete += o.missing_delete;
+    }
+}
+
+/// Counters of committed work (updated per target transaction, never per row).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplyStats {
+    /// Frames applied (whole or the rest of a partly applied one).
+    pub frames: u64,
+    /// Frames skipped as already applied.
+    pub duplicate_frames: u64,
+    /// Source transactions applied.
+    pub transactions: u64,
+    /// Target transactions committed.
+    pub commits: u64,
+    /// Rows inserted.
+    pub inserted: u64,
+    /// Rows updated.
+    pub updated: u64,
+    /// Rows deleted.
+    pub deleted: u64,
+    /// Statements run (committed transactions only).
+    pub statements: u64,
+    /// Bytes of statement text sent (committed transactions only).
+    pub sql_bytes: u64,
+    /// Target transactions replayed in careful mode.
+    pub careful_replays: u64,
+    /// Target transactions retried after a deadlock or lock-wait timeout.
+    pub retries: u64,
+    /// Conflicts, by kind (each also counted when the policy stopped on it).
+    pub conflicts: ConflictCounts,
+    /// DDL statements applied.
+    pub ddl_applied: u64,
+    /// DDL statements skipped by policy.
+    pub ddl_skipped: u64,
+}
+
+impl ApplyStats {
+    fn add(&mut self, o: &ApplyStats) {
+        self.frames += o.frames;
+        self.duplicate_frames += o.duplicate_frames;
+        self.transactions += o.transactions;
+        self.commits += o.commits;
+        self.inserted += o.inserted;
+        self.updated += o.updated;
+        self.deleted += o.deleted;
+        self.statements += o.statements;
+        self.sql_bytes += o.sql_bytes;
+        self.careful_replays += o.careful_replays;
+        self.retries += o.retries;
+        self.conflicts.add(&o.conflicts);
+        self.ddl_applied += o.ddl_applied;
+        self.ddl_skipped += o.ddl_skipped;
+    }
+
+    fn count_rows(&mut self, op: Op, n: u64) {
+        match op {
+            Op::Insert => self.inserted += n,
+            Op::Update => self.updated += n,
+            Op::Delete => self.deleted += n,
+        }
+    }
+}
+
+/// Why a frame could not be applied. [`ApplyError::is_retryable`] says whether
+/// reconnecting and re-delivering can help.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The connection failed or was lost: reconnect, then re-deliver from
+    /// [`Applier::last_applied`] (retry).
+    #[error("target connection: {what}")]
+    Connection {
+        /// What was being done.
+        what: String,
+        /// The driver's error.
+        #[source]
+        source: mysql_async::Error,
+    },
+    /// A conflict under [`ConflictPolicy::Stop`] (table-scoped).
+    #[error("conflict on {table}: {kind} (key {key}) at {position}")]
+    Conflict {
+        /// `db.table`.
+        table: String,
+        /// What happened.
+        kind: ConflictKind,
+        /// The row's key values.
+        key: String,
+        /// Source GTID and binlog position of the transaction.
+        position: String,
+    },
+    /// A change without a key matched more than one row that is not identical to it
+    /// (table-scoped).
+    #[error("{table}: a change matches more than one row ({key}) at {position}; rows of a table without a key can be told apart only by all their columns")]
+    Ambiguous {
+        /// `db.table`.
+        table: String,
+        /// What the change matched by.
+        key: String,
+        /// Source position.
+        position: String,
+    },
+    /// Net changes of a compacted frame that no order of single-row updates can apply and
+    /// that could not be applied by moving the rows out and back either (table-scoped).
+    #[error("{table}: the net updates of a compacted frame collide on a UNIQUE key at {position}; ship this table without compaction")]
+    UniqueCycle {
+        /// `db.table`.
+        table: String,
+        /// Source position.
+        position: String,
+        /// The server's error.
+        #[source]
+        source: mysql_async::Error,
+    },
+    /// The target table does not fit the change (table-scoped).
+    #[error("{table}: {detail}")]
+    Schema {
+        /// `db.table`.
+        table: String,
+        /// What does not fit.
+        detail: String,
+    },
+    /// A statement failed on the target (fatal).
+    #[error("{table}: {what} failed at {position}")]
+    Statement {
+        /// `db.table`, or the checkpoint table.
+        table: String,
+        /// What the statement was for.
+        what: &'static str,
+        /// Source position.
+        position: String,
+        /// The server's error.
+        #[source]
+        source: mysql_async::Error,
+    },
+    /// The frame does not follow the checkpoint (fatal).
+    #[error("stream {stream}: frame {seq} delivered, but the target needs frame {expected} next")]
+    Gap {
+        /// The stream.
+        stream: String,
+        /// The frame delivered.
+        seq: u64,
+        /// The frame the checkpoint calls for.
+        expected: u64,
+    },
+    /// The frame's content is not what the checkpoint says it was (fatal).
+    #[error("stream {stream}: frame {seq} has {got} transactions, the checkpoint recorded {want}")]
+    FrameMismatch {
+        /// The stream.
+        stream: String,
+        /// The frame.
+        seq: u64,
+        /// Transactions in the frame now.
+        got: u32,
+        /// Transactions recorded.
+        want: u32,
+    },
+    /// Another writer moved the checkpoint (fatal: two appliers on one stream).
+    #[error("stream {stream}: the checkpoint moved under this applier (expected {expected}, found {found}); is another sink applying the same stream?")]
+    CheckpointMoved {
+        /// The stream.
+        stream: String,
+        /// What this applier last wrote.
+        expected: String,
+        /// What the table holds.
+        found: String,
+    },
+    /// A DDL statement whose kind the policy says to stop on.
+    #[error("DDL stopped by policy: {kind} at {position}")]
+    DdlStopped {
+        /// Its kind.
+        kind: DdlKind,
+        /// Source position.
+        position: String,
+    },
+    /// A DDL statement failed on the target (fatal).
+    #[error("DDL ({kind}) failed at {position}")]
+    Ddl {
+        /// Its kind.
+        kind: DdlKind,
+        /// Source position.
+        position: String,
+        /// The server's error.
+        #[source]
+        source: mysql_async::Error,
+    },
+    /// A value in the batch cannot be written (the frame is corrupt; fatal).
+    #[error("{table}: {detail}")]
+    BadChange {
+        /// `db.table`.
+        table: String,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+impl ApplyError {
+    /// Whether reconnecting and re-delivering from the checkpoint can succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ApplyError::Connection { .. })
+    }
+
+    /// Whether the error concerns one table (conflict, schema, ambiguity), as opposed to the
+    /// whole stream.
+    pub fn table(&self) -> Option<&str> {
+        match self {
+            ApplyError::Conflict { table, .. }
+            | ApplyError::Ambiguous { table, .. }
+            | ApplyError::Schema { table, .. }
+            | ApplyError::UniqueCycle { table, .. }
+            | ApplyError::BadChange { table, .. } => Some(table),
+            _ => None,
+        }
+    }
+}
+
+/// How a target transaction attempt ended, short of success.
+enum Failure {
+    /// The fast path met an unexpected row count or duplicate: replay carefully.
+    Anomaly,
+    /// Deadlock or lock-wait timeout: roll back and retry.
+    Retry,
+    /// Give up with this error.
+    Fatal(ApplyError),
+}
+
+impl From<ApplyError> for Failure {
+    fn from(e: ApplyError) -> Self {
+        Failure::Fatal(e)
+    }
+}
+
+fn server_code(e: &mysql_async::Error) -> Option<u16> {
+    match e {
+        mysql_async::Error::Server(s) => Some(s.code),
+        _ => None,
+    }
+}
+
+const ER_DUP_ENTRY: u16 = 1062;
+const ER_LOCK_DEADLOCK: u16 = 1213;
+const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
+const ER_NO_SUCH_TABLE: u16 = 1146;
+const ER_BAD_FIELD: u16 = 1054;
+
+/// Applies change batches to one target, exactly once; see the module documentation.
+pub struct Applier {
+    conn: Conn,
+    cfg: ApplyConfig,
+    checkpoint_table: String,
+    stream_literal: Vec<u8>,
+    checkpoint: Option<Checkpoint>,
+    collations: HashMap<u16, (String, String)>,
+    catalog: HashMap<(String, String), CatalogTable>,
+    plans: Vec<TablePlan>,
+    by_version: HashMap<SchemaVersion, usize>,
+    /// Plan index of each section of the batch being applied.
+    section_plans: Vec<usize>,
+    batcher: Batcher,
+    stmts: Vec<Stmt>,
+    scratch: Vec<u8>,
+    /// Careful-mode updates of a compacted frame that met a duplicate key: (section,
+    /// change), applied together at the end of the frame.
+    deferred: Vec<(u32, usize)>,
+    stats: ApplyStats,
+}
+
+impl Applier {
+    /// Connects to the target, sets the session up, creates the checkpoint table if needed
+    /// and reads the stream's checkpoint.
+    pub async fn connect(opts: Opts, cfg: ApplyConfig) -> Result<Applier, ApplyError> {
+        let opts: Opts = OptsBuilder::from_opts(opts).client_found_rows(true).into();
+        let mut conn = Conn::new(opts)
+            .await
+            .map_err(|source| ApplyError::Connection {
+                what: "connecting".to_string(),
+                source,
+            })?;
+        let conn_err = |what: &str| {
+            let what = what.to_string();
+            move |source| ApplyError::Connection { what, source }
+        };
+        conn.query_drop(
+            "SET NAMES binary, SESSION time_zone = '+00:00', \
+             SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION', \
+             SESSION foreign_key_checks = 0, SESSION autocommit = 1",
+        )
+        .await
+        .map_err(conn_err("setting up the session"))?;
+        let max_packet: Option<u64> = conn
+            .query_first::<Row, _>("SELECT @@max_allowed_packet")
+            .await
+            .and_then(typed_first)
+            .map_err(conn_err("reading max_allowed_packet"))?;
+        let collations = load_collations(&mut conn)
+            .await
+            .map_err(conn_err("reading the collations"))?;
+        let checkpoint_table = qualified(&cfg.checkpoint_db, &cfg.checkpoint_table);
+        let create = [
+            format!(
+                "CREATE DATABASE IF NOT EXISTS {}",
+                crate::sql::ident(&cfg.checkpoint_db)
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {checkpoint_table} (\
+                 stream VARCHAR(255) NOT NULL PRIMARY KEY, \
+                 seq BIGINT UNSIGNED NOT NULL, \
+                 txns_applied INT UNSIGNED NOT NULL, \
+                 txns_in_frame INT UNSIGNED NOT NULL, \
+                 gtid TEXT NULL, \
+                 position TEXT NOT NULL, \
+                 updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)\
+                 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+            ),
+        ];
+        for sql in create {
+            conn.query_drop(sql)
+                .await
+                .map_err(conn_err("creating the checkpoint table"))?;
+        }
+        let mut stream_literal = b"_utf8mb4".to_vec();
+        push_quoted(&mut stream_literal, cfg.stream.as_bytes());
+        // Leave room under max_allowed_packet for the packet header and a last row.
+        let packet_cap = max_packet
+            .map(|m| (m as usize).saturating_sub(1 << 20).max(64 << 10))
+            .unwrap_or(usize::MAX);
+        let limits = Limits {
+            max_statement_bytes: cfg.max_statement_bytes.min(packet_cap).max(1),
+            max_pending_bytes: cfg.max_pending_bytes.max(1),
+        };
+        let mut applier = Applier {
+            conn,
+            checkpoint_table,
+            stream_literal,
+            checkpoint: None,
+            collations,
+            catalog: HashMap::new(),
+            plans: Vec::new(),
+            by_version: HashMap::new(),
+            section_plans: Vec::new(),
+            batcher: Batcher::new(limits),
+            stmts: Vec::new(),
+            scratch: Vec::new(),
+            deferred: Vec::new(),
+            stats: ApplyStats::default(),
+            cfg,
+        };
+        applier.checkpoint = applier.read_checkpoint(false).await?;
+        Ok(applier)
+    }
+
+    /// The stream's checkpoint as of the last commit (or connect): resume delivery from
+    /// its [`Checkpoint::next_seq`]. `None` before the first frame.
+    pub fn last_applied(&self) -> Option<&Checkpoint> {
+        self.checkpoint.as_ref()
+    }
+
+    /// Counters of committed work since connect.
+    pub fn stats(&self) -> &ApplyStats {
+        &self.stats
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ApplyConfig {
+        &self.cfg
+    }
+
+    /// Closes the connection.
+    pub async fn close(self) {
+        // Nothing is pending between frames; a failed goodbye loses nothing.
+        let _ = self.conn.disconnect().await;
+    }
+
+    async fn read_checkpoint(&mut self, lock: bool) -> Result<Option<Checkpoint>, ApplyError> {
+        let mut sql = format!(
+            "SELECT seq, txns_applied, txns_in_frame, gtid, position FROM {} WHERE stream = ",
+            self.checkpoint_table
+        )
+        .into_bytes();
+        sql.extend_from_slice(&self.stream_literal);
+        if lock {
+            sql.extend_from_slice(b" FOR UPDATE");
+        }
+        type CheckpointRow = (u64, u32, u32, Option<Vec<u8>>, Vec<u8>);
+        let row: Option<CheckpointRow> = self
+            .conn
+            .query_first::<Row, _>(&sql[..])
+            .await
+            .and_then(typed_first)
+            .map_err(|source| ApplyError::Connection {
+                what: "reading the checkpoint".to_string(),
+                source,
+            })?;
+        Ok(row.map(
+            |(seq, txns_applied, txns_in_frame, gtid, position)| Checkpoint {
+                seq,
+                txns_applied,
+                txns_in_frame,
+                gtid: gtid.map(|g| String::from_utf8_lossy(&g).into_owned()),
+                position: String::from_utf8_lossy(&position).into_owned(),
+            },
+        ))
+    }
+
+    /// Applies frame `seq`, whose decoded content is `batch`; returns once it is committed
+    /// (durable on the target, so the frame can be acknowledged) or was a duplicate.
+    pub async fn apply(&mut self, seq: u64, batch: &ChangeBatch) -> Result<Applied, ApplyError> {
+        let n = u32::try_from(batch.transactions().len()).map_err(|_| ApplyError::BadChange {
+            table: "-".to_string(),
+            detail: "more than 2^32 transactions in one frame".to_string(),
+        })?;
+        let first = match &self.checkpoint {
+            None => 0,
+            Some(cp) if seq < cp.seq || (seq == cp.seq && cp.frame_complete()) => {
+                self.stats.duplicate_frames += 1;
+                return Ok(Applied::Duplicate);
+            }
+            Some(cp) if seq == cp.seq => {
+                if cp.txns_in_frame != n {
+                    return Err(ApplyError::FrameMismatch {
+                        stream: self.cfg.stream.clone(),
+                        seq,
+                        got: n,
+                        want: cp.txns_in_frame,
+                    });
+                }
+                cp.txns_applied
+            }
+            Some(cp) if seq == cp.seq + 1 => 0,
+            Some(cp) => {
+                return Err(ApplyError::Gap {
+                    stream: self.cfg.stream.clone(),
+                    seq,
+                    expected: cp.next_seq(),
+                })
+            }
+        };
+        self.prepare_plans(batch).await?;
+        let mut changes = 0u64;
+        if batch.is_compacted() || n == 0 {
+            changes += self.apply_chunk(seq, batch, first, n).await?;
+        } else {
+            let mut t = first;
+            while t < n {
+                let mut end = t;
+                let mut size = 0usize;
+                while end < n {
+                    let txn = &batch.transactions()[end as usize];
+                    let len: usize = batch
+                        .transaction_runs(txn)
+                        .iter()
+                        .map(|r| r.len as usize)
+                        .sum();
+                    if end > t && size + len > self.cfg.max_txn_changes.get() {
+                        break;
+                    }
+                    size += len;
+                    end += 1;
+                }
+                changes += self.apply_chunk(seq, batch, t, end).await?;
+                t = end;
+            }
+        }
+        self.stats.frames += 1;
+        Ok(Applied::Frame {
+            transactions: n - first,
+            changes,
+        })
+    }
+
+    /// Makes sure every section of `batch` has a plan, reading the target's catalog for
+    /// tables not seen yet.
+    async fn prepare_plans(&mut self, batch: &ChangeBatch) -> Result<(), ApplyError> {
+        self.section_plans.clear();
+        for section in batch.sections() {
+            let schema = section.schema();
+            if let Some(&p) = self.by_version.get(&schema.version) {
+                self.section_plans.push(p);
+                continue;
+            }
+            let key = (schema.db.clone(), schema.table.clone());
+            if !self.catalog.contains_key(&key) {
+                let table = load_table(&mut self.conn, &schema.db, &schema.table)
+                    .await
+                    .map_err(|source| ApplyError::Connection {
+                        what: format!(
+                            "reading the target's description of {}",
+                            schema.qualified_name()
+                        ),
+                        source,
+                    })?
+                    .ok_or_else(|| ApplyError::Schema {
+                        table: schema.qualified_name(),
+                        detail: "no such table on the target".to_string(),
+                    })?;
+                self.catalog.insert(key.clone(), table);
+            }
+            let plan = TablePlan::new(schema, &self.catalog[&key], &self.collations).map_err(
+                |detail| ApplyError::Schema {
+                    table: schema.qualified_name(),
+                    detail,
+                },
+            )?;
+            self.plans.push(plan);
+            let p = self.plans.len() - 1;
+            self.by_version.insert(schema.version, p);
+            self.section_plans.push(p);
+        }
+        Ok(())
+    }
+
+    /// Forgets what it knows of the target's tables (after DDL, or when a statement says
+    /// a table changed).
+    fn forget_catalog(&mut self) {
+        self.catalog.clear();
+        self.plans.clear();
+        self.by_version.clear();
+        self.batcher = Batcher::new(self.batcher_limits());
+    }
+
+    fn batcher_limits(&self) -> Limits {
+        self.batcher.limits()
+    }
+
+    /// Applies source transactions `first..end` of the frame (all of a compacted frame) as
+    /// one target transaction, with retries and careful replay.
+    async fn apply_chunk(
+        &mut self,
+        seq: u64,
+        batch: &ChangeBatch,
+        first: u32,
+        end: u32,
+    ) -> Result<u64, ApplyError> {
+        let mut careful_mode = false;
+        let mut retries = 0;
+        let mut extra = ApplyStats::default();
+        loop {
+            let mut stats = ApplyStats::default();
+            let result = self
+                .try_chunk(seq, batch, first, end, careful_mode, &mut stats)
+                .await;
+            match result {
+                Ok(()) => {
+                    stats.add(&extra);
+                    let changes = stats.inserted + stats.updated + stats.deleted;
+                    self.stats.add(&stats);
+                    return Ok(changes);
+                }
+                Err(failure) => {
+                    self.deferred.clear();
+                    self.batcher.reset();
+                    self.recycle_stmts();
+                    let rollback = self.conn.query_drop("ROLLBACK").await;
+                    match failure {
+                        Failure::Anomaly if !careful_mode => {
+                            rollback.map_err(|source| ApplyError::Connection {
+                                what: "rolling back".to_string(),
+                                source,
+                            })?;
+                            careful_mode = true;
+                            extra.careful_replays += 1;
+                        }
+                        Failure::Retry if retries < self.cfg.retries => {
+                            rollback.map_err(|source| ApplyError::Connection {
+                                what: "rolling back".to_string(),
+                                source,
+                            })?;
+                            retries += 1;
+                            extra.retries += 1;
+                            tokio::time::sleep(Duration::from_millis(20 << retries.min(6))).await;
+                        }
+                        Failure::Anomaly => {
+                            return Err(ApplyError::BadChange {
+                                table: "-".to_string(),
+                                detail: "careful mode met an unexpected row count".to_string(),
+                            })
+                        }
+                        Failure::Retry => {
+                            return Err(ApplyError::Statement {
+                                table: "-".to_string(),
+                                what: "a target transaction (deadlocks persisted)",
+                                position: position_text(batch, end.saturating_sub(1)),
+                                source: mysql_async::Error::Other(
+                                    "deadlock or lock wait timeout after all retries".into(),
+                                ),
+                            })
+                        }
+                        Failure::Fatal(e) => {
+                            if let ApplyError::Conflict { kind, .. } = &e {
+                                // Counted even though the policy stopped on it.
+                                self.stats.conflicts.count(*kind);
+                            }
+                            if matches!(e, ApplyError::Schema { .. }) {
+                                self.forget_catalog();
+                            }
+                            return Err(e);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn recycle_stmts(&mut self) {
+        for s in self.stmts.drain(..) {
+            self.batcher.recycle(s.sql);
+            if let Some(p) = s.probe {
+                self.batcher.recycle(p);
+            }
+        }
+    }
+
+    async fn try_chunk(
+        &mut self,
+        seq: u64,
+        batch: &ChangeBatch,
+        first: u32,
+        end: u32,
+        careful_mode: bool,
+        stats: &mut ApplyStats,
+    ) -> Result<(), Failure> {
+        self.conn
+            .query_drop("START TRANSACTION")
+            .await
+            .map_err(|source| self.classify(source, "-", "starting a transaction", batch, first))?;
+        let found = self.read_checkpoint(true).await?;
+        if found != self.checkpoint {
+            let show = |c: &Option<Checkpoint>| {
+                c.as_ref().map_or("none".to_string(), |c| {
+                    format!("frame {} txn {}", c.seq, c.txns_applied)
+                })
+            };
+            return Err(Failure::Fatal(ApplyError::CheckpointMoved {
+                stream: self.cfg.stream.clone(),
+                expected: show(&self.checkpoint),
+                found: show(&found),
+            }));
+        }
+        let compacted = batch.is_compacted();
+        let txns = batch.transactions();
+        for t in first..end.max(first) {
+            let runs = if compacted {
+                batch.runs()
+            } else {
+                batch.transaction_runs(&txns[t as usize])
+            };
+            for run in runs {
+                let section = &batch.sections()[run.section as usize];
+                let p = self.section_plans[run.section as usize];
+                for i in run.first..run.first + run.len {
+                    let i = i as usize;
+                    if careful_mode {
+                        let buf = std::mem::take(&mut self.scratch);
+                        let stmt = careful(&self.plans, p, section, i, buf)
+                            .map_err(|e| self.stage_error(p, e))?;
+                        self.run_careful(stmt, run.section, section, batch, t, stats)
+                            .await?;
+                    } else {
+                        self.batcher
+                            .admit(&self.plans, p, section, i, &mut self.stmts)
+                            .map_err(|e| self.stage_error(p, e))?;
+                        self.run_pending(batch, t, stats).await?;
+                    }
+                }
+            }
+            if compacted {
+                break;
+            }
+        }
+        if !self.deferred.is_empty() {
+            self.apply_deferred(batch, first, stats).await?;
+        }
+        if !careful_mode {
+            self.batcher.flush_all(&self.plans, &mut self.stmts);
+            self.run_pending(batch, end.saturating_sub(1), stats)
+                .await?;
+        }
+        // The checkpoint, in the same transaction.
+        let applied = if compacted { end } else { end.max(first) };
+        let mut position = batch.start().clone();
+        let last = if compacted || applied == 0 {
+            txns.len()
+        } else {
+            applied as usize
+        };
+        for txn in &txns[..last.min(txns.len())] {
+            batch
+                .commit_position(&mut position, txn)
+                .map_err(|e| ApplyError::BadChange {
+                    table: "-".to_string(),
+                    detail: format!("positions: {e}"),
+                })?;
+        }
+        let gtid = txns[..last.min(txns.len())]
+            .iter()
+            .rev()
+            .find_map(|t| t.gtid.as_ref())
+            .map(|g| g.to_string());
+        let position_json =
+            serde_json::to_string(&position).map_err(|e| ApplyError::BadChange {
+                table: "-".to_string(),
+                detail: format!("position: {e}"),
+            })?;
+        let checkpoint = Checkpoint {
+            seq,
+            txns_applied: applied,
+            txns_in_frame: txns.len() as u32,
+            gtid,
+            position: position_json,
+        };
+        let mut sql = format!(
+            "INSERT INTO {} (stream, seq, txns_applied, txns_in_frame, gtid, position) VALUES (",
+            self.checkpoint_table
+        )
+        .into_bytes();
+        sql.extend_from_slice(&self.stream_literal);
+        sql.extend_from_slice(
+            format!(
+                ",{},{},{},",
+                checkpoint.seq, checkpoint.txns_applied, checkpoint.txns_in_frame
+            )
+            .as_bytes(),
+        );
+        match &checkpoint.gtid {
+            Some(g) => push_quoted(&mut sql, g.as_bytes()),
+            None => sql.extend_from_slice(b"NULL"),
+        }
+        sql.push(b',');
+        push_quoted(&mut sql, checkpoint.position.as_bytes());
+        sql.extend_from_slice(
+            b") ON DUPLICATE KEY UPDATE seq = VALUES(seq), txns_applied = VALUES(txns_applied), \
+              txns_in_frame = VALUES(txns_in_frame), gtid = VALUES(gtid), \
+              position = VALUES(position), updated_at = CURRENT_TIMESTAMP(6)",
+        );
+        self.conn
+            .query_drop(&sql[..])
+            .await
+            .map_err(|source| self.classify(source, "-", "writing the checkpoint", batch, first))?;
+        self.conn
+            .query_drop("COMMIT")
+            .await
+            .map_err(|source| self.classify(source, "-", "committing", batch, first))?;
+        self.checkpoint = Some(checkpoint);
+        stats.commits += 1;
+        stats.transactions += u64::from(applied - first.min(applied));
+        Ok(())
+    }
+
+    fn stage_error(&self, p: usize, e: StageError) -> Failure {
+        Failure::Fatal(ApplyError::BadChange {
+            table: self.plans[p].name.clone(),
+            detail: e.to_string(),
+        })
+    }
+
+    /// Sorts a driver error: connection trouble (retry by reconnecting), deadlock (retry
+    /// here), or a failed statement.
+    fn classify(
+        &self,
+        source: mysql_async::Error,
+        table: &str,
+        what: &'static str,
+        batch: &ChangeBatch,
+        t: u32,
+    ) -> Failure {
+        match server_code(&source) {
+            Some(ER_LOCK_DEADLOCK | ER_LOCK_WAIT_TIMEOUT) => Failure::Retry,
+            Some(ER_NO_SUCH_TABLE | ER_BAD_FIELD) => Failure::Fatal(ApplyError::Schema {
+                table: table.to_string(),
+                detail: format!("{what} failed at {}: {source}", position_text(batch, t)),
+            }),
+            Some(_) => Failure::Fatal(ApplyError::Statement {
+                table: table.to_string(),
+                what,
+                position: position_text(batch, t),
+                source,
+            }),
+            None => Failure::Fatal(ApplyError::Connection {
+                what: what.to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Runs the fast path's ready statements; any unexpected count is an anomaly.
+    async fn run_pending(
+        &mut self,
+        batch: &ChangeBatch,
+        t: u32,
+        stats: &mut ApplyStats,
+    ) -> Result<(), Failure> {
+        if self.stmts.is_empty() {
+            return Ok(());
+        }
+        let mut stmts = std::mem::take(&mut self.stmts);
+        let mut result = Ok(());
+        let mut done = 0;
+        for stmt in stmts.iter() {
+            let table = &self.plans[stmt.plan].name;
+            if let Some(probe) = &stmt.probe {
+                let n: Option<u64> = match self
+                    .conn
+                    .query_first::<Row, _>(&probe[..])
+                    .await
+                    .and_then(typed_first)
+                {
+                    Ok(n) => n,
+                    Err(e) => {
+                        result = Err(self.classify(
+                            e,
+                            &table.clone(),
+                            "probing for ambiguity",
+                            batch,
+                            t,
+                        ));
+                        break;
+                    }
+                };
+                if n.unwrap_or(0) > 1 {
+                    // Careful mode names it.
+                    result = Err(Failure::Anomaly);
+                    break;
+                }
+            }
+            match self.conn.query_drop(&stmt.sql[..]).await {
+                Ok(()) => {
+                    let affected = self.conn.affected_rows();
+                    let expected = match stmt.check {
+                        Check::Rows(n) => n,
+                        Check::Upserts(n) => 2 * n,
+                    };
+                    if affected != expected {
+                        result = Err(Failure::Anomaly);
+                        break;
+                    }
+                    stats.count_rows(stmt.op, stmt.changes);
+                    stats.statements += 1;
+                    stats.sql_bytes += stmt.sql.len() as u64;
+                    done += 1;
+                }
+                Err(e) if server_code(&e) == Some(ER_DUP_ENTRY) => {
+                    result = Err(Failure::Anomaly);
+                    break;
+                }
+                Err(e) => {
+                    let table = table.clone();
+                    result = Err(self.classify(e, &table, "a batched statement", batch, t));
+                    break;
+                }
+            }
+        }
+        let _ = done;
+        for s in stmts.drain(..) {
+            self.batcher.recycle(s.sql);
+            if let Some(p) = s.probe {
+                self.batcher.recycle(p);
+            }
+        }
+        self.stmts = stmts;
+        result
+    }
+
+    /// Runs one careful-mode statement for change `stmt.row` of `section` (in source
+    /// transaction `t`), handling a conflict by policy.
+    async fn run_careful(
+        &mut self,
+        stmt: Stmt,
+        section_index: u32,
+        section: &TableSection,
+        batch: &ChangeBatch,
+        t: u32,
+        stats: &mut ApplyStats,
+    ) -> Result<(), Failure> {
+        let plan = &self.plans[stmt.plan];
+        let table = plan.name.clone();
+        let Some((op, i)) = stmt.row else {
+            return Err(Failure::Anomaly);
+        };
+        let change = section.change(i);
+        if let Some(probe) = &stmt.probe {
+            let n: Option<u64> = self
+                .conn
+                .query_first::<Row, _>(&probe[..])
+                .await
+                .and_then(typed_first)
+                .map_err(|e| self.classify(e, &table, "probing for ambiguity", batch, t))?;
+            if n.unwrap_or(0) > 1 {
+                let before = change
+                    .before
+                    .map(|b| plan.describe_key(&b))
+                    .unwrap_or_default();
+                return Err(Failure::Fatal(ApplyError::Ambiguous {
+                    table,
+                    key: before,
+                    position: position_text(batch, t),
+                }));
+            }
+        }
+        let conflict = match self.conn.query_drop(&stmt.sql[..]).await {
+            Ok(()) => {
+                let affected = self.conn.affected_rows();
+                match (op, affected) {
+                    (_, 1) => None,
+                    (RowOp::Update, 0) => Some(ConflictKind::MissingUpdate),
+                    (RowOp::Delete, 0) => Some(ConflictKind::MissingDelete),
+                    _ => return Err(Failure::Anomaly),
+                }
+            }
+            Err(e) if op == RowOp::Insert && server_code(&e) == Some(ER_DUP_ENTRY) => {
+                Some(ConflictKind::DuplicateInsert)
+            }
+            Err(e)
+                if op == RowOp::Update
+                    && batch.is_compacted()
+                    && server_code(&e) == Some(ER_DUP_ENTRY) =>
+            {
+                // Net updates need not come in an order that keeps UNIQUE keys unique at
+                // every step (a swap of two values): apply it with the others at the end.
+                self.deferred.push((section_index, i));
+                self.scratch = stmt.sql;
+                return Ok(());
+            }
+            Err(e) => return Err(self.classify(e, &table, "a row statement", batch, t)),
+        };
+        stats.statements += 1;
+        stats.sql_bytes += stmt.sql.len() as u64;
+        let mut buf = stmt.sql;
+        if let Some(kind) = conflict {
+            let plan = &self.plans[stmt.plan];
+            let image = match kind {
+                ConflictKind::DuplicateInsert => change.after,
+                _ => change.before,
+            };
+            let key = image.map(|im| plan.describe_key(&im)).unwrap_or_default();
+            if self.cfg.on_conflict == ConflictPolicy::Stop {
+                return Err(Failure::Fatal(ApplyError::Conflict {
+                    table,
+                    kind,
+                    key,
+                    position: position_text(batch, t),
+                }));
+            }
+            stats.conflicts.count(kind);
+            tracing::warn!(table = %table, %kind, key = %key, "conflict overwritten");
+            if kind != ConflictKind::MissingDelete {
+                buf.clear();
+                buf.extend_from_slice(b"REPLACE INTO ");
+                let (after, before) = (change.after, change.before);
+                let image = after.ok_or(Failure::Anomaly)?;
+                let base = if kind == ConflictKind::MissingUpdate {
+                    before
+                } else {
+                    None
+                };
+                push_insert_tail(plan, &image, base.as_ref(), &mut buf).map_err(|e| {
+                    Failure::Fatal(ApplyError::BadChange {
+                        table: table.clone(),
+                        detail: e.to_string(),
+                    })
+                })?;
+                self.conn.query_drop(&buf[..]).await.map_err(|e| {
+                    self.classify(e, &table, "overwriting a conflicting row", batch, t)
+                })?;
+                stats.statements += 1;
+            }
+        } else {
+            stats.count_rows(stmt.op, 1);
+        }
+        buf.clear();
+        self.scratch = buf;
+        if let Some(p) = stmt.probe {
+            self.batcher.recycle(p);
+        }
+        Ok(())
+    }
+
+    /// Applies the deferred updates of a compacted frame: first again one by one, as long
+    /// as that makes progress (a chain: one update frees the value the next needs), then,
+    /// for what is left (a cycle), per table by moving the rows out to a temporary table,
+    /// updating them there, and moving them back in one statement.
+    async fn apply_deferred(
+        &mut self,
+        batch: &ChangeBatch,
+        t: u32,
+        stats: &mut ApplyStats,
+    ) -> Result<(), Failure> {
+        loop {
+            let pending = std::mem::take(&mut self.deferred);
+            let before = pending.len();
+            for &(s, i) in &pending {
+                let section = &batch.sections()[s as usize];
+                let p = self.section_plans[s as usize];
+                let buf = std::mem::take(&mut self.scratch);
+                let stmt =
+                    careful(&self.plans, p, section, i, buf).map_err(|e| self.stage_error(p, e))?;
+                self.run_careful(stmt, s, section, batch, t, stats).await?;
+            }
+            if self.deferred.is_empty() {
+                return Ok(());
+            }
+            if self.deferred.len() == before {
+                break;
+            }
+        }
+        let mut cycle = std::mem::take(&mut self.deferred);
+        cycle.sort_by_key(|&(s, _)| self.section_plans[s as usize]);
+        let mut start = 0;
+        while start < cycle.len() {
+            let p = self.section_plans[cycle[start].0 as usize];
+            let end = start
+                + cycle[start..]
+                    .iter()
+                    .take_while(|&&(s, _)| self.section_plans[s as usize] == p)
+                    .count();
+            self.move_and_update(batch, &cycle[start..end], p, t, stats)
+                .await?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    async fn move_and_update(
+        &mut self,
+        batch: &ChangeBatch,
+        rows: &[(u32, usize)],
+        p: usize,
+        t: u32,
+        stats: &mut ApplyStats,
+    ) -> Result<(), Failure> {
+        let plan = &self.plans[p];
+        let table = plan.name.clone();
+        let tmp = format!("{}.`outflow_net_update`", plan.db_quoted);
+        let bad = |e: crate::literal::LiteralError| {
+            Failure::Fatal(ApplyError::BadChange {
+                table: table.clone(),
+                detail: e.to_string(),
+            })
+        };
+        let mut keys = Vec::new();
+        for (n, &(s, i)) in rows.iter().enumerate() {
+            let before = batch.sections()[s as usize]
+                .change(i)
+                .before
+                .ok_or(Failure::Anomaly)?;
+            if n > 0 {
+                keys.push(b',');
+            }
+            plan.push_key_tuple(&mut keys, &before).map_err(bad)?;
+        }
+        let key_cols = if plan.key.len() == 1 {
+            plan.cols[plan.key[0]].quoted.clone()
+        } else {
+            let mut k = Vec::new();
+            plan.push_column_list(&mut k, plan.key.iter().copied());
+            String::from_utf8_lossy(&k).into_owned()
+        };
+        let mut statements: Vec<Vec<u8>> = Vec::new();
+        let mut sql = format!(
+            "CREATE TEMPORARY TABLE {tmp} AS SELECT {} FROM {} WHERE {key_cols} IN (",
+            plan.writable_list, plan.quoted
+        )
+        .into_bytes();
+        sql.extend_from_slice(&keys);
+        sql.push(b')');
+        statements.push(sql);
+        let mut sql = format!("DELETE FROM {} WHERE {key_cols} IN (", plan.quoted).into_bytes();
+        sql.extend_from_slice(&keys);
+        sql.push(b')');
+        statements.push(sql);
+        for &(s, i) in rows {
+            let ch = batch.sections()[s as usize].change(i);
+            let (Some(before), Some(after)) = (ch.before, ch.after) else {
+                return Err(Failure::Anomaly);
+            };
+            let mut sql = format!("UPDATE {tmp} SET ").into_bytes();
+            plan.push_assignments(&mut sql, &after, true).map_err(bad)?;
+            sql.extend_from_slice(b" WHERE ");
+            plan.push_key_match(&mut sql, &before).map_err(bad)?;
+            statements.push(sql);
+        }
+        statements.push(
+            format!(
+                "INSERT INTO {} ({cols}) SELECT {cols} FROM {tmp}",
+                plan.quoted,
+                cols = plan.writable_list
+            )
+            .into_bytes(),
+        );
+        statements.push(format!("DROP TEMPORARY TABLE {tmp}").into_bytes());
+        for sql in &statements {
+            if let Err(source) = self.conn.query_drop(&sql[..]).await {
+                let _ = self
+                    .conn
+                    .query_drop(format!("DROP TEMPORARY TABLE IF EXISTS {tmp}"))
+                    .await;
+                return Err(
+                    match self.classify(source, &table, "moving rows", batch, t) {
+                        Failure::Fatal(ApplyError::Statement { source, .. }) => {
+                            Failure::Fatal(ApplyError::UniqueCycle {
+                                table,
+                                position: position_text(batch, t),
+                                source,
+                            })
+                        }
+                        other => other,
+                    },
+                );
+            }
+            stats.statements += 1;
+            stats.sql_bytes += sql.len() as u64;
+        }
+        stats.updated += rows.len() as u64;
+        Ok(())
+    }
+
+    /// Applies, skips or stops on a DDL statement, by the policy for its kind; see
+    /// [`crate::ddl`]. Call it between frames, in stream order.
+    pub async fn apply_ddl(&mut self, ddl: &DdlStatement) -> Result<DdlOutcome, ApplyError> {
+        let kind = DdlKind::of(&ddl.sql);
+        match self.cfg.ddl.policy(kind) {
+            DdlPolicy::Stop => {
+                return Err(ApplyError::DdlStopped {
+                    kind,
+                    position: ddl.position.clone(),
+                })
+            }
+            DdlPolicy::Skip => {
+                tracing::info!(%kind, position = %ddl.position, "DDL skipped by policy");
+                self.stats.ddl_skipped += 1;
+                return Ok(DdlOutcome::Skipped);
+            }
+            DdlPolicy::Apply => {}
+        }
+        let fail = |source| ApplyError::Ddl {
+            kind,
+            position: ddl.position.clone(),
+            source,
+        };
+        // The statement text is in the source session's character set, which for DDL is
+        // almost always UTF-8; binary would store non-ASCII identifiers and comments as
+        // raw bytes in the data dictionary.
+        self.conn
+            .query_drop("SET NAMES utf8mb4")
+            .await
+            .map_err(fail)?;
+        let mut result = Ok(());
+        if let Some(db) = &ddl.db {
+            result = self
+                .conn
+                .query_drop(format!("USE {}", crate::sql::ident(db)))
+                .await;
+        }
+        if result.is_ok() {
+            result = self.conn.query_drop(ddl.sql.as_str()).await;
+        }
+        let restore = self.conn.query_drop("SET NAMES binary").await;
+        self.forget_catalog();
+        let outcome = match result {
+            Ok(()) => DdlOutcome::Applied,
+            Err(e) if server_code(&e).is_some_and(|c| ALREADY_APPLIED.contains(&c)) => {
+                DdlOutcome::AlreadyApplied
+            }
+            Err(e) => return Err(fail(e)),
+        };
+        restore.map_err(fail)?;
+        self.stats.ddl_applied += 1;
+        Ok(outcome)
+    }
+}
+
+/// `GTID 0-1-5, binlog.000002:1234` for transaction `t` of `batch` (or the batch's range
+/// for a compacted one).
+pub(crate) fn position_text(batch: &ChangeBatch, t: u32) -> String {
+    let txns = batch.transactions();
+    if batch.is_compacted() {
+        let first = txns.iter().find_map(|t| t.gtid.as_ref());
+        let last = txns.iter().rev().find_map(|t| t.gtid.as_ref());
+        return match (first, last) {
+            (Some(a), Some(b)) => format!("compacted batch of GTIDs {a}..{b}"),
+            _ => format!("compacted batch after {}", batch.start()),
+        };
+    }
+    match txns.get(t as usize) {
+        Some(txn) => {
+            let file = batch
+                .files()
+                .get(txn.file as usize)
+                .map_or("?", String::as_str);
+            match &txn.gtid {
+                Some(g) => format!("GTID {g}, {file}:{}", txn.end_pos),
+                None => format!("{file}:{}", txn.end_pos),
+            }
+        }
+        None => format!("after {}", batch.start()),
+    }
+}

@@ -1,0 +1,988 @@
+//! The fast path's statement builder: turns row changes, in source order, into few large
+//! statements, without changing the result. Sans-IO: changes in, SQL out.
+//!
+//! # Batching rule
+//! Within one target transaction, each table's pending changes are kept in *generations*,
+//! which run in order; within a generation, three stages run in order: one `DELETE ...
+//! WHERE key IN (...)`, then the update groups (one per set of changed columns, each an
+//! `INSERT ... ON DUPLICATE KEY UPDATE` over the key and those columns, which applies its
+//! rows in order), then the insert groups (multi-row `INSERT`). Tables never wait on each
+//! other (no foreign keys are checked: the applier's session sets `foreign_key_checks = 0`).
+//!
+//! Dependency rule: changes to different rows commute; a row's own changes must run in
+//! source order. So a change goes to the first generation that keeps its row's order: a
+//! row not yet seen goes to generation 0; a row seen last in generation g goes to g when
+//! its new stage comes after the stages it has there (a delete then an insert of the same
+//! key is fine, the delete runs first), or to the same update group, and to g + 1
+//! otherwise. A row is recognised by a hash of its key (a collision only costs an extra
+//! generation). The number of statements thus grows with how often one row repeats in a
+//! transaction, not with how many rows repeat.
+//!
+//! Where rows do not commute: through secondary UNIQUE keys, deletes first and inserts last
+//! never create a duplicate the source did not have, but reordered updates could, so a
+//! table with secondary UNIQUE keys only ever appends to its latest generation (changes
+//! run in source order but for the stage order). A key compared under a collation (or a
+//! float key) can hold equal values whose hashes differ, so such a table keeps its updates
+//! in source order (one update group per generation, and never an earlier generation than
+//! the last update's); a reordered insert or delete of such a row shows up in the counts
+//! (below).
+//!
+//! # What is checked
+//! Every statement carries the row count it must affect (with `CLIENT_FOUND_ROWS`: inserts
+//! and deletes 1 per row, upserts 2 per updated row). Any other count, or a duplicate-key
+//! error, means the target differs from what the batch expects (a conflict) or the
+//! optimistic reordering met a case it could not see; the applier then rolls the target
+//! transaction back and replays it one statement per change in source order ("careful"
+//! mode), where conflicts are named and handled by policy.
+//!
+//! Tables without a usable key get their inserts batched; their updates and deletes (and
+//! key-changing updates anywhere) are single statements that first run whatever is
+//! pending for the table (see [`careful`]).
+//!
+//! # Memory
+//! A table's pending statements all run when one of them reaches `max_statement_bytes` or
+//! it has [`MAX_GENERATIONS`], and every table's when all pending statement text reaches
+//! `max_pending_bytes`. Buffers are reused.
+
+use std::collections::HashMap;
+
+use outflow_core::{Change, Image, Op, TableSection};
+
+use crate::literal::LiteralError;
+use crate::plan::{key_hash, TablePlan};
+
+/// What a statement must do to the target for the batch to be what it expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Check {
+    /// Exactly this many rows affected (found, for updates).
+    Rows(u64),
+    /// `INSERT ... ON DUPLICATE KEY UPDATE` of this many existing rows: 2 each.
+    Upserts(u64),
+}
+
+/// How a careful-mode statement's conflicts are recognised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RowOp {
+    /// A duplicate-key error is a conflict.
+    Insert,
+    /// No row found is a conflict.
+    Update,
+    /// No row found is a conflict.
+    Delete,
+}
+
+/// A statement ready to run.
+#[derive(Debug)]
+pub(crate) struct Stmt {
+    pub sql: Vec<u8>,
+    /// Index of the table plan.
+    pub plan: usize,
+    pub check: Check,
+    /// For a full-row match on a partial image: `SELECT COUNT(*)` of the rows it matches,
+    /// which must not be more than one.
+    pub probe: Option<Vec<u8>>,
+    /// For single-row statements: which change, to name it in a conflict.
+    pub row: Option<(RowOp, usize)>,
+    /// What the statement does.
+    pub op: Op,
+    /// Row changes the statement carries.
+    pub changes: u64,
+}
+
+/// Limits on pending statements.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub max_statement_bytes: usize,
+    pub max_pending_bytes: usize,
+}
+
+const STAGE_DELETE: u8 = 1;
+const STAGE_UPDATE: u8 = 2;
+const STAGE_INSERT: u8 = 4;
+
+/// Generations a table may have pending before they are run.
+pub(crate) const MAX_GENERATIONS: usize = 64;
+
+/// Where a row was last placed.
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    generation: u16,
+    /// Stages the row has in that generation.
+    stages: u8,
+    /// Its update group there, if it has one.
+    update_group: u16,
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    sql: Vec<u8>,
+    rows: u64,
+    /// Batch columns the rows carry (bitmask): the group's column list.
+    sig: Vec<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Generation {
+    delete: Group,
+    updates: Vec<Group>,
+    inserts: Vec<Group>,
+}
+
+#[derive(Debug, Default)]
+struct TableState {
+    keys: HashMap<u64, Mark>,
+    gens: Vec<Generation>,
+    /// Generations in use (`gens` beyond it are kept for their buffers).
+    used: usize,
+    /// The lowest generation an update may go to (tables whose updates stay in order).
+    update_floor: usize,
+    dirty: bool,
+}
+
+/// Why a change could not be turned into SQL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum StageError {
+    /// A value has no literal.
+    #[error(transparent)]
+    Literal(#[from] LiteralError),
+    /// A change has the wrong images for its op.
+    #[error("a {0} without its row image")]
+    NoImage(&'static str),
+}
+
+/// The fast path's per-target-transaction state; see the module documentation.
+#[derive(Debug)]
+pub(crate) struct Batcher {
+    tables: Vec<TableState>,
+    dirty: Vec<usize>,
+    spare: Vec<Vec<u8>>,
+    pending_bytes: usize,
+    limits: Limits,
+    sig: Vec<u64>,
+}
+
+fn images<'a>(ch: &Change<'a>) -> Result<(Option<Image<'a>>, Option<Image<'a>>), StageError> {
+    let need = |img: Option<Image<'a>>, what| img.map(Some).ok_or(StageError::NoImage(what));
+    match ch.op {
+        Op::Insert => Ok((None, need(ch.after, "insert")?)),
+        Op::Delete => Ok((need(ch.before, "delete")?, None)),
+        Op::Update => Ok((need(ch.before, "update")?, need(ch.after, "update")?)),
+    }
+}
+
+/// Whether an update changes the row's key (the after image carries a key column with
+/// another value).
+pub(crate) fn changes_key(plan: &TablePlan, before: &Image<'_>, after: &Image<'_>) -> bool {
+    plan.key
+        .iter()
+        .any(|&k| matches!((before.get(k), after.get(k)), (Some(a), Some(b)) if a != b))
+}
+
+/// Whether rows of the plan are matched by key and `image` carries every key column.
+fn has_key(plan: &TablePlan, image: &Image<'_>) -> bool {
+    plan.keyed() && plan.key.iter().all(|&k| image.get(k).is_some())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Delete,
+    Update,
+    Insert,
+}
+
+impl Stage {
+    fn bit(self) -> u8 {
+        match self {
+            Stage::Delete => STAGE_DELETE,
+            Stage::Update => STAGE_UPDATE,
+            Stage::Insert => STAGE_INSERT,
+        }
+    }
+}
+
+impl Batcher {
+    pub fn new(limits: Limits) -> Batcher {
+        Batcher {
+            tables: Vec::new(),
+            dirty: Vec::new(),
+            spare: Vec::new(),
+            pending_bytes: 0,
+            limits,
+            sig: Vec::new(),
+        }
+    }
+
+    /// The limits it was made with.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Gives a statement's buffer back for reuse.
+    pub fn recycle(&mut self, mut sql: Vec<u8>) {
+        sql.clear();
+        self.spare.push(sql);
+    }
+
+    fn buffer(&mut self) -> Vec<u8> {
+        self.spare.pop().unwrap_or_default()
+    }
+
+    /// Drops everything pending (the target transaction was rolled back).
+    pub fn reset(&mut self) {
+        for p in std::mem::take(&mut self.dirty) {
+            let mut bufs = Vec::new();
+            let t = &mut self.tables[p];
+            t.keys.clear();
+            t.dirty = false;
+            t.update_floor = 0;
+            for g in &mut t.gens[..t.used] {
+                bufs.push(std::mem::take(&mut g.delete.sql));
+                g.delete.rows = 0;
+                for grp in g.updates.drain(..).chain(g.inserts.drain(..)) {
+                    bufs.push(grp.sql);
+                }
+            }
+            t.used = 0;
+            for b in bufs {
+                if b.capacity() > 0 {
+                    self.recycle(b);
+                }
+            }
+        }
+        self.pending_bytes = 0;
+    }
+
+    /// Adds change `i` of `section` (planned by `plans[p]`), appending to `out` whatever
+    /// statements must run before it or are full.
+    pub fn admit(
+        &mut self,
+        plans: &[TablePlan],
+        p: usize,
+        section: &TableSection,
+        i: usize,
+        out: &mut Vec<Stmt>,
+    ) -> Result<(), StageError> {
+        if self.tables.len() < plans.len() {
+            self.tables.resize_with(plans.len(), TableState::default);
+        }
+        let plan = &plans[p];
+        let ch = section.change(i);
+        let (before, after) = images(&ch)?;
+        match ch.op {
+            Op::Insert => {
+                let after = after.ok_or(StageError::NoImage("insert"))?;
+                let hash = if plan.keyed() {
+                    key_hash(plan, &after)
+                } else {
+                    None
+                };
+                self.signature(plan, &after, false);
+                let (g, grp) = self.place(plans, p, hash, Stage::Insert, out);
+                let start = self.tables[p].gens[g].inserts[grp].sql.len();
+                let group = &mut self.tables[p].gens[g].inserts[grp];
+                plan_row(plan, &after, &mut group.sql)?;
+                group.rows += 1;
+                self.after_add(plans, p, g, Stage::Insert, grp, start, out);
+            }
+            Op::Delete => {
+                let before = before.ok_or(StageError::NoImage("delete"))?;
+                let hash = if has_key(plan, &before) {
+                    key_hash(plan, &before)
+                } else {
+                    None
+                };
+                let Some(h) = hash else {
+                    self.flush_table(plans, p, out);
+                    out.push(careful(plans, p, section, i, self.buffer())?);
+                    return Ok(());
+                };
+                let (g, _) = self.place(plans, p, Some(h), Stage::Delete, out);
+                let group = &mut self.tables[p].gens[g].delete;
+                let start = group.sql.len();
+                if group.rows > 0 {
+                    group.sql.push(b',');
+                }
+                plan.push_key_tuple(&mut group.sql, &before)?;
+                group.rows += 1;
+                self.after_add(plans, p, g, Stage::Delete, 0, start, out);
+            }
+            Op::Update => {
+                let (before, after) = match (before, after) {
+                    (Some(b), Some(a)) => (b, a),
+                    _ => return Err(StageError::NoImage("update")),
+                };
+                let hash = if has_key(plan, &before) && !changes_key(plan, &before, &after) {
+                    key_hash(plan, &before)
+                } else {
+                    None
+                };
+                let Some(h) = hash.filter(|_| !plan.plain_updates) else {
+                    // Keyless, key-changing, or a table whose updates must be plain
+                    // UPDATEs: one statement, after everything pending for the table.
+                    self.flush_table(plans, p, out);
+                    out.push(careful(plans, p, section, i, self.buffer())?);
+                    return Ok(());
+                };
+                if !self.signature(plan, &after, true) {
+                    // Nothing but the key: the update changes nothing the target stores.
+                    return Ok(());
+                }
+                let (g, grp) = self.place(plans, p, Some(h), Stage::Update, out);
+                let group = &mut self.tables[p].gens[g].updates[grp];
+                let start = group.sql.len();
+                plan_upsert_row(plan, &before, &after, &mut group.sql)?;
+                group.rows += 1;
+                self.after_add(plans, p, g, Stage::Update, grp, start, out);
+            }
+        }
+        Ok(())
+    }
+
+    /// Chooses the generation (and group) for a change of `stage` to the row hashed `h`
+    /// (none for a keyless insert), opening them as needed, and records the row's place.
+    /// The current signature is `self.sig`.
+    fn place(
+        &mut self,
+        plans: &[TablePlan],
+        p: usize,
+        h: Option<u64>,
+        stage: Stage,
+        out: &mut Vec<Stmt>,
+    ) -> (usize, usize) {
+        let plan = &plans[p];
+        let t = &self.tables[p];
+        let last = t.used.saturating_sub(1);
+        let mark = h.and_then(|h| t.keys.get(&h).copied());
+        let mut g = match mark {
+            None => 0,
+            Some(m) => {
+                let g = usize::from(m.generation);
+                let later = m.stages < stage.bit();
+                let same_update_group = stage == Stage::Update
+                    && m.stages == STAGE_UPDATE
+                    && t.gens
+                        .get(g)
+                        .and_then(|gen| gen.updates.get(usize::from(m.update_group)))
+                        .is_some_and(|grp| grp.sig == self.sig);
+                if later || same_update_group {
+                    g
+                } else {
+                    g + 1
+                }
+            }
+        };
+        if plan.plain_updates || h.is_none() {
+            // Secondary UNIQUE keys (or no key): changes stay in source order.
+            g = g.max(last);
+        }
+        if stage == Stage::Update && plan.ordered_updates {
+            g = g.max(t.update_floor);
+            // One update group per generation, so that updates stay in order.
+            while t
+                .gens
+                .get(g)
+                .filter(|_| g < t.used)
+                .is_some_and(|gen| gen.updates.iter().any(|grp| grp.sig != self.sig))
+            {
+                g += 1;
+            }
+        }
+        if g >= MAX_GENERATIONS {
+            self.flush_table(plans, p, out);
+            g = 0;
+        }
+        let grp = self.open(plans, p, g, stage);
+        let t = &mut self.tables[p];
+        if stage == Stage::Update && plan.ordered_updates {
+            t.update_floor = g;
+        }
+        if let Some(h) = h {
+            let m = t.keys.entry(h).or_insert(Mark {
+                generation: g as u16,
+                stages: 0,
+                update_group: 0,
+            });
+            if usize::from(m.generation) != g {
+                *m = Mark {
+                    generation: g as u16,
+                    stages: 0,
+                    update_group: 0,
+                };
+            }
+            m.stages |= stage.bit();
+            if stage == Stage::Update {
+                m.update_group = grp as u16;
+            }
+        }
+        (g, grp)
+    }
+
+    /// Opens generation `g` of table `p` (and those before it) and the group of `stage`
+    /// with the current signature in it, writing a new group's statement prefix.
+    fn open(&mut self, plans: &[TablePlan], p: usize, g: usize, stage: Stage) -> usize {
+        let plan = &plans[p];
+        if !self.tables[p].dirty {
+            self.tables[p].dirty = true;
+            self.dirty.push(p);
+        }
+        while self.tables[p].used <= g {
+            let t = &mut self.tables[p];
+            if t.gens.len() <= t.used {
+                t.gens.push(Generation::default());
+            }
+            t.used += 1;
+        }
+        match stage {
+            Stage::Delete => {
+                if self.tables[p].gens[g].delete.sql.is_empty() {
+                    let mut sql = self.buffer();
+                    sql.extend_from_slice(b"DELETE FROM ");
+                    sql.extend_from_slice(plan.quoted.as_bytes());
+                    sql.extend_from_slice(b" WHERE ");
+                    if plan.key.len() == 1 {
+                        sql.extend_from_slice(plan.cols[plan.key[0]].quoted.as_bytes());
+                    } else {
+                        plan.push_column_list(&mut sql, plan.key.iter().copied());
+                    }
+                    sql.extend_from_slice(b" IN (");
+                    self.tables[p].gens[g].delete.sql = sql;
+                }
+                0
+            }
+            Stage::Update | Stage::Insert => {
+                let gen = &self.tables[p].gens[g];
+                let groups = if stage == Stage::Update {
+                    &gen.updates
+                } else {
+                    &gen.inserts
+                };
+                if let Some(i) = groups.iter().position(|grp| grp.sig == self.sig) {
+                    return i;
+                }
+                let mut sql = self.buffer();
+                sql.extend_from_slice(b"INSERT INTO ");
+                sql.extend_from_slice(plan.quoted.as_bytes());
+                sql.push(b' ');
+                let sig = &self.sig;
+                let in_sig = |c: &usize| sig[c / 64] >> (c % 64) & 1 == 1;
+                if stage == Stage::Update {
+                    // Key first, then the changed columns: the order plan_upsert_row writes.
+                    let rest = (0..plan.cols.len()).filter(|c| in_sig(c) && !plan.key.contains(c));
+                    plan.push_column_list(&mut sql, plan.key.iter().copied().chain(rest));
+                } else {
+                    plan.push_column_list(&mut sql, (0..plan.cols.len()).filter(in_sig));
+                }
+                sql.extend_from_slice(b" VALUES ");
+                let group = Group {
+                    sql,
+                    rows: 0,
+                    sig: self.sig.clone(),
+                };
+                let gen = &mut self.tables[p].gens[g];
+                let groups = if stage == Stage::Update {
+                    &mut gen.updates
+                } else {
+                    &mut gen.inserts
+                };
+                groups.push(group);
+                groups.len() - 1
+            }
+        }
+    }
+
+    /// Sets `self.sig` to the columns a row of this image writes (for an update: the key
+    /// plus the carried non-key columns). Returns false when that is nothing but the key.
+    fn signature(&mut self, plan: &TablePlan, image: &Image<'_>, update: bool) -> bool {
+        let n = plan.cols.len();
+        self.sig.clear();
+        self.sig.resize(n.div_ceil(64), 0);
+        let mut extra = false;
+        for c in 0..n {
+            let key = plan.key.contains(&c);
+            let carried = image.get(c).is_some() && !plan.cols[c].skip;
+            if carried || (update && key) {
+                self.sig[c / 64] |= 1 << (c % 64);
+            }
+            extra |= carried && !key;
+        }
+        !update || extra
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn after_add(
+        &mut self,
+        plans: &[TablePlan],
+        p: usize,
+        g: usize,
+        stage: Stage,
+        grp: usize,
+        start: usize,
+        out: &mut Vec<Stmt>,
+    ) {
+        let gen = &self.tables[p].gens[g];
+        let len = match stage {
+            Stage::Delete => gen.delete.sql.len(),
+            Stage::Update => gen.updates[grp].sql.len(),
+            Stage::Insert => gen.inserts[grp].sql.len(),
+        };
+        self.pending_bytes += len.saturating_sub(start);
+        if len >= self.limits.max_statement_bytes {
+            self.flush_table(plans, p, out);
+        } else if self.pending_bytes >= self.limits.max_pending_bytes {
+            self.flush_all(plans, out);
+        }
+    }
+
+    /// Emits every pending statement, table by table.
+    pub fn flush_all(&mut self, plans: &[TablePlan], out: &mut Vec<Stmt>) {
+        for p in std::mem::take(&mut self.dirty) {
+            self.tables[p].dirty = true;
+            self.flush_table(plans, p, out);
+        }
+        self.pending_bytes = 0;
+    }
+
+    /// Emits table `p`'s pending statements, generation by generation: the delete, the
+    /// update groups, the inserts.
+    pub fn flush_table(&mut self, plans: &[TablePlan], p: usize, out: &mut Vec<Stmt>) {
+        if p >= self.tables.len() || !self.tables[p].dirty {
+            return;
+        }
+        let plan = &plans[p];
+        let t = &mut self.tables[p];
+        t.dirty = false;
+        t.keys.clear();
+        t.update_floor = 0;
+        let mut flushed = 0;
+        let mut spare = Vec::new();
+        for gen in &mut t.gens[..t.used] {
+            let mut delete = std::mem::take(&mut gen.delete);
+            if delete.rows > 0 {
+                delete.sql.push(b')');
+                flushed += delete.sql.len();
+                out.push(Stmt {
+                    sql: delete.sql,
+                    plan: p,
+                    check: Check::Rows(delete.rows),
+                    probe: None,
+                    row: None,
+                    op: Op::Delete,
+                    changes: delete.rows,
+                });
+            } else if delete.sql.capacity() > 0 {
+                spare.push(delete.sql);
+            }
+            for mut grp in gen.updates.drain(..) {
+                if grp.rows == 0 {
+                    spare.push(grp.sql);
+                    continue;
+                }
+                grp.sql.pop(); // the trailing comma
+                grp.sql.extend_from_slice(b" ON DUPLICATE KEY UPDATE ");
+                let mut first = true;
+                for c in 0..plan.cols.len() {
+                    if grp.sig[c / 64] >> (c % 64) & 1 == 0 || plan.key.contains(&c) {
+                        continue;
+                    }
+                    if !first {
+                        grp.sql.push(b',');
+                    }
+                    first = false;
+                    let q = plan.cols[c].quoted.as_bytes();
+                    grp.sql.extend_from_slice(q);
+                    grp.sql.extend_from_slice(b"=VALUES(");
+                    grp.sql.extend_from_slice(q);
+                    grp.sql.push(b')');
+                }
+                flushed += grp.sql.len();
+                out.push(Stmt {
+                    sql: grp.sql,
+                    plan: p,
+                    check: Check::Upserts(grp.rows),
+                    probe: None,
+                    row: None,
+                    op: Op::Update,
+                    changes: grp.rows,
+                });
+            }
+            for mut grp in gen.inserts.drain(..) {
+                if grp.rows == 0 {
+                    spare.push(grp.sql);
+                    continue;
+                }
+                grp.sql.pop();
+                flushed += grp.sql.len();
+                out.push(Stmt {
+                    sql: grp.sql,
+                    plan: p,
+                    check: Check::Rows(grp.rows),
+                    probe: None,
+                    row: None,
+                    op: Op::Insert,
+                    changes: grp.rows,
+                });
+            }
+        }
+        t.used = 0;
+        self.pending_bytes = self.pending_bytes.saturating_sub(flushed);
+        for b in spare {
+            self.recycle(b);
+        }
+        if let Some(pos) = self.dirty.iter().position(|&d| d == p) {
+            self.dirty.remove(pos);
+        }
+    }
+}
+
+/// `(v1,v2,...),` for the writable columns an insert image carries.
+fn plan_row(plan: &TablePlan, image: &Image<'_>, out: &mut Vec<u8>) -> Result<(), LiteralError> {
+    out.push(b'(');
+    let mut n = 0;
+    for (c, v) in image.values() {
+        if plan.cols[c].skip {
+            continue;
+        }
+        if n > 0 {
+            out.push(b',');
+        }
+        plan.push_value(out, c, v)?;
+        n += 1;
+    }
+    out.extend_from_slice(b"),");
+    Ok(())
+}
+
+/// `(k1,k2,c1,c2),` for an upsert: key values from the before image, then the changed
+/// writable non-key columns from the after image.
+fn plan_upsert_row(
+    plan: &TablePlan,
+    before: &Image<'_>,
+    after: &Image<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), LiteralError> {
+    out.push(b'(');
+    let mut n = 0;
+    for &k in &plan.key {
+        if let Some(v) = before.get(k) {
+            if n > 0 {
+                out.push(b',');
+            }
+            plan.push_value(out, k, v)?;
+            n += 1;
+        }
+    }
+    for (c, v) in after.values() {
+        if plan.cols[c].skip || plan.key.contains(&c) {
+            continue;
+        }
+        if n > 0 {
+            out.push(b',');
+        }
+        plan.push_value(out, c, v)?;
+        n += 1;
+    }
+    out.extend_from_slice(b"),");
+    Ok(())
+}
+
+/// The single statement for change `i` of `section`, as careful mode runs it: `INSERT`
+/// one row; `UPDATE`/`DELETE` by key, or for a keyless table (or an image without the key)
+/// by every value the before image carries, `LIMIT 1`. When that full-row match does not
+/// cover every column of the target, identical matches are not interchangeable, so the
+/// statement carries a probe that counts them.
+pub(crate) fn careful(
+    plans: &[TablePlan],
+    p: usize,
+    section: &TableSection,
+    i: usize,
+    mut sql: Vec<u8>,
+) -> Result<Stmt, StageError> {
+    let plan = &plans[p];
+    let ch = section.change(i);
+    let (before, after) = images(&ch)?;
+    sql.clear();
+    let mut probe = None;
+    let op = match ch.op {
+        Op::Insert => {
+            let after = after.ok_or(StageError::NoImage("insert"))?;
+            sql.extend_from_slice(b"INSERT INTO ");
+            push_insert_tail(plan, &after, None, &mut sql)?;
+            RowOp::Insert
+        }
+        Op::Update | Op::Delete => {
+            let before = before.ok_or(StageError::NoImage("update or delete"))?;
+            let keyed = plan.keyed() && has_key(plan, &before);
+            if ch.op == Op::Update {
+                let after = after.ok_or(StageError::NoImage("update"))?;
+                sql.extend_from_slice(b"UPDATE ");
+                sql.extend_from_slice(plan.quoted.as_bytes());
+                sql.extend_from_slice(b" SET ");
+                if plan.push_assignments(&mut sql, &after, true)? == 0 {
+                    // Nothing the target stores changes: match the row anyway, so that a
+                    // missing one is still noticed.
+                    let first = plan.cols.iter().position(|c| !c.skip).unwrap_or(0);
+                    let q = plan.cols[first].quoted.as_bytes();
+                    sql.extend_from_slice(q);
+                    sql.push(b'=');
+                    sql.extend_from_slice(q);
+                }
+            } else {
+                sql.extend_from_slice(b"DELETE FROM ");
+                sql.extend_from_slice(plan.quoted.as_bytes());
+            }
+            sql.extend_from_slice(b" WHERE ");
+            let where_at = sql.len();
+            if keyed {
+                plan.push_key_match(&mut sql, &before)?;
+            } else {
+                let covered = plan.push_full_match(&mut sql, &before)?;
+                if covered < plan.writable_target_columns {
+                    let mut q = Vec::with_capacity(sql.len() - where_at + 64);
+                    q.extend_from_slice(b"SELECT COUNT(*) FROM (SELECT 1 FROM ");
+                    q.extend_from_slice(plan.quoted.as_bytes());
+                    q.extend_from_slice(b" WHERE ");
+                    q.extend_from_slice(&sql[where_at..]);
+                    q.extend_from_slice(b" LIMIT 2) AS m");
+                    probe = Some(q);
+                }
+                sql.extend_from_slice(b" LIMIT 1");
+            }
+            if ch.op == Op::Update {
+                RowOp::Update
+            } else {
+                RowOp::Delete
+            }
+        }
+    };
+    Ok(Stmt {
+        sql,
+        plan: p,
+        check: Check::Rows(1),
+        probe,
+        row: Some((op, i)),
+        op: ch.op,
+        changes: 1,
+    })
+}
+
+/// `` `db`.`t` (cols) VALUES (vals)`` for the row an image describes, overlaid on `base`
+/// (for an overwrite that must insert a row an update expected: the before image's values
+/// where the after image carries none).
+pub(crate) fn push_insert_tail(
+    plan: &TablePlan,
+    image: &Image<'_>,
+    base: Option<&Image<'_>>,
+    sql: &mut Vec<u8>,
+) -> Result<(), LiteralError> {
+    let value = |c: usize| image.get(c).or_else(|| base.and_then(|b| b.get(c)));
+    let cols = (0..plan.cols.len()).filter(|&c| !plan.cols[c].skip && value(c).is_some());
+    sql.extend_from_slice(plan.quoted.as_bytes());
+    sql.push(b' ');
+    plan.push_column_list(sql, cols.clone());
+    sql.extend_from_slice(b" VALUES (");
+    for (n, c) in cols.enumerate() {
+        if n > 0 {
+            sql.push(b',');
+        }
+        if let Some(v) = value(c) {
+            plan.push_value(sql, c, v)?;
+        }
+    }
+    sql.push(b')');
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use outflow_core::{
+        ChangeBatch, ColumnSchema, ColumnType, ImageMode, SchemaVersion, TableSchema, ValueRef,
+    };
+
+    use super::*;
+    use crate::catalog::{CatalogColumn, CatalogTable};
+
+    fn schema(key: bool) -> Arc<TableSchema> {
+        Arc::new(TableSchema {
+            version: SchemaVersion(if key { 1 } else { 2 }),
+            db: "d".into(),
+            table: if key { "t" } else { "h" }.into(),
+            columns: vec![
+                ColumnSchema::new("id", ColumnType::Int { bytes: 4 }),
+                ColumnSchema::new("k", ColumnType::Int { bytes: 4 }),
+                ColumnSchema::new("c", ColumnType::Int { bytes: 4 }),
+            ],
+            primary_key: if key { vec![0] } else { vec![] },
+        })
+    }
+
+    fn plan(key: bool) -> TablePlan {
+        let col = |n: &str| CatalogColumn {
+            name: n.into(),
+            data_type: "int".into(),
+            column_type: "int(11)".into(),
+            nullable: n != "id",
+            charset: None,
+            collation: None,
+            generated: false,
+        };
+        let target = CatalogTable {
+            columns: vec![col("id"), col("k"), col("c")],
+            primary_key: if key { vec![0] } else { vec![] },
+            unique_keys: vec![],
+        };
+        TablePlan::new(&schema(key), &target, &Default::default()).expect("plan")
+    }
+
+    /// One change: `op` with the given (column, value) pairs for before and after.
+    type Spec = (Op, &'static [(usize, i64)], &'static [(usize, i64)]);
+
+    /// A batch of one table, one transaction per inner slice.
+    fn batch(key: bool, txns: &[&[Spec]]) -> ChangeBatch {
+        let mut b = ChangeBatch::new(ImageMode::Replica);
+        let s = schema(key);
+        for (n, txn) in txns.iter().enumerate() {
+            b.begin_transaction(None, 0).expect("begin");
+            let id = b.section_for(&s);
+            for (op, before, after) in txn.iter() {
+                let sec = b.push_change(id, *op).expect("change");
+                for image in [before, after] {
+                    if image.is_empty() {
+                        continue;
+                    }
+                    sec.push_image().expect("image");
+                    for &(c, v) in image.iter() {
+                        sec.set(c, ValueRef::Int(v)).expect("value");
+                    }
+                }
+            }
+            b.commit_transaction("binlog.000001", 100 + n as u64)
+                .expect("commit");
+        }
+        b
+    }
+
+    fn statements(key: bool, txns: &[&[Spec]]) -> Vec<String> {
+        let b = batch(key, txns);
+        let plans = vec![plan(key)];
+        let mut batcher = Batcher::new(Limits {
+            max_statement_bytes: 1 << 20,
+            max_pending_bytes: 1 << 20,
+        });
+        let mut out = Vec::new();
+        for run in b.runs() {
+            let sec = &b.sections()[run.section as usize];
+            for i in run.first..run.first + run.len {
+                batcher
+                    .admit(&plans, 0, sec, i as usize, &mut out)
+                    .expect("admit");
+            }
+        }
+        batcher.flush_all(&plans, &mut out);
+        out.iter()
+            .map(|s| String::from_utf8_lossy(&s.sql).into_owned())
+            .collect()
+    }
+
+    const T: &str = "`d`.`t`";
+
+    #[test]
+    fn independent_rows_share_statements() {
+        let got = statements(
+            true,
+            &[
+                &[
+                    (Op::Update, &[(0, 1)], &[(1, 10)]),
+                    (Op::Update, &[(0, 2)], &[(2, 20)]),
+                    (Op::Delete, &[(0, 3)], &[]),
+                    (Op::Insert, &[], &[(0, 3), (1, 0), (2, 0)]),
+                ],
+                &[
+                    (Op::Update, &[(0, 4)], &[(1, 40)]),
+                    (Op::Delete, &[(0, 5)], &[]),
+                    (Op::Insert, &[], &[(0, 5), (1, 1), (2, 1)]),
+                ],
+            ],
+        );
+        assert_eq!(
+            got,
+            [
+                format!("DELETE FROM {T} WHERE `id` IN (3,5)"),
+                format!("INSERT INTO {T} (`id`,`k`) VALUES (1,10),(4,40) ON DUPLICATE KEY UPDATE `k`=VALUES(`k`)"),
+                format!("INSERT INTO {T} (`id`,`c`) VALUES (2,20) ON DUPLICATE KEY UPDATE `c`=VALUES(`c`)"),
+                format!("INSERT INTO {T} (`id`,`k`,`c`) VALUES (3,0,0),(5,1,1)"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_row_seen_again_moves_to_a_later_generation() {
+        // Insert then update of row 1: the update must run after the insert. Row 2 is
+        // unrelated and stays in the first generation.
+        let got = statements(
+            true,
+            &[&[
+                (Op::Insert, &[], &[(0, 1), (1, 0), (2, 0)]),
+                (Op::Update, &[(0, 1)], &[(1, 5)]),
+                (Op::Insert, &[], &[(0, 2), (1, 0), (2, 0)]),
+                (Op::Update, &[(0, 1)], &[(1, 6)]),
+                (Op::Delete, &[(0, 1)], &[]),
+                (Op::Insert, &[], &[(0, 1), (1, 9), (2, 9)]),
+            ]],
+        );
+        assert_eq!(
+            got,
+            [
+                format!("INSERT INTO {T} (`id`,`k`,`c`) VALUES (1,0,0),(2,0,0)"),
+                // Both updates of row 1 in one group, in order.
+                format!("INSERT INTO {T} (`id`,`k`) VALUES (1,5),(1,6) ON DUPLICATE KEY UPDATE `k`=VALUES(`k`)"),
+                format!("DELETE FROM {T} WHERE `id` IN (1)"),
+                format!("INSERT INTO {T} (`id`,`k`,`c`) VALUES (1,9,9)"),
+            ]
+        );
+    }
+
+    #[test]
+    fn keyless_updates_run_alone_after_pending_inserts() {
+        let got = statements(
+            false,
+            &[&[
+                (Op::Insert, &[], &[(0, 1), (1, 1), (2, 1)]),
+                (Op::Update, &[(0, 1), (1, 1), (2, 1)], &[(2, 2)]),
+                (Op::Insert, &[], &[(0, 2), (1, 2), (2, 2)]),
+                (Op::Delete, &[(0, 2), (1, 2), (2, 2)], &[]),
+            ]],
+        );
+        let h = "`d`.`h`";
+        assert_eq!(
+            got,
+            [
+                format!("INSERT INTO {h} (`id`,`k`,`c`) VALUES (1,1,1)"),
+                format!(
+                    "UPDATE {h} SET `c`=2 WHERE `id` <=> 1 AND `k` <=> 1 AND `c` <=> 1 LIMIT 1"
+                ),
+                format!("INSERT INTO {h} (`id`,`k`,`c`) VALUES (2,2,2)"),
+                format!("DELETE FROM {h} WHERE `id` <=> 2 AND `k` <=> 2 AND `c` <=> 2 LIMIT 1"),
+            ]
+        );
+    }
+
+    #[test]
+    fn key_changes_run_alone() {
+        let got = statements(
+            true,
+            &[&[
+                (Op::Insert, &[], &[(0, 7), (1, 0), (2, 0)]),
+                (Op::Update, &[(0, 1)], &[(0, 2)]),
+            ]],
+        );
+        assert_eq!(
+            got,
+            [
+                format!("INSERT INTO {T} (`id`,`k`,`c`) VALUES (7,0,0)"),
+                format!("UPDATE {T} SET `id`=2 WHERE `id` = 1"),
+            ]
+        );
+    }
+}
