@@ -96,16 +96,29 @@ pub fn changed_binlogs(server: &Server, first: &std::path::Path) -> Result<Vec<P
 
 /// The frames the live source would send for `files`, through the codec's pipeline.
 pub fn frames(files: &[PathBuf], cfg: PipelineConfig) -> Result<Vec<Vec<u8>>> {
+    Ok(frames_in_parts(&[files], cfg)?
+        .into_iter()
+        .flatten()
+        .collect())
+}
+
+/// [`frames`] for consecutive parts of one stream (sequence numbers run on), each part
+/// ending with a flush: for a test that acts between parts (a DDL).
+pub fn frames_in_parts(parts: &[&[PathBuf]], cfg: PipelineConfig) -> Result<Vec<Vec<Vec<u8>>>> {
     let mut pipeline = Pipeline::new(cfg)?;
     let mut walker = Walker::new();
-    for f in files {
-        pipeline.set_file(&f.file_name().context("file name")?.to_string_lossy());
-        outflow::inspect::walk_file(f, &mut walker, &mut pipeline)?;
+    let mut out = Vec::new();
+    for files in parts {
+        for f in files.iter() {
+            pipeline.set_file(&f.file_name().context("file name")?.to_string_lossy());
+            outflow::inspect::walk_file(f, &mut walker, &mut pipeline)?;
+        }
+        pipeline.flush()?;
+        let mut frames = Vec::new();
+        pipeline.drain_frames(|f| frames.push(f.to_vec()));
+        out.push(frames);
     }
-    pipeline.flush()?;
-    let mut frames = Vec::new();
-    pipeline.drain_frames(|f| frames.push(f.to_vec()));
-    Ok(frames)
+    Ok(out)
 }
 
 /// Decodes frames in order and hands each to the applier with its sequence number.

@@ -566,6 +566,11 @@ impl Applier {
         &self.stats
     }
 
+    /// The target's id for this applier's connection (`KILL` takes it).
+    pub fn connection_id(&self) -> u32 {
+        self.conn.id()
+    }
+
     /// The configuration.
     pub fn config(&self) -> &ApplyConfig {
         &self.cfg
