@@ -66,10 +66,18 @@ pub struct SourceConfig {
     #[arg(long = "source-failover", value_name = "URL", value_delimiter = ',')]
     pub failover: Option<Vec<String>>,
     /// Environment variable that holds the source password. Default: OUTFLOW_SOURCE_PASSWORD.
-    #[arg(long = "source-password-env", value_name = "VAR")]
+    #[arg(
+        id = "source_password_env",
+        long = "source-password-env",
+        value_name = "VAR"
+    )]
     pub password_env: Option<String>,
     /// File whose first line is the source password; wins over the environment variable.
-    #[arg(long = "source-password-file", value_name = "FILE")]
+    #[arg(
+        id = "source_password_file",
+        long = "source-password-file",
+        value_name = "FILE"
+    )]
     pub password_file: Option<PathBuf>,
     /// server_id outflow registers with; must differ from every server's and replica's.
     /// Default: 4_242_001.
@@ -234,21 +242,23 @@ pub struct SinkConfig {
     #[arg(long = "target", value_name = "URL")]
     pub target: Option<String>,
     /// Environment variable that holds the target password. Default: OUTFLOW_TARGET_PASSWORD.
-    #[arg(long = "target-password-env", value_name = "VAR")]
+    #[arg(
+        id = "target_password_env",
+        long = "target-password-env",
+        value_name = "VAR"
+    )]
     pub password_env: Option<String>,
     /// File whose first line is the target password; wins over the environment variable.
-    #[arg(long = "target-password-file", value_name = "FILE")]
+    #[arg(
+        id = "target_password_file",
+        long = "target-password-file",
+        value_name = "FILE"
+    )]
     pub password_file: Option<PathBuf>,
     /// On a conflict (a row missing for an update or delete, a duplicate on insert): `stop`
     /// naming the row and position, or `overwrite`. Default: `stop`.
     #[arg(long = "on-conflict", value_name = "stop|overwrite")]
     pub on_conflict: Option<String>,
-    /// What to do with DDL: `apply`, `skip` or `stop`. Default: `apply`.
-    #[arg(long = "on-ddl", value_name = "apply|skip|stop")]
-    pub on_ddl: Option<String>,
-    /// Parallel apply connections. Default: 4.
-    #[arg(long = "apply-threads", value_name = "N")]
-    pub threads: Option<usize>,
 }
 
 /// A password that never shows in `Debug` output or logs.
@@ -284,17 +294,6 @@ pub enum ConflictPolicy {
     Stop,
     /// Make the target row match the source and count the conflict.
     Overwrite,
-}
-
-/// What the sink does with DDL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DdlPolicy {
-    /// Run it on the target, in stream order.
-    Apply,
-    /// Leave the target's schema alone.
-    Skip,
-    /// Stop, naming the statement and its position.
-    Stop,
 }
 
 /// A database endpoint with its password resolved. `Debug` shows the URL redacted.
@@ -372,10 +371,6 @@ pub struct Settings {
     pub target: Option<Database>,
     /// Conflict policy.
     pub on_conflict: ConflictPolicy,
-    /// DDL policy.
-    pub on_ddl: DdlPolicy,
-    /// Parallel apply connections.
-    pub apply_threads: usize,
 }
 
 /// Fills every `None` field of `$dst` from `$src`: the flags (`$dst`) win over the file.
@@ -444,16 +439,7 @@ impl Config {
             idle_timeout
         );
         let (s, f) = (&mut self.sink, &file.sink);
-        lay_over!(
-            s,
-            f,
-            target,
-            password_env,
-            password_file,
-            on_conflict,
-            on_ddl,
-            threads
-        );
+        lay_over!(s, f, target, password_env, password_file, on_conflict);
         self
     }
 
@@ -525,16 +511,6 @@ impl Config {
             "overwrite" => ConflictPolicy::Overwrite,
             c => bail!("on_conflict {c:?}: expected stop or overwrite"),
         };
-        let on_ddl = match self.sink.on_ddl.as_deref().unwrap_or("apply") {
-            "apply" => DdlPolicy::Apply,
-            "skip" => DdlPolicy::Skip,
-            "stop" => DdlPolicy::Stop,
-            c => bail!("on_ddl {c:?}: expected apply, skip or stop"),
-        };
-        let apply_threads = self.sink.threads.unwrap_or(4);
-        if apply_threads == 0 {
-            bail!("apply_threads must be at least 1");
-        }
         Ok(Settings {
             source,
             filters: self.filters.resolve()?,
@@ -560,8 +536,6 @@ impl Config {
             idle_timeout: duration(self.link.idle_timeout.as_deref(), "idle_timeout", "30s")?,
             target,
             on_conflict,
-            on_ddl,
-            apply_threads,
         })
     }
 }

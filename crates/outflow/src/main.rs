@@ -35,6 +35,10 @@ enum Command {
     Certs(certs::CertsArgs),
     /// Run the source side: binlog -> spool -> QUIC to the sink, resuming from saved state.
     Source(Box<relay::RelayArgs>),
+    /// Run the far side: QUIC from the source side -> apply to the target, exactly once.
+    Sink(Box<relay::RelayArgs>),
+    /// Run both sides in one process, joined by a loopback QUIC connection.
+    Run(Box<relay::RelayArgs>),
     /// Compare tables between a source and a target server; exit 1 when they differ.
     Verify(verify::VerifyArgs),
     /// Run the wire codec offline over binlog files: bytes on the wire, ratio, cost.
@@ -57,5 +61,17 @@ fn main() -> anyhow::Result<()> {
         Command::Inspect { files, stats } => inspect::run(&files, stats),
         Command::Tail(args) => tail::run(&args),
         Command::Source(args) => runtime()?.block_on(relay::run_source(args.settings()?)),
+        Command::Sink(args) => runtime()?.block_on(relay::run_sink(args.settings()?)),
+        Command::Run(args) => runtime()?.block_on(relay::run_both(args.settings()?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap checks its own rules (unique ids, valid defaults) only when asked.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

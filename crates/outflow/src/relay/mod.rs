@@ -2,6 +2,7 @@
 //! wiring between the crates that do the work. Logic lives in those crates; this module
 //! only opens things, connects them and reports progress.
 
+pub mod sink;
 pub mod source;
 
 use std::net::SocketAddr;
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use outflow_spool::{FsyncPolicy, Spool, SpoolConfig};
-use outflow_transport::{Bandwidth, LinkConfig, Schedule, Sender, TlsConfig};
+use outflow_transport::{Bandwidth, LinkConfig, Receiver, Schedule, Sender, TlsConfig};
 
 use crate::config::{Config, Settings};
 
@@ -154,6 +155,128 @@ pub async fn run_source(settings: Settings) -> Result<()> {
     let result = tokio::select! {
         r = source::stream_to_spool(&settings, &dir, &spool, false, progress) => r,
         r = sender.run() => r.context("the link failed"),
+    };
+    reporter.abort();
+    result
+}
+
+/// The target's connection options, with the configured password.
+fn target_opts(settings: &Settings) -> Result<mysql_async::Opts> {
+    let db = settings
+        .target
+        .as_ref()
+        .context("the sink side needs --target URL")?;
+    let url = db.url.replacen("mariadb://", "mysql://", 1);
+    let opts = mysql_async::Opts::from_url(&url)
+        .map_err(|e| anyhow::anyhow!("target URL {}: {e}", db.redacted()))?;
+    let mut b = mysql_async::OptsBuilder::from_opts(opts).prefer_socket(false);
+    if let Some(p) = &db.password {
+        b = b.pass(Some(p.expose().to_string()));
+    }
+    Ok(b.into())
+}
+
+/// The applier settings of `settings`.
+fn apply_config(settings: &Settings) -> outflow_sink::apply::ApplyConfig {
+    outflow_sink::apply::ApplyConfig {
+        on_conflict: match settings.on_conflict {
+            crate::config::ConflictPolicy::Stop => outflow_sink::apply::ConflictPolicy::Stop,
+            crate::config::ConflictPolicy::Overwrite => {
+                outflow_sink::apply::ConflictPolicy::Overwrite
+            }
+        },
+        ..Default::default()
+    }
+}
+
+/// Prints the sink's progress every 5 s until aborted.
+fn sink_reporter(
+    stats: Arc<std::sync::Mutex<outflow_sink::apply::ApplyStats>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last = (0u64, std::time::Instant::now());
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let s = stats.lock().map(|s| *s).unwrap_or_default();
+            let rows = s.inserted + s.updated + s.deleted;
+            let rate = (rows - last.0) as f64 / last.1.elapsed().as_secs_f64().max(1e-3);
+            last = (rows, std::time::Instant::now());
+            eprintln!(
+                "sink: {} batches ({} duplicates), {} transactions, {rows} rows ({rate:.0}/s), \
+                 {} conflicts",
+                s.frames,
+                s.duplicate_frames,
+                s.transactions,
+                s.conflicts.total()
+            );
+        }
+    })
+}
+
+/// `outflow sink`: receive batches over QUIC and apply them to the target, forever.
+pub async fn run_sink(settings: Settings) -> Result<()> {
+    let listen = settings
+        .listen
+        .as_deref()
+        .context("the sink side needs --listen HOST:PORT")?;
+    let receiver = Receiver::bind(
+        resolve_addr(listen)?,
+        &quic_tls(&settings)?,
+        link_config(&settings),
+    )
+    .context("starting the link")?;
+    let stats = Arc::default();
+    let sink = sink::ApplySink::connect(
+        target_opts(&settings)?,
+        apply_config(&settings),
+        Arc::clone(&stats),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("connecting to the target: {e}"))?;
+    eprintln!("sink: listening on {}", receiver.local_addr()?);
+    let reporter = sink_reporter(stats);
+    let result = receiver.run(sink).await.context("the sink stopped");
+    reporter.abort();
+    result
+}
+
+/// `outflow run`: both halves in one process, joined by a loopback QUIC connection with
+/// certificates generated into the spool directory on first use.
+pub async fn run_both(mut settings: Settings) -> Result<()> {
+    let dir = settings
+        .spool_dir
+        .clone()
+        .context("outflow run needs --spool DIR")?;
+    let cert_dir = dir.join("certs");
+    let files = outflow_transport::certs::CertFiles::in_dir(&cert_dir);
+    if !files.ca.exists() {
+        std::fs::create_dir_all(&cert_dir)?;
+        outflow_transport::certs::generate(&cert_dir, &[]).context("generating certificates")?;
+    }
+    let receiver = Receiver::bind(
+        "127.0.0.1:0".parse()?,
+        &TlsConfig::server_from(&files),
+        link_config(&settings),
+    )
+    .context("starting the link's receiver")?;
+    let stats = Arc::default();
+    let sink = sink::ApplySink::connect(
+        target_opts(&settings)?,
+        apply_config(&settings),
+        Arc::clone(&stats),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("connecting to the target: {e}"))?;
+    settings.connect = Some(receiver.local_addr()?.to_string());
+    settings.quic_server_name = Some("localhost".to_string());
+    let client = TlsConfig::client_from(&files);
+    settings.quic_ca = Some(client.ca.clone());
+    settings.quic_cert = Some(client.cert.clone());
+    settings.quic_key = Some(client.key.clone());
+    let reporter = sink_reporter(stats);
+    let result = tokio::select! {
+        r = receiver.run(sink) => r.context("the sink stopped"),
+        r = run_source(settings) => r,
     };
     reporter.abort();
     result
