@@ -234,6 +234,32 @@ impl Schedule {
             .min()
     }
 
+    /// When shipping is next allowed: `now` if a window is open, else the next opening within
+    /// eight days (`None` if there is none, which a valid window always has).
+    pub fn next_open(&self, now: Timestamp) -> Option<Timestamp> {
+        let mut at = now;
+        // Each step lands on a window boundary; a handful covers overlapping windows.
+        for _ in 0..64 {
+            if self.is_open(at) {
+                return Some(at);
+            }
+            at = self.next_change(at)?;
+        }
+        None
+    }
+
+    /// Whether binlog events written now could expire from the source (binlog retention
+    /// `retention`, from `binlog_expire_logs_seconds` or `expire_logs_days`) before the next
+    /// window opens. Outside a window the spool fills and, at its bound, reading the binlog
+    /// stops: the source must then keep its binlogs until shipping resumes.
+    pub fn retention_at_risk(&self, now: Timestamp, retention: std::time::Duration) -> bool {
+        let Some(open) = self.next_open(now) else {
+            return true;
+        };
+        let wait = open.duration_since(now);
+        std::time::Duration::try_from(wait).is_ok_and(|wait| wait >= retention)
+    }
+
     /// Whether the schedule has no windows.
     pub fn is_always(&self) -> bool {
         self.windows.is_empty()
@@ -304,6 +330,19 @@ mod tests {
             Some(at("2025-01-01T03:00:00Z"))
         );
         assert!(Schedule::always().is_open(at("2025-01-01T02:30:00Z")));
+    }
+
+    #[test]
+    fn next_open_and_binlog_retention() {
+        let s = Schedule::parse(&["Sat 01:00-05:00 UTC"]).expect("parse");
+        // 2025-01-13 is a Monday: the next opening is Saturday 01:00.
+        let monday = at("2025-01-13T12:00:00Z");
+        assert_eq!(s.next_open(monday), Some(at("2025-01-18T01:00:00Z")));
+        assert!(s.retention_at_risk(monday, std::time::Duration::from_secs(86_400)));
+        assert!(!s.retention_at_risk(monday, std::time::Duration::from_secs(7 * 86_400)));
+        let inside = at("2025-01-18T02:00:00Z");
+        assert_eq!(s.next_open(inside), Some(inside));
+        assert!(!Schedule::always().retention_at_risk(monday, std::time::Duration::from_secs(1)));
     }
 
     #[test]
