@@ -468,6 +468,9 @@ fn decode_transactions(
                 .ok_or(wire("gtid tag", "not a valid tag"))?;
             let gno = prev.wrapping_add(unzigzag(r.varint("gtid number")?) as u64);
             prev = gno;
+            if gno == 0 {
+                return Err(wire("gtid number", "0 is not a transaction number"));
+            }
             t.gtid = Some(Gtid::MySql(MySqlGtid {
                 uuid: Uuid(uuid),
                 tag,

@@ -404,6 +404,11 @@ impl Encoder {
         self.raw.len()
     }
 
+    /// The last payload before compression: a sample for [`train_dictionary`].
+    pub fn last_payload(&self) -> &[u8] {
+        &self.raw
+    }
+
     /// Bytes each section of the last batch took in its payload, before compression.
     pub fn last_section_sizes(&self) -> &[usize] {
         self.payload.section_sizes()
@@ -479,6 +484,14 @@ impl Encoder {
         self.sequence += 1;
         Ok(header)
     }
+}
+
+/// Trains a zstd dictionary of at most `max_size` bytes from sample payloads (taken with
+/// [`Encoder::last_payload`] from earlier batches of the same stream). Dictionaries pay on
+/// small frames (a transaction or two), where zstd has little history of its own; give it
+/// to both ends ([`EncoderConfig::dictionary`], [`Decoder::add_dictionary`]) under one id.
+pub fn train_dictionary(samples: &[Vec<u8>], max_size: usize) -> Result<Vec<u8>, std::io::Error> {
+    zstd::dict::from_samples(samples, max_size)
 }
 
 fn frame_crc(frame: &[u8]) -> u32 {
@@ -674,4 +687,193 @@ fn read_meta(frame: &[u8], h: &FrameHeader) -> Result<FrameMeta, FrameError> {
             sequence: h.sequence,
             reason: e.to_string(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use outflow_core::{ColumnSchema, ColumnType, Op, TableSchema, ValueRef};
+    use std::sync::Arc;
+
+    fn batch(rows: u32) -> ChangeBatch {
+        let schema = Arc::new(TableSchema {
+            version: SchemaVersion(7),
+            db: "d".into(),
+            table: "t".into(),
+            columns: vec![
+                ColumnSchema::new("id", ColumnType::Int { bytes: 8 }),
+                ColumnSchema::new(
+                    "s",
+                    ColumnType::String {
+                        max_bytes: 64,
+                        binary: false,
+                    },
+                ),
+            ],
+            primary_key: vec![0],
+        });
+        let mut b = ChangeBatch::new(ImageMode::Replica);
+        b.begin_transaction(Some("0-1-9".parse().unwrap()), 5)
+            .unwrap();
+        let sec = b.section_for(&schema);
+        for i in 0..rows {
+            let s = b.push_change(sec, Op::Insert).unwrap();
+            s.push_image().unwrap();
+            s.set(0, ValueRef::Int(i64::from(i))).unwrap();
+            s.set(
+                1,
+                ValueRef::Text(format!("row {i} of the table").as_bytes()),
+            )
+            .unwrap();
+        }
+        b.commit_transaction("binlog.000001", 1000).unwrap();
+        b
+    }
+
+    fn encode(b: &ChangeBatch, cfg: EncoderConfig) -> Vec<u8> {
+        let mut out = Vec::new();
+        Encoder::new(cfg).unwrap().encode(b, &mut out).unwrap();
+        out
+    }
+
+    fn decode(frame: &[u8], limits: Limits) -> Result<ChangeBatch, FrameError> {
+        let mut b = ChangeBatch::default();
+        Decoder::new(limits).unwrap().decode(frame, &mut b)?;
+        Ok(b)
+    }
+
+    #[test]
+    fn corrupt_truncated_and_trailing_frames_are_rejected() {
+        let b = batch(50);
+        let f = encode(&b, EncoderConfig::default());
+        assert_eq!(decode(&f, Limits::default()).unwrap(), b);
+        for i in [0, 4, 5, 10, 20, 33, HEADER_LEN + 1, f.len() - 1] {
+            let mut g = f.clone();
+            g[i] ^= 0x40;
+            assert!(
+                decode(&g, Limits::default()).is_err(),
+                "flip at {i} accepted"
+            );
+        }
+        assert!(matches!(
+            decode(&f[..f.len() - 1], Limits::default()),
+            Err(FrameError::Truncated { .. })
+        ));
+        let mut g = f.clone();
+        g.push(0);
+        assert!(matches!(
+            decode(&g, Limits::default()),
+            Err(FrameError::Trailing(1))
+        ));
+        let (h, meta) = Decoder::new(Limits::default()).unwrap().peek(&f).unwrap();
+        assert_eq!(h.sequence, 0);
+        assert_eq!(meta.last_gtid.unwrap().to_string(), "0-1-9");
+        assert_eq!(meta.end.unwrap().pos, 1000);
+    }
+
+    #[test]
+    fn size_limits_hold_before_and_during_decompression() {
+        let b = batch(2000);
+        let f = encode(&b, EncoderConfig::default());
+        let h = FrameHeader::parse(&f, &Limits::default()).unwrap();
+        let small = Limits {
+            max_decompressed: h.raw_len as usize - 1,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            decode(&f, small),
+            Err(FrameError::TooLarge { .. })
+        ));
+        let tiny = Limits {
+            max_frame: f.len() - 1,
+            ..Limits::default()
+        };
+        assert!(matches!(decode(&f, tiny), Err(FrameError::TooLarge { .. })));
+        // A bomb: 64 MiB of zeros announced as 1 KiB, checksum fixed up. Decompression must
+        // stop at the announced size instead of inflating it all.
+        let bomb = zstd::bulk::compress(&vec![0u8; 64 << 20], 19).unwrap();
+        let mut g = f[..HEADER_LEN + h.meta_len as usize].to_vec();
+        g.extend_from_slice(&bomb);
+        g[20..24].copy_from_slice(&(bomb.len() as u32).to_le_bytes());
+        g[24..28].copy_from_slice(&1024u32.to_le_bytes());
+        let crc = frame_crc(&g);
+        g[32..36].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(
+            decode(&g, Limits::default()),
+            Err(FrameError::Decompress { .. })
+        ));
+    }
+
+    #[test]
+    fn dictionaries_round_trip_and_must_be_registered() {
+        let mut enc = Encoder::new(EncoderConfig::default()).unwrap();
+        let mut samples = Vec::new();
+        for i in 0..200 {
+            let mut out = Vec::new();
+            enc.encode(&batch(1 + i % 5), &mut out).unwrap();
+            samples.push(enc.last_payload().to_vec());
+        }
+        let dict = train_dictionary(&samples, 4096).unwrap();
+        let b = batch(3);
+        let plain = encode(&b, EncoderConfig::default());
+        let with = encode(
+            &b,
+            EncoderConfig {
+                dictionary: Some((42, dict.clone())),
+                ..EncoderConfig::default()
+            },
+        );
+        assert!(
+            with.len() < plain.len(),
+            "{} vs {}",
+            with.len(),
+            plain.len()
+        );
+        assert!(matches!(
+            decode(&with, Limits::default()),
+            Err(FrameError::UnknownDictionary { dict_id: 42, .. })
+        ));
+        let mut d = Decoder::new(Limits::default()).unwrap();
+        d.add_dictionary(42, &dict).unwrap();
+        let mut out = ChangeBatch::default();
+        d.decode(&with, &mut out).unwrap();
+        assert_eq!(out, b);
+    }
+
+    #[test]
+    fn once_per_stream_schemas_need_the_stream_from_its_start() {
+        let cfg = EncoderConfig {
+            schemas: SchemaShipping::OncePerStream,
+            ..EncoderConfig::default()
+        };
+        let mut enc = Encoder::new(cfg).unwrap();
+        let (mut f1, mut f2) = (Vec::new(), Vec::new());
+        enc.encode(&batch(2), &mut f1).unwrap();
+        enc.encode(&batch(3), &mut f2).unwrap();
+        assert!(f2.len() < f1.len());
+        assert!(matches!(
+            decode(&f2, Limits::default()),
+            Err(FrameError::Payload {
+                error: PayloadError::UnknownSchema(7),
+                ..
+            })
+        ));
+        let mut d = Decoder::new(Limits::default()).unwrap();
+        d.expect_sequence(Some(0));
+        let mut out = ChangeBatch::default();
+        d.decode(&f1, &mut out).unwrap();
+        d.decode(&f2, &mut out).unwrap();
+        assert_eq!(out, batch(3));
+        assert!(matches!(
+            d.decode(&f2, &mut out),
+            Err(FrameError::Sequence {
+                expected: 2,
+                got: 1
+            })
+        ));
+        enc.reset_stream();
+        let mut f3 = Vec::new();
+        enc.encode(&batch(2), &mut f3).unwrap();
+        assert_eq!(decode(&f3, Limits::default()).unwrap(), batch(2));
+    }
 }

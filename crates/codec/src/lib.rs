@@ -23,7 +23,7 @@ pub mod wire;
 pub use builder::{schema_of, BatchBuilder, BuildError};
 pub use compact::{CompactError, Compactor};
 pub use frame::{
-    Decoder, EncodeError, Encoder, EncoderConfig, FrameError, FrameHeader, FrameMeta, Limits,
-    SchemaShipping,
+    train_dictionary, Decoder, EncodeError, Encoder, EncoderConfig, FrameError, FrameHeader,
+    FrameMeta, Limits, SchemaShipping,
 };
 pub use pipeline::{Pipeline, PipelineConfig, PipelineError, Stats, TableStats};

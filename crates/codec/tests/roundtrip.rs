@@ -554,3 +554,46 @@ fn dump(b: &ChangeBatch) -> String {
     }
     out
 }
+
+/// Writes seed inputs for the `codec_frame` fuzz target (control byte + frame, and control
+/// byte + bare payload) into `$OUTFLOW_FUZZ_SEEDS`. Run by hand:
+/// `OUTFLOW_FUZZ_SEEDS=fuzz/corpus/codec_frame cargo test -p outflow-codec --test roundtrip -- --ignored`.
+#[test]
+#[ignore]
+fn write_fuzz_seeds() {
+    let Some(dir) = std::env::var_os("OUTFLOW_FUZZ_SEEDS") else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let schemas = vec![all_types_schema(40, true), all_types_schema(41, false)];
+    let mut n = 0;
+    for seed in 1..=6u64 {
+        let mut r = Rng(seed * 7919);
+        for mode in [ImageMode::Replica, ImageMode::Full] {
+            let mut model = Model::new();
+            let mut seq = 0;
+            let txns = 1 + r.below(6) as usize;
+            let b = gen_batch(&mut r, &schemas, &mut model, mode, txns, &mut seq);
+            for level in [0, 1] {
+                let mut enc = Encoder::new(EncoderConfig {
+                    level,
+                    ..Default::default()
+                })
+                .unwrap();
+                let mut frame = Vec::new();
+                enc.encode(&b, &mut frame).unwrap();
+                let mut input = vec![0u8];
+                input.extend_from_slice(&frame);
+                std::fs::write(dir.join(format!("frame-{n}")), &input).unwrap();
+                if level == 0 {
+                    let meta = u32::from_le_bytes(frame[16..20].try_into().unwrap()) as usize;
+                    let mut input = vec![1u8];
+                    input.extend_from_slice(&frame[outflow_codec::frame::HEADER_LEN + meta..]);
+                    std::fs::write(dir.join(format!("payload-{n}")), &input).unwrap();
+                }
+                n += 1;
+            }
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! Wire bytes and speed of the egress codec, side by side with what else could carry the
+//! same binlog: `gzip -6` and `zstd -3` of the whole file, and native MariaDB replication
+//! with and without `slave_compressed_protocol`, measured on real servers.
+//!
+//! Run with `cargo bench --bench codec`. Inputs, generated on first use and cached under
+//! `<target>/bench-data/`:
+//! - the sysbench `oltp_write_only` binlog of the decode bench (`support::binlog`);
+//! - a sysbench `prepare` binlog (bulk inserts of 4 tables × 100,000 rows), made here.
+//!
+//! Both come from servers with the kit's defaults (ROW, FULL images, annotate_rows on, no
+//! optional TABLE_MAP metadata), so the binlog does not name primary keys; the bench gives
+//! the codec sysbench's key (`id`, column 1), as the live source's schema tracker would.
+//!
+//! Codec rows use default streaming settings (no compaction, 1 MB batches, zstd level 1)
+//! unless the row says otherwise; throughput is the whole path from binlog bytes in memory
+//! (decode, build, encode, compress) on one thread, per second of wall time and per second
+//! of CPU time (the machines are shared; CPU time is what one core does).
+//!
+//! Native replication bytes are the source's `Bytes_sent` growth while a replica's IO thread
+//! fetches the file; the replica's relay-log bytes are printed beside them as a cross-check. `OUTFLOW_BENCH_NATIVE=0` skips the
+//! native replication rows (they start three servers).
+
+mod support;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use criterion::{Criterion, SamplingMode, Throughput};
+use outflow_binlog::walk::Walker;
+use outflow_binlog::{EventBuffer, TableInfo};
+use outflow_codec::{Pipeline, PipelineConfig, Stats};
+use outflow_core::ImageMode;
+use outflow_testkit::mysql_async::prelude::Queryable;
+use outflow_testkit::mysql_async::Row;
+use outflow_testkit::{
+    replicate, ReplicationOpts, Server, ServerConfig, Sysbench, UseGtid, Workload,
+};
+
+/// Part of the cached prepare binlog's name: a new recipe gets a new file.
+const PREPARE_VERSION: u32 = 1;
+
+fn target_dir() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
+    }
+}
+
+/// The cached `prepare` binlog, generated first if missing.
+fn prepare_binlog() -> Result<PathBuf> {
+    let dir = target_dir().join("bench-data");
+    let path = dir.join(format!("sysbench-prepare-v{PREPARE_VERSION}.binlog"));
+    if path.is_file() {
+        return Ok(path);
+    }
+    std::fs::create_dir_all(&dir)?;
+    println!("generating the sysbench prepare binlog (once; cached afterwards)...");
+    let server = Server::start(
+        ServerConfig::new()
+            .max_binlog_size(1 << 30)
+            .option("innodb_buffer_pool_size", "512M")
+            .option("innodb_log_file_size", "256M"),
+    )?;
+    server.run_sql_script("FLUSH BINARY LOGS;")?;
+    let file = server.binlog_files()?.pop().context("no binlog")?;
+    Sysbench::new(Workload::OltpWriteOnly)
+        .tables(4)
+        .table_size(100_000)
+        .prepare(&server)?;
+    server.run_sql_script("FLUSH BINARY LOGS;")?;
+    let tmp = path.with_extension("tmp");
+    std::fs::copy(&file, &tmp)?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
+/// Sysbench's primary key (`id`, the first column) for its tables.
+fn sysbench_keys(t: &mut TableInfo) {
+    if t.table.starts_with("sbtest") && t.primary_key.is_empty() && !t.columns.is_empty() {
+        t.primary_key = vec![0];
+    }
+}
+
+/// The whole codec path over `data`; returns its totals.
+fn run(data: &[u8], cfg: &PipelineConfig) -> Result<Stats> {
+    let mut pipeline = Pipeline::new(cfg.clone())?;
+    let mut walker = Walker::new();
+    walker.decoder().set_table_hook(Box::new(sysbench_keys));
+    pipeline.set_file("binlog.000001");
+    let mut buf = EventBuffer::new(0);
+    buf.extend(data);
+    ensure!(buf.take_magic()?, "not a binlog");
+    while let Some((pos, ev)) = buf.next_event()? {
+        walker.process(pos, ev, &mut pipeline)?;
+    }
+    buf.finish()?;
+    pipeline.flush()?;
+    Ok(pipeline.stats().clone())
+}
+
+fn config(mode: ImageMode, compaction: bool, batch_mb: u64) -> PipelineConfig {
+    PipelineConfig {
+        mode,
+        compaction,
+        batch_bytes: batch_mb * 1_000_000,
+        keep_frames: false,
+        ..PipelineConfig::default()
+    }
+}
+
+/// One line of the comparison.
+struct Line {
+    what: String,
+    bytes: u64,
+    /// Binlog MB per second of wall time, and per second of CPU time of this process.
+    speed: Option<(f64, f64)>,
+}
+
+/// CPU seconds (user + system) this process has used, from `/proc/self/stat`. The bench
+/// runs on shared 2-core machines where wall time also measures the neighbours; CPU time
+/// says what one core does.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Runs `f`, returning its result and (wall MB/s, CPU MB/s) over `bytes` of input.
+fn timed<T>(bytes: usize, f: impl FnOnce() -> Result<T>) -> Result<(T, (f64, f64))> {
+    let (t, c) = (Instant::now(), cpu_seconds());
+    let r = f()?;
+    let mb = bytes as f64 / 1e6;
+    let cpu = (cpu_seconds() - c).max(0.01);
+    Ok((r, (mb / t.elapsed().as_secs_f64(), mb / cpu)))
+}
+
+fn compare(name: &str, path: &Path, data: &[u8]) -> Result<Vec<Line>> {
+    let mut lines = Vec::new();
+    let rows = [
+        ("outflow replica", ImageMode::Replica, false, 1),
+        ("outflow full", ImageMode::Full, false, 1),
+        (
+            "outflow replica, compaction, 64 MB batches",
+            ImageMode::Replica,
+            true,
+            64,
+        ),
+    ];
+    for (what, mode, compaction, mb) in rows {
+        let (stats, speed) = timed(data.len(), || run(data, &config(mode, compaction, mb)))?;
+        lines.push(Line {
+            what: what.to_string(),
+            bytes: stats.wire_bytes,
+            speed: Some(speed),
+        });
+    }
+    let (gz, speed) = timed(data.len(), || {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        e.write_all(data)?;
+        Ok(e.finish()?.len() as u64)
+    })?;
+    lines.push(Line {
+        what: "gzip -6 of the file".into(),
+        bytes: gz,
+        speed: Some(speed),
+    });
+    let (zs, speed) = timed(data.len(), || {
+        Ok(zstd::bulk::compress(data, 3)?.len() as u64)
+    })?;
+    lines.push(Line {
+        what: "zstd -3 of the file".into(),
+        bytes: zs,
+        speed: Some(speed),
+    });
+    if std::env::var("OUTFLOW_BENCH_NATIVE").as_deref() != Ok("0") {
+        for compressed in [false, true] {
+            let (bytes, relay) = native_bytes(path, compressed)
+                .with_context(|| format!("native replication of {name}"))?;
+            println!(
+                "native replication{}: source Bytes_sent {bytes}, replica relay logs {relay}",
+                if compressed { " (compressed)" } else { "" }
+            );
+            lines.push(Line {
+                what: format!(
+                    "native replication{}",
+                    if compressed {
+                        ", slave_compressed_protocol"
+                    } else {
+                        ""
+                    }
+                ),
+                bytes,
+                speed: None,
+            });
+        }
+    }
+    Ok(lines)
+}
+
+/// Bytes a MariaDB source sends a native replica's IO thread for the whole file: the file
+/// becomes the source's first binlog, the replica fetches from its start (file/position
+/// replication, IO thread only: fetching is what crosses the link), and the source's
+/// `Bytes_sent` grows by what it sent (our few status queries included, a few KB).
+/// Returns that and, as a cross-check, the bytes of the replica's relay logs.
+fn native_bytes(file: &Path, compressed: bool) -> Result<(u64, u64)> {
+    let mut source = Server::start(ServerConfig::new())?;
+    source.run_sql_script("FLUSH BINARY LOGS;")?;
+    let first = source
+        .binlog_files()?
+        .first()
+        .cloned()
+        .context("no binlog")?;
+    source.stop()?;
+    std::fs::copy(file, &first)?;
+    source.restart()?;
+    let mut cfg = ServerConfig::new();
+    if compressed {
+        cfg = cfg.slave_compressed_protocol(true);
+    }
+    let replica = Server::start(cfg)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let opts = ReplicationOpts {
+            use_gtid: UseGtid::No,
+            start: false,
+            ..ReplicationOpts::default()
+        };
+        replicate(&source, &replica, opts).await?;
+        let mut src = source.pool().get_conn().await?;
+        let mut rep = replica.pool().get_conn().await?;
+        let sent = |rows: Vec<(String, String)>| -> Result<u64> {
+            Ok(rows.first().context("no Bytes_sent")?.1.parse()?)
+        };
+        let before = sent(src.query("SHOW GLOBAL STATUS LIKE 'Bytes_sent'").await?)?;
+        rep.query_drop("START SLAVE IO_THREAD").await?;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let master: Vec<Row> = src.query("SHOW MASTER STATUS").await?;
+            let m = master.first().context("no master status")?;
+            let (file, pos): (String, u64) = (
+                m.get("File").context("File")?,
+                m.get("Position").context("Position")?,
+            );
+            let slave: Vec<Row> = rep.query("SHOW SLAVE STATUS").await?;
+            let s = slave.first().context("no slave status")?;
+            let read_file: String = s.get("Master_Log_File").context("Master_Log_File")?;
+            let read_pos: u64 = s
+                .get("Read_Master_Log_Pos")
+                .context("Read_Master_Log_Pos")?;
+            let errno: u64 = s.get("Last_IO_Errno").unwrap_or(0);
+            ensure!(errno == 0, "replica IO error {errno}");
+            if read_file == file && read_pos >= pos {
+                break;
+            }
+            ensure!(Instant::now() < deadline, "replica did not catch up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let after = sent(src.query("SHOW GLOBAL STATUS LIKE 'Bytes_sent'").await?)?;
+        // Cross-check from the other end: what the replica wrote to its relay logs.
+        let mut relay = 0;
+        for e in std::fs::read_dir(replica.data_dir())? {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.contains("relay-bin.") && !name.ends_with(".index") {
+                relay += e.metadata()?.len();
+            }
+        }
+        Ok((after - before, relay))
+    })
+}
+
+fn main() -> Result<()> {
+    let workload = support::binlog()?;
+    println!("oltp_write_only binlog: {}", workload.origin);
+    let workload = workload.path;
+    let prepare = prepare_binlog()?;
+    let inputs = [("oltp_write_only", workload), ("prepare", prepare)];
+    let mut loaded = Vec::new();
+    for (name, path) in &inputs {
+        let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        loaded.push((*name, path.clone(), data));
+    }
+
+    // The comparison table first: one pass each, single thread.
+    for (name, path, data) in &loaded {
+        let lines = compare(name, path, data)?;
+        println!(
+            "\n{name}: {} ({:.1} MB)",
+            path.display(),
+            data.len() as f64 / 1e6
+        );
+        println!(
+            "{:<46} {:>12} {:>9} {:>10}",
+            "", "bytes", "% binlog", "MB/s"
+        );
+        for l in lines {
+            let (wall, cpu) = l
+                .speed
+                .map_or(("-".to_string(), "-".to_string()), |(w, c)| {
+                    (format!("{w:.0}"), format!("{c:.0}"))
+                });
+            println!(
+                "{:<46} {:>12} {:>8.2}% {:>10} {:>12}",
+                l.what,
+                l.bytes,
+                100.0 * l.bytes as f64 / data.len() as f64,
+                wall,
+                cpu
+            );
+        }
+    }
+
+    let mut c = Criterion::default()
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20))
+        .configure_from_args();
+    for (name, _, data) in &loaded {
+        let mut g = c.benchmark_group(format!("codec/{name}"));
+        g.sampling_mode(SamplingMode::Flat);
+        g.throughput(Throughput::Bytes(data.len() as u64));
+        for (label, mode) in [("replica", ImageMode::Replica), ("full", ImageMode::Full)] {
+            let cfg = config(mode, false, 1);
+            g.bench_function(label, |b| {
+                b.iter(|| run(data, &cfg).expect("codec run"));
+            });
+        }
+        g.finish();
+    }
+    c.final_summary();
+    Ok(())
+}
