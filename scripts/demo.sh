@@ -7,4 +7,5 @@ bash scripts/setup.sh
 if [ -d "$HOME/.cargo/bin" ]; then
     PATH="$HOME/.cargo/bin:$PATH"
 fi
-exec cargo run --release --example demo
+cargo build --release -p outflow
+OUTFLOW_BIN="$(pwd)/target/release/outflow" exec cargo run --release --example demo
