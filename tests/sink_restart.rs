@@ -113,11 +113,11 @@ async fn a_frame_that_failed_half_way_resumes_after_its_last_commit() -> Result<
         max_txn_changes: NonZeroUsize::new(200).context("non-zero")?,
         ..ApplyConfig::default()
     };
-    // A trigger on the target fails the first delete, which comes from the workload's
+    // A trigger on the target fails the first update, which comes from the workload's
     // `run`, after the `prepare`'s inserts have been committed in target transactions of
     // their own.
     target.run_sql_script(
-        "CREATE TRIGGER sbtest.trap BEFORE DELETE ON sbtest.sbtest1 FOR EACH ROW \
+        "CREATE TRIGGER sbtest.trap BEFORE UPDATE ON sbtest.sbtest1 FOR EACH ROW \
          SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'trap';",
     )?;
     let mut a = applier(&target, cfg.clone()).await?;
@@ -262,5 +262,32 @@ async fn a_killed_target_server_loses_and_doubles_nothing() -> Result<()> {
     apply_with_restarts(&target, &frames).await?;
     assert_same(&src, &target, &TABLES).await?;
     assert_checksums(&src, &target, &TABLES).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_appliers_on_one_stream_cannot_both_apply() -> Result<()> {
+    let (src, target, frames) = workload(100, 64 << 10).await?;
+    let mut first = applier(&target, ApplyConfig::default()).await?;
+    let mut second = applier(&target, ApplyConfig::default()).await?;
+    Feed::new()?.apply(&mut first, &frames[0]).await?;
+    let err = match Feed::new()?.apply(&mut second, &frames[0]).await {
+        Err(e) => e,
+        Ok(outcome) => bail!("the second applier applied frame 0 again: {outcome:?}"),
+    };
+    ensure!(
+        matches!(
+            err.downcast_ref::<ApplyError>(),
+            Some(ApplyError::CheckpointMoved { .. })
+        ),
+        "{err:#}"
+    );
+    second.close().await;
+    let mut feed = Feed::new()?;
+    for f in &frames[1..] {
+        feed.apply(&mut first, f).await?;
+    }
+    first.close().await;
+    assert_same(&src, &target, &TABLES).await?;
     Ok(())
 }

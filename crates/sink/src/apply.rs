@@ -50,7 +50,9 @@ use crate::ddl::{DdlKind, DdlOutcome, DdlPolicies, DdlPolicy, DdlStatement, ALRE
 use crate::literal::push_quoted;
 use crate::plan::TablePlan;
 use crate::sql::{qualified, typed_first};
-use crate::stage::{careful, push_insert_tail, Batcher, Check, Limits, RowOp, StageError, Stmt};
+use crate::stage::{
+    careful, push_insert_tail, Batcher, Check, Cx, Limits, RowOp, StageError, Stmt,
+};
 
 /// What to do when the target does not hold what a change expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -867,8 +869,12 @@ impl Applier {
                         self.run_careful(stmt, run.section, section, batch, t, stats)
                             .await?;
                     } else {
+                        let cx = Cx {
+                            plans: &self.plans,
+                            sections: batch.sections(),
+                        };
                         self.batcher
-                            .admit(&self.plans, p, section, i, &mut self.stmts)
+                            .admit(cx, p, run.section, i, &mut self.stmts)
                             .map_err(|e| self.stage_error(p, e))?;
                         self.run_pending(batch, t, stats).await?;
                     }
@@ -882,7 +888,16 @@ impl Applier {
             self.apply_deferred(batch, first, stats).await?;
         }
         if !careful_mode {
-            self.batcher.flush_all(&self.plans, &mut self.stmts);
+            let cx = Cx {
+                plans: &self.plans,
+                sections: batch.sections(),
+            };
+            self.batcher.flush_all(cx, &mut self.stmts).map_err(|e| {
+                Failure::Fatal(ApplyError::BadChange {
+                    table: "-".to_string(),
+                    detail: e.to_string(),
+                })
+            })?;
             self.run_pending(batch, end.saturating_sub(1), stats)
                 .await?;
         }
@@ -919,34 +934,70 @@ impl Applier {
             gtid,
             position: position_json,
         };
-        let mut sql = format!(
-            "INSERT INTO {} (stream, seq, txns_applied, txns_in_frame, gtid, position) VALUES (",
-            self.checkpoint_table
-        )
-        .into_bytes();
-        sql.extend_from_slice(&self.stream_literal);
-        sql.extend_from_slice(
-            format!(
-                ",{},{},{},",
-                checkpoint.seq, checkpoint.txns_applied, checkpoint.txns_in_frame
-            )
-            .as_bytes(),
-        );
-        match &checkpoint.gtid {
-            Some(g) => push_quoted(&mut sql, g.as_bytes()),
+        // The first checkpoint of a stream is an INSERT, every later one an UPDATE of the
+        // row locked above: two appliers on one stream collide (duplicate key, or a lost
+        // row) instead of both applying a frame.
+        let mut sql = Vec::with_capacity(256 + checkpoint.position.len());
+        let gtid_literal = |sql: &mut Vec<u8>| match &checkpoint.gtid {
+            Some(g) => push_quoted(sql, g.as_bytes()),
             None => sql.extend_from_slice(b"NULL"),
+        };
+        let first_checkpoint = self.checkpoint.is_none();
+        if first_checkpoint {
+            sql.extend_from_slice(
+                format!(
+                    "INSERT INTO {} (stream, seq, txns_applied, txns_in_frame, gtid, position) \
+                     VALUES (",
+                    self.checkpoint_table
+                )
+                .as_bytes(),
+            );
+            sql.extend_from_slice(&self.stream_literal);
+            sql.extend_from_slice(
+                format!(
+                    ",{},{},{},",
+                    checkpoint.seq, checkpoint.txns_applied, checkpoint.txns_in_frame
+                )
+                .as_bytes(),
+            );
+            gtid_literal(&mut sql);
+            sql.push(b',');
+            push_quoted(&mut sql, checkpoint.position.as_bytes());
+            sql.push(b')');
+        } else {
+            sql.extend_from_slice(
+                format!(
+                    "UPDATE {} SET seq = {}, txns_applied = {}, txns_in_frame = {}, gtid = ",
+                    self.checkpoint_table,
+                    checkpoint.seq,
+                    checkpoint.txns_applied,
+                    checkpoint.txns_in_frame
+                )
+                .as_bytes(),
+            );
+            gtid_literal(&mut sql);
+            sql.extend_from_slice(b", position = ");
+            push_quoted(&mut sql, checkpoint.position.as_bytes());
+            sql.extend_from_slice(b", updated_at = CURRENT_TIMESTAMP(6) WHERE stream = ");
+            sql.extend_from_slice(&self.stream_literal);
         }
-        sql.push(b',');
-        push_quoted(&mut sql, checkpoint.position.as_bytes());
-        sql.extend_from_slice(
-            b") ON DUPLICATE KEY UPDATE seq = VALUES(seq), txns_applied = VALUES(txns_applied), \
-              txns_in_frame = VALUES(txns_in_frame), gtid = VALUES(gtid), \
-              position = VALUES(position), updated_at = CURRENT_TIMESTAMP(6)",
-        );
-        self.conn
-            .query_drop(&sql[..])
-            .await
-            .map_err(|source| self.classify(source, "-", "writing the checkpoint", batch, first))?;
+        let moved = |found: &str| {
+            Failure::Fatal(ApplyError::CheckpointMoved {
+                stream: self.cfg.stream.clone(),
+                expected: "the row this applier read".to_string(),
+                found: found.to_string(),
+            })
+        };
+        match self.conn.query_drop(&sql[..]).await {
+            Ok(()) if first_checkpoint || self.conn.affected_rows() == 1 => {}
+            Ok(()) => return Err(moved("no row")),
+            Err(e) if server_code(&e) == Some(ER_DUP_ENTRY) => {
+                return Err(moved("a row written by another applier"))
+            }
+            Err(source) => {
+                return Err(self.classify(source, "-", "writing the checkpoint", batch, first))
+            }
+        }
         self.conn
             .query_drop("COMMIT")
             .await
@@ -1036,15 +1087,24 @@ impl Applier {
             match self.conn.query_drop(&stmt.sql[..]).await {
                 Ok(()) => {
                     let affected = self.conn.affected_rows();
-                    let expected = match stmt.check {
-                        Check::Rows(n) => n,
-                        Check::Upserts(n) => 2 * n,
+                    let as_expected = match stmt.check {
+                        Check::Rows(n) => affected == n,
+                        // One row: 2 when it was found and changed (1 would also mean
+                        // found unchanged, which only careful mode can tell apart).
+                        Check::Upserts(1) => affected == 2,
+                        // Several rows: the server's "Records: n  Duplicates: d" says how
+                        // many found their row (with CLIENT_FOUND_ROWS, changed or not).
+                        Check::Upserts(n) => {
+                            duplicates(&self.conn.info()) == Some(n) && affected >= n
+                        }
                     };
-                    if affected != expected {
+                    if !as_expected {
                         result = Err(Failure::Anomaly);
                         break;
                     }
-                    stats.count_rows(stmt.op, stmt.changes);
+                    stats.count_rows(stmt.op, stmt.changes - stmt.merged);
+                    stats.count_rows(Op::Delete, stmt.merged);
+                    stats.count_rows(Op::Insert, stmt.merged);
                     stats.statements += 1;
                     stats.sql_bytes += stmt.sql.len() as u64;
                     done += 1;
@@ -1379,6 +1439,18 @@ impl Applier {
     }
 }
 
+/// The `Duplicates: d` of a multi-row INSERT's info message ("Records: 3  Duplicates: 2
+/// Warnings: 0"): with `CLIENT_FOUND_ROWS`, the rows of an `ON DUPLICATE KEY UPDATE` that
+/// found their row.
+fn duplicates(info: &str) -> Option<u64> {
+    let rest = &info[info.find("Duplicates:")? + "Duplicates:".len()..];
+    let digits = rest.trim_start();
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    digits[..end].parse().ok()
+}
+
 /// `GTID 0-1-5, binlog.000002:1234` for transaction `t` of `batch` (or the batch's range
 /// for a compacted one).
 pub(crate) fn position_text(batch: &ChangeBatch, t: u32) -> String {
@@ -1403,5 +1475,24 @@ pub(crate) fn position_text(batch: &ChangeBatch, t: u32) -> String {
             }
         }
         None => format!("after {}", batch.start()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::duplicates;
+
+    #[test]
+    fn duplicates_come_from_the_insert_info() {
+        assert_eq!(
+            duplicates("Records: 3  Duplicates: 2  Warnings: 0"),
+            Some(2)
+        );
+        assert_eq!(
+            duplicates("Records: 3  Duplicates: 0  Warnings: 1"),
+            Some(0)
+        );
+        assert_eq!(duplicates(""), None);
+        assert_eq!(duplicates("Duplicates: x"), None);
     }
 }

@@ -18,6 +18,11 @@
 //! generation). The number of statements thus grows with how often one row repeats in a
 //! transaction, not with how many rows repeat.
 //!
+//! A delete followed, in the same generation, by an insert of the same key that carries
+//! every column becomes one upsert of the whole row (an update in place rather than a
+//! removal and an insertion); the upsert must find the row, so a missing one is still
+//! noticed.
+//!
 //! Where rows do not commute: through secondary UNIQUE keys, deletes first and inserts last
 //! never create a duplicate the source did not have, but reordered updates could, so a
 //! table with secondary UNIQUE keys only ever appends to its latest generation (changes
@@ -28,10 +33,11 @@
 //! (below).
 //!
 //! # What is checked
-//! Every statement carries the row count it must affect (with `CLIENT_FOUND_ROWS`: inserts
-//! and deletes 1 per row, upserts 2 per updated row). Any other count, or a duplicate-key
-//! error, means the target differs from what the batch expects (a conflict) or the
-//! optimistic reordering met a case it could not see; the applier then rolls the target
+//! Every statement carries the row count it must affect: inserts and deletes 1 per row;
+//! an upsert must find every one of its rows (the server's `Duplicates:` count, with
+//! `CLIENT_FOUND_ROWS`; 2 affected rows for a single-row upsert). Any other count, or a
+//! duplicate-key error, means the target differs from what the batch expects (a conflict)
+//! or the optimistic reordering met a case it could not see; the applier then rolls the target
 //! transaction back and replays it one statement per change in source order ("careful"
 //! mode), where conflicts are named and handled by policy.
 //!
@@ -87,6 +93,15 @@ pub(crate) struct Stmt {
     pub op: Op,
     /// Row changes the statement carries.
     pub changes: u64,
+    /// Of those, upserts that stand for a delete and an insert each.
+    pub merged: u64,
+}
+
+/// What the batcher reads from: the table plans and the batch's sections.
+#[derive(Clone, Copy)]
+pub(crate) struct Cx<'a> {
+    pub plans: &'a [TablePlan],
+    pub sections: &'a [TableSection],
 }
 
 /// Limits on pending statements.
@@ -111,19 +126,25 @@ struct Mark {
     stages: u8,
     /// Its update group there, if it has one.
     update_group: u16,
+    /// Its entry in the generation's pending deletes, if it has one.
+    delete: u32,
 }
 
 #[derive(Debug, Default)]
 struct Group {
     sql: Vec<u8>,
     rows: u64,
+    /// Rows that stand for a delete and an insert (see `merge_reinsert`).
+    merged: u64,
     /// Batch columns the rows carry (bitmask): the group's column list.
     sig: Vec<u64>,
 }
 
 #[derive(Debug, Default)]
 struct Generation {
-    delete: Group,
+    /// Deletes as (section, change), written out when the generation runs: a delete
+    /// followed by an insert of the same whole row becomes one upsert instead (`None`).
+    deletes: Vec<Option<(u32, u32)>>,
     updates: Vec<Group>,
     inserts: Vec<Group>,
 }
@@ -236,8 +257,7 @@ impl Batcher {
             t.dirty = false;
             t.update_floor = 0;
             for g in &mut t.gens[..t.used] {
-                bufs.push(std::mem::take(&mut g.delete.sql));
-                g.delete.rows = 0;
+                g.deletes.clear();
                 for grp in g.updates.drain(..).chain(g.inserts.drain(..)) {
                     bufs.push(grp.sql);
                 }
@@ -252,20 +272,22 @@ impl Batcher {
         self.pending_bytes = 0;
     }
 
-    /// Adds change `i` of `section` (planned by `plans[p]`), appending to `out` whatever
-    /// statements must run before it or are full.
+    /// Adds change `i` of section `s` (planned by `plans[p]`), appending to `out`
+    /// whatever statements must run before it or are full.
     pub fn admit(
         &mut self,
-        plans: &[TablePlan],
+        cx: Cx<'_>,
         p: usize,
-        section: &TableSection,
+        s: u32,
         i: usize,
         out: &mut Vec<Stmt>,
     ) -> Result<(), StageError> {
+        let plans = cx.plans;
         if self.tables.len() < plans.len() {
             self.tables.resize_with(plans.len(), TableState::default);
         }
         let plan = &plans[p];
+        let section = &cx.sections[s as usize];
         let ch = section.change(i);
         let (before, after) = images(&ch)?;
         match ch.op {
@@ -276,13 +298,18 @@ impl Batcher {
                 } else {
                     None
                 };
+                if let Some(h) = hash {
+                    if self.merge_reinsert(cx, p, h, &after, out)? {
+                        return Ok(());
+                    }
+                }
                 self.signature(plan, &after, false);
-                let (g, grp) = self.place(plans, p, hash, Stage::Insert, out);
+                let (g, grp) = self.place(cx, p, hash, Stage::Insert, out)?;
                 let start = self.tables[p].gens[g].inserts[grp].sql.len();
                 let group = &mut self.tables[p].gens[g].inserts[grp];
                 plan_row(plan, &after, &mut group.sql)?;
                 group.rows += 1;
-                self.after_add(plans, p, g, Stage::Insert, grp, start, out);
+                self.after_add(cx, p, g, Stage::Insert, grp, start, out)?;
             }
             Op::Delete => {
                 let before = before.ok_or(StageError::NoImage("delete"))?;
@@ -292,19 +319,20 @@ impl Batcher {
                     None
                 };
                 let Some(h) = hash else {
-                    self.flush_table(plans, p, out);
+                    self.flush_table(cx, p, out)?;
                     out.push(careful(plans, p, section, i, self.buffer())?);
                     return Ok(());
                 };
-                let (g, _) = self.place(plans, p, Some(h), Stage::Delete, out);
-                let group = &mut self.tables[p].gens[g].delete;
-                let start = group.sql.len();
-                if group.rows > 0 {
-                    group.sql.push(b',');
+                let (g, _) = self.place(cx, p, Some(h), Stage::Delete, out)?;
+                let t = &mut self.tables[p];
+                let deletes = &mut t.gens[g].deletes;
+                deletes.push(Some((s, i as u32)));
+                if let Some(m) = t.keys.get_mut(&h) {
+                    m.delete = (deletes.len() - 1) as u32;
                 }
-                plan.push_key_tuple(&mut group.sql, &before)?;
-                group.rows += 1;
-                self.after_add(plans, p, g, Stage::Delete, 0, start, out);
+                // Roughly what the key will take in the statement.
+                self.pending_bytes += 16;
+                self.after_add(cx, p, g, Stage::Delete, 0, 0, out)?;
             }
             Op::Update => {
                 let (before, after) = match (before, after) {
@@ -319,7 +347,7 @@ impl Batcher {
                 let Some(h) = hash.filter(|_| !plan.plain_updates) else {
                     // Keyless, key-changing, or a table whose updates must be plain
                     // UPDATEs: one statement, after everything pending for the table.
-                    self.flush_table(plans, p, out);
+                    self.flush_table(cx, p, out)?;
                     out.push(careful(plans, p, section, i, self.buffer())?);
                     return Ok(());
                 };
@@ -327,12 +355,12 @@ impl Batcher {
                     // Nothing but the key: the update changes nothing the target stores.
                     return Ok(());
                 }
-                let (g, grp) = self.place(plans, p, Some(h), Stage::Update, out);
+                let (g, grp) = self.place(cx, p, Some(h), Stage::Update, out)?;
                 let group = &mut self.tables[p].gens[g].updates[grp];
                 let start = group.sql.len();
                 plan_upsert_row(plan, &before, &after, &mut group.sql)?;
                 group.rows += 1;
-                self.after_add(plans, p, g, Stage::Update, grp, start, out);
+                self.after_add(cx, p, g, Stage::Update, grp, start, out)?;
             }
         }
         Ok(())
@@ -343,12 +371,13 @@ impl Batcher {
     /// The current signature is `self.sig`.
     fn place(
         &mut self,
-        plans: &[TablePlan],
+        cx: Cx<'_>,
         p: usize,
         h: Option<u64>,
         stage: Stage,
         out: &mut Vec<Stmt>,
-    ) -> (usize, usize) {
+    ) -> Result<(usize, usize), StageError> {
+        let plans = cx.plans;
         let plan = &plans[p];
         let t = &self.tables[p];
         let last = t.used.saturating_sub(1);
@@ -388,7 +417,7 @@ impl Batcher {
             }
         }
         if g >= MAX_GENERATIONS {
-            self.flush_table(plans, p, out);
+            self.flush_table(cx, p, out)?;
             g = 0;
         }
         let grp = self.open(plans, p, g, stage);
@@ -397,24 +426,66 @@ impl Batcher {
             t.update_floor = g;
         }
         if let Some(h) = h {
-            let m = t.keys.entry(h).or_insert(Mark {
+            let fresh = Mark {
                 generation: g as u16,
                 stages: 0,
                 update_group: 0,
-            });
+                delete: 0,
+            };
+            let m = t.keys.entry(h).or_insert(fresh);
             if usize::from(m.generation) != g {
-                *m = Mark {
-                    generation: g as u16,
-                    stages: 0,
-                    update_group: 0,
-                };
+                *m = fresh;
             }
             m.stages |= stage.bit();
             if stage == Stage::Update {
                 m.update_group = grp as u16;
             }
         }
-        (g, grp)
+        Ok((g, grp))
+    }
+
+    /// An insert of row `h` that was deleted in the same generation, carrying every column
+    /// the target stores, becomes one upsert of the whole row in place of the delete and
+    /// the insert: the engine updates the row where it is instead of removing it and
+    /// adding it back. The upsert must find the row (2 affected rows); if it did not exist,
+    /// the count says so and careful mode reports the missing delete.
+    fn merge_reinsert(
+        &mut self,
+        cx: Cx<'_>,
+        p: usize,
+        h: u64,
+        after: &Image<'_>,
+        out: &mut Vec<Stmt>,
+    ) -> Result<bool, StageError> {
+        let plan = &cx.plans[p];
+        let Some(m) = self.tables[p].keys.get(&h).copied() else {
+            return Ok(false);
+        };
+        let whole_row = after.values().filter(|&(c, _)| !plan.cols[c].skip).count()
+            == plan.writable_target_columns;
+        if m.stages != STAGE_DELETE || plan.ordered_updates || !whole_row {
+            return Ok(false);
+        }
+        let g = usize::from(m.generation);
+        if !self.signature(plan, after, true) {
+            return Ok(false);
+        }
+        let grp = self.open(cx.plans, p, g, Stage::Update);
+        let t = &mut self.tables[p];
+        if let Some(slot) = t.gens[g].deletes.get_mut(m.delete as usize) {
+            *slot = None;
+        }
+        let group = &mut t.gens[g].updates[grp];
+        let start = group.sql.len();
+        plan_upsert_row(plan, after, after, &mut group.sql)?;
+        group.rows += 1;
+        group.merged += 1;
+        if let Some(m) = t.keys.get_mut(&h) {
+            m.stages = STAGE_DELETE | STAGE_UPDATE | STAGE_INSERT;
+            m.update_group = grp as u16;
+        }
+        self.after_add(cx, p, g, Stage::Update, grp, start, out)?;
+        Ok(true)
     }
 
     /// Opens generation `g` of table `p` (and those before it) and the group of `stage`
@@ -433,22 +504,7 @@ impl Batcher {
             t.used += 1;
         }
         match stage {
-            Stage::Delete => {
-                if self.tables[p].gens[g].delete.sql.is_empty() {
-                    let mut sql = self.buffer();
-                    sql.extend_from_slice(b"DELETE FROM ");
-                    sql.extend_from_slice(plan.quoted.as_bytes());
-                    sql.extend_from_slice(b" WHERE ");
-                    if plan.key.len() == 1 {
-                        sql.extend_from_slice(plan.cols[plan.key[0]].quoted.as_bytes());
-                    } else {
-                        plan.push_column_list(&mut sql, plan.key.iter().copied());
-                    }
-                    sql.extend_from_slice(b" IN (");
-                    self.tables[p].gens[g].delete.sql = sql;
-                }
-                0
-            }
+            Stage::Delete => 0,
             Stage::Update | Stage::Insert => {
                 let gen = &self.tables[p].gens[g];
                 let groups = if stage == Stage::Update {
@@ -476,6 +532,7 @@ impl Batcher {
                 let group = Group {
                     sql,
                     rows: 0,
+                    merged: 0,
                     sig: self.sig.clone(),
                 };
                 let gen = &mut self.tables[p].gens[g];
@@ -511,44 +568,55 @@ impl Batcher {
     #[allow(clippy::too_many_arguments)]
     fn after_add(
         &mut self,
-        plans: &[TablePlan],
+        cx: Cx<'_>,
         p: usize,
         g: usize,
         stage: Stage,
         grp: usize,
         start: usize,
         out: &mut Vec<Stmt>,
-    ) {
+    ) -> Result<(), StageError> {
         let gen = &self.tables[p].gens[g];
         let len = match stage {
-            Stage::Delete => gen.delete.sql.len(),
+            // Keys are about 16 bytes each; the statement is written when it runs.
+            Stage::Delete => gen.deletes.len() * 16,
             Stage::Update => gen.updates[grp].sql.len(),
             Stage::Insert => gen.inserts[grp].sql.len(),
         };
-        self.pending_bytes += len.saturating_sub(start);
-        if len >= self.limits.max_statement_bytes {
-            self.flush_table(plans, p, out);
-        } else if self.pending_bytes >= self.limits.max_pending_bytes {
-            self.flush_all(plans, out);
+        if stage != Stage::Delete {
+            self.pending_bytes += len.saturating_sub(start);
         }
+        if len >= self.limits.max_statement_bytes {
+            self.flush_table(cx, p, out)?;
+        } else if self.pending_bytes >= self.limits.max_pending_bytes {
+            self.flush_all(cx, out)?;
+        }
+        Ok(())
     }
 
     /// Emits every pending statement, table by table.
-    pub fn flush_all(&mut self, plans: &[TablePlan], out: &mut Vec<Stmt>) {
+    pub fn flush_all(&mut self, cx: Cx<'_>, out: &mut Vec<Stmt>) -> Result<(), StageError> {
         for p in std::mem::take(&mut self.dirty) {
             self.tables[p].dirty = true;
-            self.flush_table(plans, p, out);
+            self.flush_table(cx, p, out)?;
         }
         self.pending_bytes = 0;
+        Ok(())
     }
 
     /// Emits table `p`'s pending statements, generation by generation: the delete, the
     /// update groups, the inserts.
-    pub fn flush_table(&mut self, plans: &[TablePlan], p: usize, out: &mut Vec<Stmt>) {
+    pub fn flush_table(
+        &mut self,
+        cx: Cx<'_>,
+        p: usize,
+        out: &mut Vec<Stmt>,
+    ) -> Result<(), StageError> {
         if p >= self.tables.len() || !self.tables[p].dirty {
-            return;
+            return Ok(());
         }
-        let plan = &plans[p];
+        let plan = &cx.plans[p];
+        let mut delete_sql = self.buffer();
         let t = &mut self.tables[p];
         t.dirty = false;
         t.keys.clear();
@@ -556,22 +624,43 @@ impl Batcher {
         let mut flushed = 0;
         let mut spare = Vec::new();
         for gen in &mut t.gens[..t.used] {
-            let mut delete = std::mem::take(&mut gen.delete);
-            if delete.rows > 0 {
-                delete.sql.push(b')');
-                flushed += delete.sql.len();
+            let rows = gen.deletes.iter().flatten().count() as u64;
+            if rows > 0 {
+                let mut sql = std::mem::take(&mut delete_sql);
+                sql.extend_from_slice(b"DELETE FROM ");
+                sql.extend_from_slice(plan.quoted.as_bytes());
+                sql.extend_from_slice(b" WHERE ");
+                if plan.key.len() == 1 {
+                    sql.extend_from_slice(plan.cols[plan.key[0]].quoted.as_bytes());
+                } else {
+                    plan.push_column_list(&mut sql, plan.key.iter().copied());
+                }
+                sql.extend_from_slice(b" IN (");
+                for (n, &(s, i)) in gen.deletes.iter().flatten().enumerate() {
+                    if n > 0 {
+                        sql.push(b',');
+                    }
+                    let before = cx.sections[s as usize]
+                        .change(i as usize)
+                        .before
+                        .ok_or(StageError::NoImage("delete"))?;
+                    plan.push_key_tuple(&mut sql, &before)?;
+                }
+                sql.push(b')');
+                flushed += rows as usize * 16;
                 out.push(Stmt {
-                    sql: delete.sql,
+                    sql,
                     plan: p,
-                    check: Check::Rows(delete.rows),
+                    check: Check::Rows(rows),
                     probe: None,
                     row: None,
                     op: Op::Delete,
-                    changes: delete.rows,
+                    changes: rows,
+                    merged: 0,
                 });
-            } else if delete.sql.capacity() > 0 {
-                spare.push(delete.sql);
+                delete_sql = spare.pop().unwrap_or_default();
             }
+            gen.deletes.clear();
             for mut grp in gen.updates.drain(..) {
                 if grp.rows == 0 {
                     spare.push(grp.sql);
@@ -603,6 +692,7 @@ impl Batcher {
                     row: None,
                     op: Op::Update,
                     changes: grp.rows,
+                    merged: grp.merged,
                 });
             }
             for mut grp in gen.inserts.drain(..) {
@@ -620,17 +710,22 @@ impl Batcher {
                     row: None,
                     op: Op::Insert,
                     changes: grp.rows,
+                    merged: 0,
                 });
             }
         }
         t.used = 0;
         self.pending_bytes = self.pending_bytes.saturating_sub(flushed);
+        spare.push(delete_sql);
         for b in spare {
-            self.recycle(b);
+            if b.capacity() > 0 {
+                self.recycle(b);
+            }
         }
         if let Some(pos) = self.dirty.iter().position(|&d| d == p) {
             self.dirty.remove(pos);
         }
+        Ok(())
     }
 }
 
@@ -762,6 +857,7 @@ pub(crate) fn careful(
         row: Some((op, i)),
         op: ch.op,
         changes: 1,
+        merged: 0,
     })
 }
 
@@ -871,15 +967,18 @@ mod tests {
             max_pending_bytes: 1 << 20,
         });
         let mut out = Vec::new();
+        let cx = Cx {
+            plans: &plans,
+            sections: b.sections(),
+        };
         for run in b.runs() {
-            let sec = &b.sections()[run.section as usize];
             for i in run.first..run.first + run.len {
                 batcher
-                    .admit(&plans, 0, sec, i as usize, &mut out)
+                    .admit(cx, 0, run.section, i as usize, &mut out)
                     .expect("admit");
             }
         }
-        batcher.flush_all(&plans, &mut out);
+        batcher.flush_all(cx, &mut out).expect("flush");
         out.iter()
             .map(|s| String::from_utf8_lossy(&s.sql).into_owned())
             .collect()
@@ -905,13 +1004,31 @@ mod tests {
                 ],
             ],
         );
+        // Rows 3 and 5 are deleted and inserted whole again: one upsert each.
         assert_eq!(
             got,
             [
-                format!("DELETE FROM {T} WHERE `id` IN (3,5)"),
                 format!("INSERT INTO {T} (`id`,`k`) VALUES (1,10),(4,40) ON DUPLICATE KEY UPDATE `k`=VALUES(`k`)"),
                 format!("INSERT INTO {T} (`id`,`c`) VALUES (2,20) ON DUPLICATE KEY UPDATE `c`=VALUES(`c`)"),
-                format!("INSERT INTO {T} (`id`,`k`,`c`) VALUES (3,0,0),(5,1,1)"),
+                format!("INSERT INTO {T} (`id`,`k`,`c`) VALUES (3,0,0),(5,1,1) ON DUPLICATE KEY UPDATE `k`=VALUES(`k`),`c`=VALUES(`c`)"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_partial_reinsert_stays_a_delete_and_an_insert() {
+        let got = statements(
+            true,
+            &[&[
+                (Op::Delete, &[(0, 3)], &[]),
+                (Op::Insert, &[], &[(0, 3), (1, 0)]),
+            ]],
+        );
+        assert_eq!(
+            got,
+            [
+                format!("DELETE FROM {T} WHERE `id` IN (3)"),
+                format!("INSERT INTO {T} (`id`,`k`) VALUES (3,0)"),
             ]
         );
     }
@@ -935,10 +1052,10 @@ mod tests {
             got,
             [
                 format!("INSERT INTO {T} (`id`,`k`,`c`) VALUES (1,0,0),(2,0,0)"),
-                // Both updates of row 1 in one group, in order.
+                // Both updates of row 1 in one group, in order; then its delete and whole
+                // insert, as one upsert.
                 format!("INSERT INTO {T} (`id`,`k`) VALUES (1,5),(1,6) ON DUPLICATE KEY UPDATE `k`=VALUES(`k`)"),
-                format!("DELETE FROM {T} WHERE `id` IN (1)"),
-                format!("INSERT INTO {T} (`id`,`k`,`c`) VALUES (1,9,9)"),
+                format!("INSERT INTO {T} (`id`,`k`,`c`) VALUES (1,9,9) ON DUPLICATE KEY UPDATE `k`=VALUES(`k`),`c`=VALUES(`c`)"),
             ]
         );
     }

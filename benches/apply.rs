@@ -1,0 +1,325 @@
+//! Catch-up of a sysbench `oltp_write_only` backlog into a target: outflow's applier next
+//! to native MariaDB replication (one SQL thread, and 4 optimistic parallel threads) and
+//! to `mariadb-binlog | mariadb` (BINLOG-statement replay), in the same run, on the same
+//! backlog, each target starting from the same state. Prints a table with ratios.
+//!
+//! Run with `cargo bench --bench apply`. Environment:
+//! - `OUTFLOW_BENCH_APPLY_EVENTS`: sysbench transactions in the backlog (default 100,000;
+//!   the issue's reference figure, 177,950 transactions, is 180000);
+//! - `OUTFLOW_BENCH_APPLY_FRAME_MB`: binlog MiB per frame (default 16, catch-up batches;
+//!   1 is the streaming default).
+//!
+//! Why not the decode bench's cached binlog: it holds the workload only, and a replica
+//! needs the state the workload started from. So the run builds it: a source gets the
+//! sysbench `prepare` (4 tables of 100,000 rows, as in `support`), every target follows it
+//! as a native replica, then the replicas stop and the targets leave, and the source runs
+//! the workload into fresh binlog files: the backlog.
+//!
+//! What is timed:
+//! - outflow: decoding each frame and applying it (the sink's whole work); making the
+//!   frames from the binlog (the source side's work) is timed apart and not included;
+//! - native: `START SLAVE` until the replica's `gtid_slave_pos` covers the source's
+//!   binlog position (the kit's `wait_caught_up`, polling every 20 ms);
+//! - replay: `mariadb-binlog FILES | mariadb` from start to exit.
+//!
+//! Every server has the kit's defaults (`innodb_flush_log_at_trx_commit=2`, `sync_binlog=0`)
+//! and a 512 MB buffer pool. The outflow and replay targets run without a binlog, as the
+//! replicas do not log what they apply (`log_slave_updates` off). Afterwards each target's
+//! tables are checksum-compared with the source's. The applier's heap allocations are
+//! counted during its timed pass and printed per row change.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use outflow_binlog::walk::Walker;
+use outflow_codec::{Decoder, Limits, Pipeline, PipelineConfig};
+use outflow_core::ChangeBatch;
+use outflow_sink::{Applier, ApplyConfig};
+use outflow_testkit::{
+    replicate, wait_caught_up, ParallelMode, ReplicationOpts, Server, ServerConfig, Sysbench,
+    Workload,
+};
+
+struct CountingAlloc;
+
+static COUNT_ALLOCS: AtomicBool = AtomicBool::new(false);
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every call goes unchanged to the system allocator; the additions are atomic
+// operations on statics, which neither allocate nor touch the memory handed out.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNT_ALLOCS.load(Ordering::Relaxed) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNT_ALLOCS.load(Ordering::Relaxed) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+const TABLES: [&str; 4] = [
+    "sbtest.sbtest1",
+    "sbtest.sbtest2",
+    "sbtest.sbtest3",
+    "sbtest.sbtest4",
+];
+
+/// Transactions per sysbench run (fresh seed each), as in `support`.
+const BATCH_EVENTS: u64 = 20_000;
+
+fn env_u64(name: &str, default: u64) -> Result<u64> {
+    match std::env::var(name) {
+        Ok(v) => v.parse().with_context(|| format!("{name}={v:?}")),
+        Err(_) => Ok(default),
+    }
+}
+
+fn config() -> ServerConfig {
+    ServerConfig::new()
+        .option("tmpdir", ".")
+        .max_binlog_size(1 << 30)
+        .option("innodb_buffer_pool_size", "512M")
+        .option("innodb_log_file_size", "256M")
+}
+
+struct Row {
+    name: String,
+    secs: f64,
+}
+
+fn main() -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(run())
+}
+
+async fn run() -> Result<()> {
+    let events = env_u64("OUTFLOW_BENCH_APPLY_EVENTS", 100_000)?;
+    let frame_mb = env_u64("OUTFLOW_BENCH_APPLY_FRAME_MB", 16)?;
+
+    let source = Server::start(config().binlog_row_metadata(outflow_testkit::RowMetadata::Full))?;
+    let native1 = Server::start(config().slave_parallel_threads(0))?;
+    let native4 = Server::start(
+        config()
+            .slave_parallel_threads(4)
+            .slave_parallel_mode(ParallelMode::Optimistic),
+    )?;
+    let outflow = Server::start(config().log_bin(false))?;
+    let replay = Server::start(config().log_bin(false))?;
+    let all = [&native1, &native4, &outflow, &replay];
+
+    println!("preparing: sysbench prepare, 4 tables x 100,000 rows, followed by every target");
+    let t = Instant::now();
+    for r in all {
+        replicate(&source, r, ReplicationOpts::default()).await?;
+    }
+    let bench = Sysbench::new(Workload::OltpWriteOnly)
+        .tables(4)
+        .table_size(100_000)
+        .threads(4);
+    bench.prepare(&source)?;
+    for r in all {
+        wait_caught_up(&source, r, Duration::from_secs(600)).await?;
+        r.exec("STOP SLAVE").await?;
+    }
+    for r in [&outflow, &replay] {
+        r.exec("RESET SLAVE ALL").await?;
+    }
+    println!("  {:.1} s", t.elapsed().as_secs_f64());
+
+    source.flush_binary_logs().await?;
+    let first = source
+        .binlog_files()?
+        .pop()
+        .context("no binlog after FLUSH")?;
+    println!("backlog: sysbench oltp_write_only, {events} transactions, 4 threads");
+    let t = Instant::now();
+    let mut done = 0;
+    let mut seed = 0;
+    while done < events {
+        seed += 1;
+        let n = BATCH_EVENTS.min(events - done);
+        Sysbench {
+            rand_seed: seed,
+            events: Some(n),
+            ..bench.clone()
+        }
+        .run(&source)?;
+        done += n;
+    }
+    source.flush_binary_logs().await?;
+    let files = source.binlog_files()?;
+    let start = files
+        .iter()
+        .position(|f| *f == first)
+        .context("workload binlog gone")?;
+    let backlog: Vec<PathBuf> = files[start..files.len() - 1].to_vec();
+    let binlog_bytes: u64 = backlog
+        .iter()
+        .map(|f| std::fs::metadata(f).map(|m| m.len()))
+        .sum::<std::io::Result<u64>>()?;
+    println!(
+        "  {:.1} s, {:.1} MB of binlog in {} files",
+        t.elapsed().as_secs_f64(),
+        binlog_bytes as f64 / 1e6,
+        backlog.len()
+    );
+
+    // The source side's work, not timed with the apply.
+    let t = Instant::now();
+    let mut pipeline = Pipeline::new(PipelineConfig {
+        batch_bytes: frame_mb << 20,
+        ..PipelineConfig::default()
+    })?;
+    let mut walker = Walker::new();
+    for f in &backlog {
+        pipeline.set_file(&f.file_name().context("name")?.to_string_lossy());
+        outflow::inspect::walk_file(f, &mut walker, &mut pipeline)?;
+    }
+    pipeline.flush()?;
+    let mut frames = Vec::new();
+    pipeline.drain_frames(|f| frames.push(f.to_vec()));
+    let stats = pipeline.stats().clone();
+    let (txns, rows) = (stats.transactions, stats.rows_in);
+    println!(
+        "frames: {} of {frame_mb} MiB binlog each, {:.1} MB on the wire, {txns} transactions, \
+         {rows} row changes; made in {:.1} s (source side, not in the figures below)",
+        frames.len(),
+        stats.wire_bytes as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    );
+
+    let mut results = Vec::new();
+
+    // outflow
+    let mut applier = Applier::connect(outflow.opts(), ApplyConfig::default()).await?;
+    let mut decoder = Decoder::new(Limits::default())?;
+    let mut batch = ChangeBatch::default();
+    ALLOCS.store(0, Ordering::Relaxed);
+    COUNT_ALLOCS.store(true, Ordering::Relaxed);
+    let t = Instant::now();
+    for f in &frames {
+        let header = decoder.decode(f, &mut batch)?;
+        applier.apply(header.sequence, &batch).await?;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    COUNT_ALLOCS.store(false, Ordering::Relaxed);
+    let allocs = ALLOCS.load(Ordering::Relaxed);
+    let s = *applier.stats();
+    applier.close().await;
+    results.push(Row {
+        name: format!("outflow ({frame_mb} MiB frames)"),
+        secs,
+    });
+    println!(
+        "outflow: {} target commits, {} statements ({:.1} changes each), {} careful replays, \
+         {:.1} MB of SQL, {:.2} heap allocations per row change",
+        s.commits,
+        s.statements,
+        (s.inserted + s.updated + s.deleted) as f64 / s.statements.max(1) as f64,
+        s.careful_replays,
+        s.sql_bytes as f64 / 1e6,
+        allocs as f64 / rows.max(1) as f64
+    );
+
+    // Native replication, one replica at a time.
+    for (name, r) in [
+        ("native replica, 1 SQL thread", &native1),
+        ("native replica, 4 parallel threads", &native4),
+    ] {
+        let t = Instant::now();
+        r.exec("START SLAVE").await?;
+        wait_caught_up(&source, r, Duration::from_secs(3600)).await?;
+        results.push(Row {
+            name: name.to_string(),
+            secs: t.elapsed().as_secs_f64(),
+        });
+    }
+
+    // BINLOG-statement replay.
+    let t = Instant::now();
+    let mut dump = Command::new("mariadb-binlog")
+        .arg("--no-defaults")
+        .args(&backlog)
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting mariadb-binlog")?;
+    let status = Command::new("mariadb")
+        .arg("--no-defaults")
+        .arg(format!("--socket={}", replay.socket_path().display()))
+        .arg("--user=root")
+        .stdin(dump.stdout.take().context("mariadb-binlog stdout")?)
+        .status()
+        .context("running mariadb")?;
+    ensure!(
+        dump.wait()?.success() && status.success(),
+        "binlog replay failed"
+    );
+    results.push(Row {
+        name: "mariadb-binlog | mariadb (BINLOG replay)".to_string(),
+        secs: t.elapsed().as_secs_f64(),
+    });
+
+    for (name, server) in [
+        ("outflow", &outflow),
+        ("native 1", &native1),
+        ("native 4", &native4),
+        ("replay", &replay),
+    ] {
+        for table in TABLES {
+            let (a, b) = (
+                source.checksum_table(table).await?,
+                server.checksum_table(table).await?,
+            );
+            ensure!(
+                a == b,
+                "{name}: {table} differs from the source ({a} != {b})"
+            );
+        }
+    }
+    println!("every target's tables are CHECKSUM TABLE-equal to the source's\n");
+
+    let reference = |name: &str| {
+        results
+            .iter()
+            .find(|r| r.name.starts_with(name))
+            .map(|r| r.secs)
+    };
+    let (one, four) = (
+        reference("native replica, 1").unwrap_or(f64::NAN),
+        reference("native replica, 4").unwrap_or(f64::NAN),
+    );
+    println!(
+        "{:<42} {:>8} {:>10} {:>11} {:>9} {:>9}",
+        "catch-up", "seconds", "txn/s", "rows/s", "vs 1 thr", "vs 4 thr"
+    );
+    for r in &results {
+        println!(
+            "{:<42} {:>8.2} {:>10.0} {:>11.0} {:>8.2}x {:>8.2}x",
+            r.name,
+            r.secs,
+            txns as f64 / r.secs,
+            rows as f64 / r.secs,
+            one / r.secs,
+            four / r.secs
+        );
+    }
+    Ok(())
+}
