@@ -110,6 +110,10 @@ pub struct ConnectOptions {
     pub max_event: usize,
     /// End the stream at the current end of the binlog instead of waiting for more.
     pub non_blocking: bool,
+    /// MariaDB: also stream ANNOTATE_ROWS events (the statement text before its row
+    /// events). Off by default: change capture does not need them, and a workload of small
+    /// transactions has one per row event.
+    pub annotate_rows: bool,
     /// Host name shown by `SHOW SLAVE HOSTS` (default: `outflow`).
     pub report_host: String,
 }
@@ -134,6 +138,7 @@ impl ConnectOptions {
             connect_timeout: Duration::from_secs(10),
             max_event: outflow_binlog::stream::DEFAULT_MAX_EVENT,
             non_blocking: false,
+            annotate_rows: false,
             report_host: "outflow".to_string(),
         }
     }

@@ -8,7 +8,7 @@ use crate::conn::Connection;
 use crate::error::codes;
 use crate::options::ConnectOptions;
 use crate::position::StartPosition;
-use crate::protocol::command::{self, BINLOG_DUMP_NON_BLOCK};
+use crate::protocol::command::{self, BINLOG_DUMP_NON_BLOCK, BINLOG_SEND_ANNOTATE_ROWS_EVENT};
 use crate::protocol::response::{classify, is_eof, parse_err, Reply, ServerError};
 use crate::protocol::ProtocolError;
 use crate::Error;
@@ -99,11 +99,13 @@ impl BinlogStream {
                 ))
             }
         }
-        let flags = if opts.non_blocking {
-            BINLOG_DUMP_NON_BLOCK
-        } else {
-            0
-        };
+        let mut flags = 0;
+        if opts.non_blocking {
+            flags |= BINLOG_DUMP_NON_BLOCK;
+        }
+        if opts.annotate_rows && info.mariadb {
+            flags |= BINLOG_SEND_ANNOTATE_ROWS_EVENT;
+        }
         let dump = match &start {
             StartPosition::File { file, pos } => {
                 let pos = u32::try_from(*pos).map_err(|_| {

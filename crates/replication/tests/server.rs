@@ -608,3 +608,33 @@ async fn reconnect_inside_a_transaction_replays_nothing_twice() {
     let end = server.gtid_binlog_pos().await.unwrap();
     assert_eq!(r.tracker().resume_from().to_string(), format!("gtid:{end}"));
 }
+
+#[tokio::test]
+async fn heartbeats_keep_an_idle_stream_alive() {
+    let server = server_with_rows(ServerConfig::new(), 1).await;
+    let mut o = opts(&server, "outflow", "outflow");
+    o.non_blocking = false;
+    o.heartbeat = Duration::from_millis(200);
+    let mut stream = BinlogStream::connect(&o, &StartPosition::Now)
+        .await
+        .unwrap();
+    // Nothing is written: only heartbeats arrive, and the read timeout (three periods)
+    // never fires.
+    let mut heartbeats = 0;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(1500) {
+        let ev = stream
+            .next_event()
+            .await
+            .unwrap()
+            .expect("a blocking dump goes on");
+        if ev[4] == outflow_binlog::event_type::code::HEARTBEAT {
+            heartbeats += 1;
+        }
+    }
+    assert!(
+        heartbeats >= 3,
+        "{heartbeats} heartbeats in 1.5 s at 200 ms"
+    );
+    stream.close().await;
+}

@@ -13,6 +13,9 @@ pub const COM_BINLOG_DUMP_GTID: u8 = 0x1e;
 
 /// Dump flag: end the dump with EOF at the end of the binlog instead of waiting for more.
 pub const BINLOG_DUMP_NON_BLOCK: u16 = 1;
+/// MariaDB dump flag: send ANNOTATE_ROWS events (the statement text before row events);
+/// without it the server leaves them out.
+pub const BINLOG_SEND_ANNOTATE_ROWS_EVENT: u16 = 2;
 /// `COM_BINLOG_DUMP_GTID` flag: the GTID set field is present.
 pub const BINLOG_THROUGH_GTID: u16 = 4;
 
