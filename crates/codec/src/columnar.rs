@@ -526,6 +526,9 @@ fn decode_section(
     if pat_bytes.iter().any(|&b| b > 1 && b != 3) {
         return Err(wire("pattern", "a NULL that is not present"));
     }
+    if images > 0 && npat == 0 {
+        return Err(wire("patterns", "images but no pattern"));
+    }
     let mut image_pattern = Vec::with_capacity(images.min(r.remaining()));
     for _ in 0..images {
         let p = r.count(npat.saturating_sub(1), "image pattern")?;
