@@ -23,6 +23,7 @@ const LIMITS: Limits = Limits {
     max_frame: 1 << 20,
     max_decompressed: 4 << 20,
     max_schemas: 64,
+    max_slots: 1 << 20,
 };
 
 fn crc(frame: &[u8]) -> u32 {
@@ -89,7 +90,8 @@ fuzz_target!(|data: &[u8]| {
     // Everything that decodes is a valid batch: it must survive a round trip unchanged.
     let mut again = Vec::new();
     let mut enc = Encoder::new(EncoderConfig::default()).expect("encoder");
-    enc.encode(&batch, &mut again).expect("a decoded batch encodes");
+    enc.encode(&batch, &mut again)
+        .expect("a decoded batch encodes");
     let mut back = ChangeBatch::default();
     Decoder::new(Limits::default())
         .expect("decoder")

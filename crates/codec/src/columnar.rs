@@ -354,6 +354,10 @@ pub type SchemaCache = HashMap<SchemaVersion, Arc<TableSchema>>;
 pub struct PayloadLimits {
     /// Most schemas kept by the decoder (a stream that ships more is rejected).
     pub max_schemas: usize,
+    /// Most column slots (images × columns, over all sections) one payload may build. A
+    /// slot costs a few bytes of payload but 8+ bytes of memory per column, so without
+    /// this a wide forged table would turn a small payload into gigabytes.
+    pub max_slots: usize,
 }
 
 /// The header-level facts a payload decoder needs (from the frame's meta block).
@@ -412,10 +416,11 @@ pub fn decode_payload(
     }
     parts.sections.clear();
     let mut lens = Vec::new();
+    let mut slots = limits.max_slots;
     for schema in section_schemas {
         parts
             .sections
-            .push(decode_section(&mut r, schema, &mut lens)?);
+            .push(decode_section(&mut r, schema, &mut lens, &mut slots)?);
     }
     r.finish("payload")?;
     Ok(())
@@ -510,6 +515,7 @@ fn decode_section(
     r: &mut Reader<'_>,
     schema: Arc<TableSchema>,
     lens: &mut Vec<u32>,
+    slots_left: &mut usize,
 ) -> Result<TableSection, PayloadError> {
     let n = r.count(r.remaining(), "change count")?;
     let ops: Vec<Op> = r
@@ -520,6 +526,14 @@ fn decode_section(
         .ok_or(wire("op", "unknown op code"))?;
     let images: usize = ops.iter().map(|o| o.images() as usize).sum();
     let ncols = schema.columns.len();
+    let slots = images.saturating_mul(ncols);
+    if slots > *slots_left {
+        return Err(wire(
+            "section",
+            "more column slots than the decoder's limit",
+        ));
+    }
+    *slots_left -= slots;
     // A pattern takes one byte per column; zero-column tables have one empty pattern.
     let npat = r.count(r.remaining() / ncols.max(1) + 1, "pattern count")?;
     let pat_bytes = r.take(npat * ncols, "patterns")?;

@@ -179,6 +179,9 @@ pub struct Limits {
     pub max_decompressed: usize,
     /// Most table definitions a stream may ship (default 65,536).
     pub max_schemas: usize,
+    /// Most column slots (row images × columns) one frame may decode to (default 64 Mi,
+    /// about 1 GiB of memory at worst).
+    pub max_slots: usize,
 }
 
 impl Default for Limits {
@@ -187,6 +190,7 @@ impl Default for Limits {
             max_frame: 64 << 20,
             max_decompressed: 256 << 20,
             max_schemas: 65_536,
+            max_slots: 64 << 20,
         }
     }
 }
@@ -478,6 +482,7 @@ impl Encoder {
                 max_frame: usize::MAX,
                 max_decompressed: usize::MAX,
                 max_schemas: usize::MAX,
+                max_slots: usize::MAX,
             },
         )
         .map_err(|e| EncodeError::Compress(std::io::Error::other(e.to_string())))?;
@@ -659,6 +664,7 @@ impl Decoder {
         };
         let limits = PayloadLimits {
             max_schemas: self.limits.max_schemas,
+            max_slots: self.limits.max_slots,
         };
         decode_payload(raw, &ctx, &mut self.schemas, &limits, &mut parts).map_err(|error| {
             FrameError::Payload {
@@ -789,6 +795,20 @@ mod tests {
             ..Limits::default()
         };
         assert!(matches!(decode(&f, tiny), Err(FrameError::TooLarge { .. })));
+        // 2000 inserts of 2 columns: 4000 slots.
+        let narrow = Limits {
+            max_slots: 3999,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            decode(&f, narrow),
+            Err(FrameError::Payload { .. })
+        ));
+        let enough = Limits {
+            max_slots: 4000,
+            ..Limits::default()
+        };
+        assert_eq!(decode(&f, enough).unwrap(), b);
         // A bomb: 64 MiB of zeros announced as 1 KiB, checksum fixed up. Decompression must
         // stop at the announced size instead of inflating it all.
         let bomb = zstd::bulk::compress(&vec![0u8; 64 << 20], 19).unwrap();

@@ -70,6 +70,7 @@ fn fuzz_regressions_decode_or_fail_cleanly() {
             max_frame: 1 << 20,
             max_decompressed: 4 << 20,
             max_schemas: 64,
+            max_slots: 1 << 20,
         };
         if Decoder::new(limits)
             .unwrap()
