@@ -615,6 +615,9 @@ fn decode_section(
                         }
                         _ => return Err(wire("column encoding", "unknown")),
                     };
+                    if !fixed_fits(kind, v) {
+                        return Err(wire("column value", "out of range for its type"));
+                    }
                     parts.fixed[i] = v;
                 }
             }
@@ -638,6 +641,21 @@ fn decode_section(
     }
     TableSection::from_parts(schema, ops, columns)
         .map_err(|e| PayloadError::Inconsistent(e.to_string()))
+}
+
+/// Whether `v` is a slot value the column kind can hold, so that reading it back loses
+/// nothing (the encoder writes FLOAT as 4 bytes; packed temporal values have fixed widths).
+fn fixed_fits(kind: ValueKind, v: u64) -> bool {
+    match kind {
+        ValueKind::Float => v <= u64::from(u32::MAX),
+        ValueKind::Year | ValueKind::Enum => v <= u64::from(u16::MAX),
+        ValueKind::Date => v <= u64::from(u32::MAX),
+        ValueKind::Time => v & !(1 << 62 | ((1 << 56) - 1)) == 0,
+        ValueKind::DateTime => v < 1 << 60,
+        ValueKind::Timestamp => v < 1 << 52,
+        ValueKind::Null => v == 0,
+        _ => true,
+    }
 }
 
 /// Reads `count` variable-width values, appending their bytes to `bytes` and their
