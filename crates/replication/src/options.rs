@@ -101,8 +101,8 @@ pub struct ConnectOptions {
     pub tls: TlsOptions,
     /// Heartbeat period the server should keep while idle (default 5 s; zero: none).
     pub heartbeat: Duration,
-    /// How long a read may wait for a byte; default: three heartbeat periods, or none
-    /// without heartbeats.
+    /// How long a read may wait for a byte; default: two heartbeat periods (what the
+    /// `heartbeat` setting of the configuration documents), or none without heartbeats.
     pub read_timeout: Option<Duration>,
     /// TCP connect and login timeout (default 10 s).
     pub connect_timeout: Duration,
@@ -201,7 +201,7 @@ impl ConnectOptions {
     /// The read timeout in force.
     pub fn effective_read_timeout(&self) -> Option<Duration> {
         self.read_timeout
-            .or_else(|| (!self.heartbeat.is_zero()).then(|| self.heartbeat * 3))
+            .or_else(|| (!self.heartbeat.is_zero()).then(|| self.heartbeat * 2))
     }
 }
 

@@ -618,7 +618,7 @@ async fn heartbeats_keep_an_idle_stream_alive() {
     let mut stream = BinlogStream::connect(&o, &StartPosition::Now)
         .await
         .unwrap();
-    // Nothing is written: only heartbeats arrive, and the read timeout (three periods)
+    // Nothing is written: only heartbeats arrive, and the read timeout (two periods)
     // never fires.
     let mut heartbeats = 0;
     let started = std::time::Instant::now();
