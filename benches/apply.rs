@@ -7,7 +7,9 @@
 //! - `OUTFLOW_BENCH_APPLY_EVENTS`: sysbench transactions in the backlog (default 100,000;
 //!   the issue's reference figure, 177,950 transactions, is 180000);
 //! - `OUTFLOW_BENCH_APPLY_FRAME_MB`: binlog MiB per frame (default 16, catch-up batches;
-//!   1 is the streaming default).
+//!   1 is the streaming default);
+//! - `OUTFLOW_BENCH_APPLY_THREADS`: the applier's connection counts to measure, each on a
+//!   target of its own (default `1,2,4`).
 //!
 //! Why not the decode bench's cached binlog: it holds the workload only, and a replica
 //! needs the state the workload started from. So the run builds it: a source gets the
@@ -102,6 +104,24 @@ struct Row {
     secs: f64,
 }
 
+/// CPU seconds used so far by all live threads of process `pid` (`self` for this one),
+/// from `/proc/PID/task/*/schedstat` (nanoseconds on CPU, no clock-tick rounding).
+fn cpu_secs(pid: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return f64::NAN;
+    };
+    let mut ns = 0u64;
+    for t in tasks.flatten() {
+        let stat = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+        ns += stat
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    ns as f64 / 1e9
+}
+
 fn main() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -113,6 +133,11 @@ fn main() -> Result<()> {
 async fn run() -> Result<()> {
     let events = env_u64("OUTFLOW_BENCH_APPLY_EVENTS", 100_000)?;
     let frame_mb = env_u64("OUTFLOW_BENCH_APPLY_FRAME_MB", 16)?;
+    let threads: Vec<usize> = std::env::var("OUTFLOW_BENCH_APPLY_THREADS")
+        .unwrap_or_else(|_| "1,2,4".to_string())
+        .split(',')
+        .map(|t| t.trim().parse().context("OUTFLOW_BENCH_APPLY_THREADS"))
+        .collect::<Result<_>>()?;
 
     let source = Server::start(config().binlog_row_metadata(outflow_testkit::RowMetadata::Full))?;
     let native1 = Server::start(config().slave_parallel_threads(0))?;
@@ -121,13 +146,17 @@ async fn run() -> Result<()> {
             .slave_parallel_threads(4)
             .slave_parallel_mode(ParallelMode::Optimistic),
     )?;
-    let outflow = Server::start(config().log_bin(false))?;
+    let mut outflows = Vec::new();
+    for _ in &threads {
+        outflows.push(Server::start(config().log_bin(false))?);
+    }
     let replay = Server::start(config().log_bin(false))?;
-    let all = [&native1, &native4, &outflow, &replay];
+    let mut all = vec![&native1, &native4, &replay];
+    all.extend(outflows.iter());
 
     println!("preparing: sysbench prepare, 4 tables x 100,000 rows, followed by every target");
     let t = Instant::now();
-    for r in all {
+    for r in &all {
         replicate(&source, r, ReplicationOpts::default()).await?;
     }
     let bench = Sysbench::new(Workload::OltpWriteOnly)
@@ -135,11 +164,11 @@ async fn run() -> Result<()> {
         .table_size(100_000)
         .threads(4);
     bench.prepare(&source)?;
-    for r in all {
+    for r in &all {
         wait_caught_up(&source, r, Duration::from_secs(600)).await?;
         r.exec("STOP SLAVE").await?;
     }
-    for r in [&outflow, &replay] {
+    for r in outflows.iter().chain([&replay]) {
         r.exec("RESET SLAVE ALL").await?;
     }
     println!("  {:.1} s", t.elapsed().as_secs_f64());
@@ -208,36 +237,49 @@ async fn run() -> Result<()> {
 
     let mut results = Vec::new();
 
-    // outflow
-    let mut applier = Applier::connect(outflow.opts(), ApplyConfig::default()).await?;
-    let mut decoder = Decoder::new(Limits::default())?;
-    let mut batch = ChangeBatch::default();
-    ALLOCS.store(0, Ordering::Relaxed);
-    COUNT_ALLOCS.store(true, Ordering::Relaxed);
-    let t = Instant::now();
-    for f in &frames {
-        let header = decoder.decode(f, &mut batch)?;
-        applier.apply(header.sequence, &batch).await?;
+    for (&n, outflow) in threads.iter().zip(&outflows) {
+        let cfg = ApplyConfig {
+            apply_threads: std::num::NonZeroUsize::new(n).context("threads must be > 0")?,
+            ..ApplyConfig::default()
+        };
+        let mut applier = Applier::connect(outflow.opts(), cfg).await?;
+        let mut decoder = Decoder::new(Limits::default())?;
+        let mut batch = ChangeBatch::default();
+        let target_pid = outflow.pid().map(|p| p.to_string()).unwrap_or_default();
+        let (cpu_self, cpu_target) = (cpu_secs("self"), cpu_secs(&target_pid));
+        ALLOCS.store(0, Ordering::Relaxed);
+        COUNT_ALLOCS.store(true, Ordering::Relaxed);
+        let t = Instant::now();
+        for f in &frames {
+            let header = decoder.decode(f, &mut batch)?;
+            applier.apply(header.sequence, &batch).await?;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        COUNT_ALLOCS.store(false, Ordering::Relaxed);
+        let (cpu_self, cpu_target) = (
+            cpu_secs("self") - cpu_self,
+            cpu_secs(&target_pid) - cpu_target,
+        );
+        let allocs = ALLOCS.load(Ordering::Relaxed);
+        let s = *applier.stats();
+        applier.close().await;
+        results.push(Row {
+            name: format!("outflow, {n} connection(s), {frame_mb} MiB frames"),
+            secs,
+        });
+        println!(
+            "outflow, {n} connection(s): {} target commits, {} statements ({:.1} changes \
+             each), {} careful replays, {:.1} MB of SQL, {:.2} heap allocations per row \
+             change; CPU: {cpu_self:.2} s in this process (decode, SQL), {cpu_target:.2} s \
+             in the target mariadbd, over {secs:.2} s",
+            s.commits,
+            s.statements,
+            (s.inserted + s.updated + s.deleted) as f64 / s.statements.max(1) as f64,
+            s.careful_replays,
+            s.sql_bytes as f64 / 1e6,
+            allocs as f64 / rows.max(1) as f64
+        );
     }
-    let secs = t.elapsed().as_secs_f64();
-    COUNT_ALLOCS.store(false, Ordering::Relaxed);
-    let allocs = ALLOCS.load(Ordering::Relaxed);
-    let s = *applier.stats();
-    applier.close().await;
-    results.push(Row {
-        name: format!("outflow ({frame_mb} MiB frames)"),
-        secs,
-    });
-    println!(
-        "outflow: {} target commits, {} statements ({:.1} changes each), {} careful replays, \
-         {:.1} MB of SQL, {:.2} heap allocations per row change",
-        s.commits,
-        s.statements,
-        (s.inserted + s.updated + s.deleted) as f64 / s.statements.max(1) as f64,
-        s.careful_replays,
-        s.sql_bytes as f64 / 1e6,
-        allocs as f64 / rows.max(1) as f64
-    );
 
     // Native replication, one replica at a time.
     for (name, r) in [
@@ -277,12 +319,15 @@ async fn run() -> Result<()> {
         secs: t.elapsed().as_secs_f64(),
     });
 
-    for (name, server) in [
-        ("outflow", &outflow),
-        ("native 1", &native1),
-        ("native 4", &native4),
-        ("replay", &replay),
-    ] {
+    let mut targets = vec![
+        ("native 1".to_string(), &native1),
+        ("native 4".to_string(), &native4),
+        ("replay".to_string(), &replay),
+    ];
+    for (n, server) in threads.iter().zip(&outflows) {
+        targets.push((format!("outflow {n}"), server));
+    }
+    for (name, server) in targets {
         for table in TABLES {
             let (a, b) = (
                 source.checksum_table(table).await?,

@@ -113,11 +113,17 @@ async fn every_type_and_table_shape_round_trips() -> Result<()> {
     let files = changed_binlogs(&src, &first)?;
 
     let cases = [
-        ("replica, streaming", ImageMode::Replica, false),
-        ("full images", ImageMode::Full, false),
-        ("replica, compacted", ImageMode::Replica, true),
+        ("replica, streaming", ImageMode::Replica, false, 1),
+        (
+            "replica, streaming, 3 connections",
+            ImageMode::Replica,
+            false,
+            3,
+        ),
+        ("full images", ImageMode::Full, false, 1),
+        ("replica, compacted", ImageMode::Replica, true, 2),
     ];
-    for (name, mode, compaction) in cases {
+    for (name, mode, compaction, threads) in cases {
         let target = server()?;
         target.run_sql_script(&setup)?;
         let frames = frames(
@@ -130,7 +136,11 @@ async fn every_type_and_table_shape_round_trips() -> Result<()> {
             },
         )?;
         ensure!(frames.len() > 3, "{name}: only {} frames", frames.len());
-        let applier = apply_all(&target, &frames, tight()).await?;
+        let cfg = ApplyConfig {
+            apply_threads: NonZeroUsize::new(threads).expect("non-zero"),
+            ..tight()
+        };
+        let applier = apply_all(&target, &frames, cfg).await?;
         let stats = *applier.stats();
         applier.close().await;
         assert_same(&src, &target, &TABLES)
@@ -172,7 +182,11 @@ async fn sysbench_write_only_reproduces_the_source() -> Result<()> {
     create_like(&src, &target, "sbtest", &["sbtest1", "sbtest2"]).await?;
 
     let frames = frames(&files, PipelineConfig::default())?;
-    let applier = apply_all(&target, &frames, ApplyConfig::default()).await?;
+    let cfg = ApplyConfig {
+        apply_threads: NonZeroUsize::new(2).expect("non-zero"),
+        ..ApplyConfig::default()
+    };
+    let applier = apply_all(&target, &frames, cfg).await?;
     let stats = *applier.stats();
     applier.close().await;
     assert_same(&src, &target, &["sbtest.sbtest1", "sbtest.sbtest2"]).await?;

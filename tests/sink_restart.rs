@@ -160,12 +160,24 @@ async fn a_frame_that_failed_half_way_resumes_after_its_last_commit() -> Result<
     Ok(())
 }
 
+/// Two connections, so that a kill can land between the branches of a two-phase commit.
+fn two_lanes() -> ApplyConfig {
+    ApplyConfig {
+        apply_threads: NonZeroUsize::new(2).expect("non-zero"),
+        ..ApplyConfig::default()
+    }
+}
+
 /// Applies `frames` from the checkpoint on, reconnecting after retryable errors; returns
 /// how many errors it met.
-async fn apply_with_restarts(target: &Server, frames: &[Vec<u8>]) -> Result<usize> {
+async fn apply_with_restarts(
+    target: &Server,
+    frames: &[Vec<u8>],
+    cfg: &ApplyConfig,
+) -> Result<usize> {
     let mut errors = 0;
     'reconnect: loop {
-        let mut a = match applier(target, ApplyConfig::default()).await {
+        let mut a = match applier(target, cfg.clone()).await {
             Ok(a) => a,
             Err(e) if errors < 50 => {
                 errors += 1;
@@ -223,7 +235,7 @@ async fn killed_connections_lose_and_double_nothing() -> Result<()> {
             anyhow::Ok(kills)
         }
     });
-    let errors = apply_with_restarts(&target, &frames).await?;
+    let errors = apply_with_restarts(&target, &frames, &two_lanes()).await?;
     let kills = killer.await??;
     ensure!(kills > 0, "nothing was killed");
     let _ = errors;
@@ -240,7 +252,7 @@ async fn a_killed_target_server_loses_and_doubles_nothing() -> Result<()> {
         let opts = target.opts();
         let frames_bg = frames.clone();
         let task = tokio::spawn(async move {
-            let mut a = outflow_sink::Applier::connect(opts, ApplyConfig::default()).await?;
+            let mut a = outflow_sink::Applier::connect(opts, two_lanes()).await?;
             let next = a.last_applied().map_or(0, |c| c.next_seq()) as usize;
             let mut feed = Feed::new()?;
             for f in frames_bg.iter().skip(next) {
@@ -259,7 +271,7 @@ async fn a_killed_target_server_loses_and_doubles_nothing() -> Result<()> {
         }
         target.restart()?;
     }
-    apply_with_restarts(&target, &frames).await?;
+    apply_with_restarts(&target, &frames, &two_lanes()).await?;
     assert_same(&src, &target, &TABLES).await?;
     assert_checksums(&src, &target, &TABLES).await?;
     Ok(())
@@ -289,5 +301,100 @@ async fn two_appliers_on_one_stream_cannot_both_apply() -> Result<()> {
     }
     first.close().await;
     assert_same(&src, &target, &TABLES).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_branches_left_behind_follow_the_checkpoint() -> Result<()> {
+    let (_src, target, frames) = workload(200, 64 << 10).await?;
+    ensure!(frames.len() > 2, "only {} frames", frames.len());
+    let mut a = applier(&target, two_lanes()).await?;
+    let mut feed = Feed::new()?;
+    for f in &frames[..2] {
+        feed.apply(&mut a, f).await?;
+    }
+    a.close().await;
+    // Two branches a crashed applier could have left prepared: one of a target
+    // transaction the checkpoint covers (its coordinator committed), one beyond it.
+    let stream = ApplyConfig::default().stream;
+    // The second is a coordinator's branch: it holds the checkpoint row, which the new
+    // applier locks before it applies anything.
+    for (gtrid, bqual, id) in [
+        (
+            outflow_sink::apply::xa_gtrid(&stream, 1, 0, 999),
+            1,
+            9_999_999,
+        ),
+        (
+            outflow_sink::apply::xa_gtrid(&stream, 7, 0, 999),
+            0,
+            9_999_998,
+        ),
+    ] {
+        let mut conn = outflow_testkit::mysql_async::Conn::new(target.opts()).await?;
+        let mut statements = vec![
+            format!("XA START '{gtrid}','{bqual}'"),
+            format!("INSERT INTO sbtest.sbtest1 (id, k, c, pad) VALUES ({id}, 0, 'x', 'y')"),
+        ];
+        if bqual == 0 {
+            statements.push(format!(
+                "UPDATE outflow.checkpoint SET seq = 7 WHERE stream = '{stream}'"
+            ));
+        }
+        statements.push(format!("XA END '{gtrid}','{bqual}'"));
+        statements.push(format!("XA PREPARE '{gtrid}','{bqual}'"));
+        for sql in statements {
+            conn.query_drop(sql).await?;
+        }
+        conn.disconnect().await?;
+    }
+    let a = tokio::time::timeout(Duration::from_secs(30), applier(&target, two_lanes()))
+        .await
+        .context("connecting waited on the prepared branches")??;
+    ensure!(
+        a.last_applied().map(|c| c.seq) == Some(1),
+        "{:?}",
+        a.last_applied()
+    );
+    a.close().await;
+    let ids: Vec<i64> = target
+        .query_rows("SELECT id FROM sbtest.sbtest1 WHERE id > 9000000")
+        .await?;
+    ensure!(ids == vec![9_999_999], "{ids:?}");
+    let left: Vec<outflow_testkit::mysql_async::Row> = target.query_rows("XA RECOVER").await?;
+    ensure!(left.is_empty(), "{} branches left prepared", left.len());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_wait_while_spread_over_lanes_retries_on_one_connection() -> Result<()> {
+    let (src, target, frames) = workload(200, 1 << 30).await?;
+    // A first applier takes the prepare's inserts and the rest in one frame; another
+    // session holds a row the frame changes for longer than the spread lock wait.
+    let mut a = applier(&target, two_lanes()).await?;
+    let mut blocker = outflow_testkit::mysql_async::Conn::new(target.opts()).await?;
+    let ids: Vec<u64> = src
+        .query_rows("SELECT id FROM sbtest.sbtest1 ORDER BY id LIMIT 1")
+        .await?;
+    let id = *ids.first().context("no rows")?;
+    // The prepare's row with this id is inserted by the frame; lock its key's place.
+    blocker.query_drop("START TRANSACTION").await?;
+    blocker
+        .query_drop(format!(
+            "INSERT INTO sbtest.sbtest1 (id, k, c, pad) VALUES ({id}, 0, '', '')"
+        ))
+        .await?;
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        blocker.query_drop("ROLLBACK").await?;
+        blocker.disconnect().await?;
+        anyhow::Ok(())
+    });
+    Feed::new()?.apply(&mut a, &frames[0]).await?;
+    release.await??;
+    ensure!(a.stats().retries >= 1, "no retry: {:?}", a.stats());
+    a.close().await;
+    assert_same(&src, &target, &TABLES).await?;
+    assert_checksums(&src, &target, &TABLES).await?;
     Ok(())
 }

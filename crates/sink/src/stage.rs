@@ -83,6 +83,10 @@ pub(crate) struct Stmt {
     pub sql: Vec<u8>,
     /// Index of the table plan.
     pub plan: usize,
+    /// The connection it runs on: statements of one lane run in order.
+    pub lane: usize,
+    /// Statements of a later phase run after all of an earlier one, on every lane.
+    pub phase: u32,
     pub check: Check,
     /// For a full-row match on a partial image: `SELECT COUNT(*)` of the rows it matches,
     /// which must not be more than one.
@@ -174,6 +178,13 @@ pub(crate) enum StageError {
 /// The fast path's per-target-transaction state; see the module documentation.
 #[derive(Debug)]
 pub(crate) struct Batcher {
+    /// Connections statements may be spread over.
+    lanes: usize,
+    /// Connections they are spread over now (1 or `lanes`).
+    active: usize,
+    /// Statements of a later phase run after every statement of an earlier one.
+    phase: u32,
+    /// One state per table and lane: index `plan * lanes + lane`.
     tables: Vec<TableState>,
     dirty: Vec<usize>,
     spare: Vec<Vec<u8>>,
@@ -222,8 +233,11 @@ impl Stage {
 }
 
 impl Batcher {
-    pub fn new(limits: Limits) -> Batcher {
+    pub fn new(limits: Limits, lanes: usize) -> Batcher {
         Batcher {
+            lanes: lanes.max(1),
+            active: lanes.max(1),
+            phase: 0,
             tables: Vec::new(),
             dirty: Vec::new(),
             spare: Vec::new(),
@@ -236,6 +250,62 @@ impl Batcher {
     /// The limits it was made with.
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// The connections it may spread statements over.
+    pub fn lanes(&self) -> usize {
+        self.lanes
+    }
+
+    /// Spreads the next statements over all lanes (`true`) or keeps them on lane 0.
+    /// Only between target transactions (nothing pending).
+    pub fn spread(&mut self, on: bool) {
+        self.active = if on { self.lanes } else { 1 };
+    }
+
+    /// The lane of a table's rows: by key hash for a table whose rows commute (keyed, no
+    /// secondary UNIQUE key, no key compared by collation), else one lane per table.
+    fn lane(&self, plan: &TablePlan, p: usize, h: Option<u64>) -> usize {
+        match h {
+            Some(h) if plan.keyed() && !plan.ordered_updates => (h >> 32) as usize % self.active,
+            _ => p % self.active,
+        }
+    }
+
+    /// Whether a table's rows are spread over several lanes.
+    fn split(&self, plan: &TablePlan) -> bool {
+        self.active > 1 && plan.keyed() && !plan.ordered_updates
+    }
+
+    /// A single statement for change `i` of section `s` of table `p`, after everything
+    /// pending for the table; for a table spread over lanes, in a phase of its own.
+    fn single(
+        &mut self,
+        cx: Cx<'_>,
+        p: usize,
+        s: u32,
+        i: usize,
+        out: &mut Vec<Stmt>,
+    ) -> Result<(), StageError> {
+        let plan = &cx.plans[p];
+        let lane = p % self.active;
+        let split = self.split(plan);
+        if split {
+            for l in 0..self.lanes {
+                self.flush_table(cx, p * self.lanes + l, out)?;
+            }
+            self.phase += 1;
+        } else {
+            self.flush_table(cx, p * self.lanes + lane, out)?;
+        }
+        let mut stmt = careful(cx.plans, p, &cx.sections[s as usize], i, self.buffer())?;
+        stmt.lane = lane;
+        stmt.phase = self.phase;
+        out.push(stmt);
+        if split {
+            self.phase += 1;
+        }
+        Ok(())
     }
 
     /// Gives a statement's buffer back for reuse.
@@ -270,6 +340,7 @@ impl Batcher {
             }
         }
         self.pending_bytes = 0;
+        self.phase = 0;
     }
 
     /// Adds change `i` of section `s` (planned by `plans[p]`), appending to `out`
@@ -283,8 +354,9 @@ impl Batcher {
         out: &mut Vec<Stmt>,
     ) -> Result<(), StageError> {
         let plans = cx.plans;
-        if self.tables.len() < plans.len() {
-            self.tables.resize_with(plans.len(), TableState::default);
+        if self.tables.len() < plans.len() * self.lanes {
+            self.tables
+                .resize_with(plans.len() * self.lanes, TableState::default);
         }
         let plan = &plans[p];
         let section = &cx.sections[s as usize];
@@ -298,18 +370,19 @@ impl Batcher {
                 } else {
                     None
                 };
+                let st = p * self.lanes + self.lane(plan, p, hash);
                 if let Some(h) = hash {
-                    if self.merge_reinsert(cx, p, h, &after, out)? {
+                    if self.merge_reinsert(cx, st, h, &after, out)? {
                         return Ok(());
                     }
                 }
                 self.signature(plan, &after, false);
-                let (g, grp) = self.place(cx, p, hash, Stage::Insert, out)?;
-                let start = self.tables[p].gens[g].inserts[grp].sql.len();
-                let group = &mut self.tables[p].gens[g].inserts[grp];
+                let (g, grp) = self.place(cx, st, hash, Stage::Insert, out)?;
+                let start = self.tables[st].gens[g].inserts[grp].sql.len();
+                let group = &mut self.tables[st].gens[g].inserts[grp];
                 plan_row(plan, &after, &mut group.sql)?;
                 group.rows += 1;
-                self.after_add(cx, p, g, Stage::Insert, grp, start, out)?;
+                self.after_add(cx, st, g, Stage::Insert, grp, start, out)?;
             }
             Op::Delete => {
                 let before = before.ok_or(StageError::NoImage("delete"))?;
@@ -319,12 +392,11 @@ impl Batcher {
                     None
                 };
                 let Some(h) = hash else {
-                    self.flush_table(cx, p, out)?;
-                    out.push(careful(plans, p, section, i, self.buffer())?);
-                    return Ok(());
+                    return self.single(cx, p, s, i, out);
                 };
-                let (g, _) = self.place(cx, p, Some(h), Stage::Delete, out)?;
-                let t = &mut self.tables[p];
+                let st = p * self.lanes + self.lane(plan, p, Some(h));
+                let (g, _) = self.place(cx, st, Some(h), Stage::Delete, out)?;
+                let t = &mut self.tables[st];
                 let deletes = &mut t.gens[g].deletes;
                 deletes.push(Some((s, i as u32)));
                 if let Some(m) = t.keys.get_mut(&h) {
@@ -332,7 +404,7 @@ impl Batcher {
                 }
                 // Roughly what the key will take in the statement.
                 self.pending_bytes += 16;
-                self.after_add(cx, p, g, Stage::Delete, 0, 0, out)?;
+                self.after_add(cx, st, g, Stage::Delete, 0, 0, out)?;
             }
             Op::Update => {
                 let (before, after) = match (before, after) {
@@ -347,20 +419,19 @@ impl Batcher {
                 let Some(h) = hash.filter(|_| !plan.plain_updates) else {
                     // Keyless, key-changing, or a table whose updates must be plain
                     // UPDATEs: one statement, after everything pending for the table.
-                    self.flush_table(cx, p, out)?;
-                    out.push(careful(plans, p, section, i, self.buffer())?);
-                    return Ok(());
+                    return self.single(cx, p, s, i, out);
                 };
                 if !self.signature(plan, &after, true) {
                     // Nothing but the key: the update changes nothing the target stores.
                     return Ok(());
                 }
-                let (g, grp) = self.place(cx, p, Some(h), Stage::Update, out)?;
-                let group = &mut self.tables[p].gens[g].updates[grp];
+                let st = p * self.lanes + self.lane(plan, p, Some(h));
+                let (g, grp) = self.place(cx, st, Some(h), Stage::Update, out)?;
+                let group = &mut self.tables[st].gens[g].updates[grp];
                 let start = group.sql.len();
                 plan_upsert_row(plan, &before, &after, &mut group.sql)?;
                 group.rows += 1;
-                self.after_add(cx, p, g, Stage::Update, grp, start, out)?;
+                self.after_add(cx, st, g, Stage::Update, grp, start, out)?;
             }
         }
         Ok(())
@@ -378,7 +449,7 @@ impl Batcher {
         out: &mut Vec<Stmt>,
     ) -> Result<(usize, usize), StageError> {
         let plans = cx.plans;
-        let plan = &plans[p];
+        let plan = &plans[p / self.lanes];
         let t = &self.tables[p];
         let last = t.used.saturating_sub(1);
         let mark = h.and_then(|h| t.keys.get(&h).copied());
@@ -457,7 +528,7 @@ impl Batcher {
         after: &Image<'_>,
         out: &mut Vec<Stmt>,
     ) -> Result<bool, StageError> {
-        let plan = &cx.plans[p];
+        let plan = &cx.plans[p / self.lanes];
         let Some(m) = self.tables[p].keys.get(&h).copied() else {
             return Ok(false);
         };
@@ -491,7 +562,7 @@ impl Batcher {
     /// Opens generation `g` of table `p` (and those before it) and the group of `stage`
     /// with the current signature in it, writing a new group's statement prefix.
     fn open(&mut self, plans: &[TablePlan], p: usize, g: usize, stage: Stage) -> usize {
-        let plan = &plans[p];
+        let plan = &plans[p / self.lanes];
         if !self.tables[p].dirty {
             self.tables[p].dirty = true;
             self.dirty.push(p);
@@ -615,7 +686,8 @@ impl Batcher {
         if p >= self.tables.len() || !self.tables[p].dirty {
             return Ok(());
         }
-        let plan = &cx.plans[p];
+        let (lanes, phase) = (self.lanes, self.phase);
+        let plan = &cx.plans[p / lanes];
         let mut delete_sql = self.buffer();
         let t = &mut self.tables[p];
         t.dirty = false;
@@ -650,7 +722,9 @@ impl Batcher {
                 flushed += rows as usize * 16;
                 out.push(Stmt {
                     sql,
-                    plan: p,
+                    plan: p / lanes,
+                    lane: p % lanes,
+                    phase,
                     check: Check::Rows(rows),
                     probe: None,
                     row: None,
@@ -686,7 +760,9 @@ impl Batcher {
                 flushed += grp.sql.len();
                 out.push(Stmt {
                     sql: grp.sql,
-                    plan: p,
+                    plan: p / lanes,
+                    lane: p % lanes,
+                    phase,
                     check: Check::Upserts(grp.rows),
                     probe: None,
                     row: None,
@@ -704,7 +780,9 @@ impl Batcher {
                 flushed += grp.sql.len();
                 out.push(Stmt {
                     sql: grp.sql,
-                    plan: p,
+                    plan: p / lanes,
+                    lane: p % lanes,
+                    phase,
                     check: Check::Rows(grp.rows),
                     probe: None,
                     row: None,
@@ -852,6 +930,8 @@ pub(crate) fn careful(
     Ok(Stmt {
         sql,
         plan: p,
+        lane: 0,
+        phase: 0,
         check: Check::Rows(1),
         probe,
         row: Some((op, i)),
@@ -960,12 +1040,23 @@ mod tests {
     }
 
     fn statements(key: bool, txns: &[&[Spec]]) -> Vec<String> {
+        laned(key, txns, 1)
+            .into_iter()
+            .map(|(sql, _, _)| sql)
+            .collect()
+    }
+
+    /// The statements with their lane and phase, over `lanes` lanes.
+    fn laned(key: bool, txns: &[&[Spec]], lanes: usize) -> Vec<(String, usize, u32)> {
         let b = batch(key, txns);
         let plans = vec![plan(key)];
-        let mut batcher = Batcher::new(Limits {
-            max_statement_bytes: 1 << 20,
-            max_pending_bytes: 1 << 20,
-        });
+        let mut batcher = Batcher::new(
+            Limits {
+                max_statement_bytes: 1 << 20,
+                max_pending_bytes: 1 << 20,
+            },
+            lanes,
+        );
         let mut out = Vec::new();
         let cx = Cx {
             plans: &plans,
@@ -980,7 +1071,13 @@ mod tests {
         }
         batcher.flush_all(cx, &mut out).expect("flush");
         out.iter()
-            .map(|s| String::from_utf8_lossy(&s.sql).into_owned())
+            .map(|s| {
+                (
+                    String::from_utf8_lossy(&s.sql).into_owned(),
+                    s.lane,
+                    s.phase,
+                )
+            })
             .collect()
     }
 
@@ -1100,6 +1197,34 @@ mod tests {
                 format!("INSERT INTO {T} (`id`,`k`,`c`) VALUES (7,0,0)"),
                 format!("UPDATE {T} SET `id`=2 WHERE `id` = 1"),
             ]
+        );
+    }
+
+    #[test]
+    fn lanes_split_rows_by_key_and_key_changes_are_barriers() {
+        let inserts: Vec<Spec> = vec![
+            (Op::Insert, &[], &[(0, 1), (1, 0), (2, 0)]),
+            (Op::Insert, &[], &[(0, 2), (1, 0), (2, 0)]),
+            (Op::Insert, &[], &[(0, 3), (1, 0), (2, 0)]),
+            (Op::Insert, &[], &[(0, 4), (1, 0), (2, 0)]),
+            (Op::Update, &[(0, 1)], &[(0, 9)]),
+            (Op::Insert, &[], &[(0, 5), (1, 0), (2, 0)]),
+        ];
+        let got = laned(true, &[&inserts], 2);
+        // Phase 0: the four inserts, split over both lanes; phase 1: the key change alone;
+        // phase 2: the last insert.
+        let phase0: Vec<_> = got.iter().filter(|s| s.2 == 0).collect();
+        assert_eq!(phase0.len(), 2, "{got:?}");
+        assert_ne!(phase0[0].1, phase0[1].1, "{got:?}");
+        let rows: usize = phase0.iter().map(|s| s.0.matches("),(").count() + 1).sum();
+        assert_eq!(rows, 4, "{got:?}");
+        let phase1: Vec<_> = got.iter().filter(|s| s.2 == 1).collect();
+        assert_eq!(phase1.len(), 1, "{got:?}");
+        assert!(phase1[0].0.starts_with("UPDATE"), "{got:?}");
+        assert_eq!(got.iter().filter(|s| s.2 == 2).count(), 1, "{got:?}");
+        assert!(
+            got.windows(2).all(|w| w[0].2 <= w[1].2),
+            "phases out of order: {got:?}"
         );
     }
 }
