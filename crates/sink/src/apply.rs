@@ -20,7 +20,7 @@
 //! for compacted frames).
 //!
 //! # Fast path and careful mode
-//! Changes become few large statements ([`crate::stage`] explains the batching rule and
+//! Changes become few large statements (module `stage` explains the batching rule and
 //! why it keeps each row's order). Each statement must affect exactly the rows the batch
 //! expects; when one does not (a conflict, or a case the batching could not foresee), or a
 //! duplicate-key error occurs, the target transaction is rolled back and replayed in
@@ -45,6 +45,14 @@
 //! exactly-once hold. What is weaker than with one connection: between the coordinator's
 //! commit and the others' (a few round trips), a reader may see some lanes' part of the
 //! transaction and not the rest. Careful mode and DDL run on the coordinator alone.
+//!
+//! # Statements as text
+//! Values travel as literals in the statement text ([`crate::literal`]), not as
+//! prepared-statement parameters. Measured on the development machine (100,000-row upserts
+//! of integer rows in 1,000-row statements): prepared was 8-13% faster, and 1-6% faster
+//! for single-row updates. Not taken: mysql_async binds each text or binary value as an
+//! owned `Vec` (an allocation per value on the hot path), and a multi-row statement's shape
+//! changes with its row count, so each count would need a statement of its own.
 //!
 //! # Session
 //! `SET NAMES binary` (values are written as literals with explicit character sets, see
@@ -123,7 +131,9 @@ pub struct ApplyConfig {
     /// `max_allowed_packet`).
     pub max_statement_bytes: usize,
     /// Statement text held for all tables together before it is sent, in bytes
-    /// (default 32 MiB): with the decoded frame, what bounds the applier's memory.
+    /// (default 32 MiB): with the decoded frame, what bounds the applier's memory. Spread
+    /// over several connections, ready statements also wait for this much (or the end of
+    /// the target transaction) before the lanes run them side by side.
     pub max_pending_bytes: usize,
     /// Retries of a target transaction after a deadlock or lock-wait timeout (default 5).
     pub retries: u32,

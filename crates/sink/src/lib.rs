@@ -3,8 +3,8 @@
 //! ([`verify`]).
 //!
 //! The path of a batch: [`Applier::apply`] takes a frame's sequence number and its decoded
-//! batch, maps each table onto the target ([`plan`]), turns the changes into few large
-//! statements that keep every row's order ([`stage`]), writes values as exact SQL
+//! batch, maps each table onto the target (module `plan`), turns the changes into few large
+//! statements that keep every row's order (module `stage`), writes values as exact SQL
 //! literals ([`literal`]), and commits them with the stream's checkpoint ([`apply`]).
 //!
 //! What it leaves to others: decoding frames (`outflow-codec`), the link and its
