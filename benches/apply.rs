@@ -30,10 +30,10 @@
 //! tables are checksum-compared with the source's. The applier's heap allocations are
 //! counted during its timed pass and printed per row change.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+mod alloc_count;
+
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
@@ -46,33 +46,8 @@ use outflow_testkit::{
     Workload,
 };
 
-struct CountingAlloc;
-
-static COUNT_ALLOCS: AtomicBool = AtomicBool::new(false);
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: every call goes unchanged to the system allocator; the additions are atomic
-// operations on statics, which neither allocate nor touch the memory handed out.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNT_ALLOCS.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNT_ALLOCS.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: CountingAlloc = CountingAlloc;
+static GLOBAL: alloc_count::CountingAlloc = alloc_count::CountingAlloc;
 
 const TABLES: [&str; 4] = [
     "sbtest.sbtest1",
@@ -247,20 +222,19 @@ async fn run() -> Result<()> {
         let mut batch = ChangeBatch::default();
         let target_pid = outflow.pid().map(|p| p.to_string()).unwrap_or_default();
         let (cpu_self, cpu_target) = (cpu_secs("self"), cpu_secs(&target_pid));
-        ALLOCS.store(0, Ordering::Relaxed);
-        COUNT_ALLOCS.store(true, Ordering::Relaxed);
+        alloc_count::start();
         let t = Instant::now();
         for f in &frames {
             let header = decoder.decode(f, &mut batch)?;
             applier.apply(header.sequence, &batch).await?;
         }
         let secs = t.elapsed().as_secs_f64();
-        COUNT_ALLOCS.store(false, Ordering::Relaxed);
+        alloc_count::stop();
         let (cpu_self, cpu_target) = (
             cpu_secs("self") - cpu_self,
             cpu_secs(&target_pid) - cpu_target,
         );
-        let allocs = ALLOCS.load(Ordering::Relaxed);
+        let allocs = alloc_count::count();
         let s = *applier.stats();
         applier.close().await;
         results.push(Row {

@@ -24,13 +24,12 @@
 //! After criterion, one more timed pass per decoder on a single thread prints a plain table
 //! (MB/s, rows/s, speed relative to outflow), and an untimed pass counts heap allocations.
 
+mod alloc_count;
 mod support;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -43,35 +42,8 @@ const CHUNK: usize = 8 << 20;
 
 const MAGIC: [u8; 4] = [0xfe, b'b', b'i', b'n'];
 
-/// Counts allocations while `COUNT_ALLOCS` is set; otherwise one relaxed load per call, so
-/// the timed passes pay next to nothing for it.
-struct CountingAlloc;
-
-static COUNT_ALLOCS: AtomicBool = AtomicBool::new(false);
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: every call goes unchanged to the system allocator; the additions are atomic
-// operations on statics, which neither allocate nor touch the memory handed out.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNT_ALLOCS.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNT_ALLOCS.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: CountingAlloc = CountingAlloc;
+static GLOBAL: alloc_count::CountingAlloc = alloc_count::CountingAlloc;
 
 /// What a decoder saw. Besides the row count the decoders must agree on, a few sums over
 /// the values show that each really decoded them (and keep the optimiser from skipping it).
@@ -181,12 +153,11 @@ fn summary(data: &[u8], rows: u64) -> Result<()> {
         let secs = start.elapsed().as_secs_f64();
         let base = *outflow_secs.get_or_insert(secs);
 
-        ALLOCS.store(0, Ordering::Relaxed);
-        COUNT_ALLOCS.store(true, Ordering::Relaxed);
+        alloc_count::start();
         let counted = decode(data);
-        COUNT_ALLOCS.store(false, Ordering::Relaxed);
+        alloc_count::stop();
         counted?;
-        let allocs = ALLOCS.load(Ordering::Relaxed);
+        let allocs = alloc_count::count();
 
         let _ = writeln!(
             table,

@@ -21,13 +21,12 @@
 //! After criterion, one more timed pass each prints a table with MB/s, rows/s and heap
 //! allocations per event (counted in a separate pass on a single-threaded runtime).
 
+mod alloc_count;
 mod support;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -38,34 +37,8 @@ use outflow_binlog::{DecodeError, RowIter, RowsEvent, TableInfo};
 use outflow_replication::{BinlogStream, ConnectOptions, StartPosition, TlsMode};
 use outflow_testkit::{Server, ServerConfig, SUPERUSER, SUPERUSER_PASSWORD};
 
-/// Counts allocations while `COUNT_ALLOCS` is set (a relaxed load per call otherwise).
-struct CountingAlloc;
-
-static COUNT_ALLOCS: AtomicBool = AtomicBool::new(false);
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: every call goes unchanged to the system allocator; the additions are atomic
-// operations on statics, which neither allocate nor touch the memory handed out.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNT_ALLOCS.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNT_ALLOCS.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: CountingAlloc = CountingAlloc;
+static GLOBAL: alloc_count::CountingAlloc = alloc_count::CountingAlloc;
 
 /// The server with the backlog and where it is.
 struct Backlog {
@@ -353,12 +326,11 @@ fn summary(rt: &tokio::runtime::Runtime, b: &Backlog, rows: u64, events: u64) ->
         );
     };
     let count = |f: &dyn Fn() -> Result<Seen>| -> Result<u64> {
-        ALLOCS.store(0, Ordering::Relaxed);
-        COUNT_ALLOCS.store(true, Ordering::Relaxed);
+        alloc_count::start();
         let r = f();
-        COUNT_ALLOCS.store(false, Ordering::Relaxed);
+        alloc_count::stop();
         r?;
-        Ok(ALLOCS.load(Ordering::Relaxed))
+        Ok(alloc_count::count())
     };
     let timed = |f: &dyn Fn() -> Result<Seen>| -> Result<f64> {
         let start = Instant::now();
