@@ -59,9 +59,7 @@ DELETE FROM app.t WHERE id = 11;
 ";
 
 fn source_config() -> ServerConfig {
-    ServerConfig::new()
-        .option("tmpdir", ".")
-        .binlog_row_metadata(RowMetadata::Full)
+    ServerConfig::new().binlog_row_metadata(RowMetadata::Full)
 }
 
 /// Binds one value as a statement parameter, and the SQL expression that receives it.
@@ -188,7 +186,7 @@ async fn checksums(server: &Server) -> Result<Vec<(String, Option<i64>)>> {
 
 /// A target holding the starting state: the setup script, nothing else.
 async fn target() -> Result<Server> {
-    let t = Server::start(ServerConfig::new().option("tmpdir", "."))?;
+    let t = Server::start(ServerConfig::new())?;
     t.run_sql_script(SETUP)?;
     Ok(t)
 }

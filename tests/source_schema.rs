@@ -195,15 +195,7 @@ fn after_checkpoint() -> (Vec<&'static str>, Vec<Image>) {
 }
 
 async fn run(metadata: RowMetadata) {
-    // A private tmpdir: information_schema queries spill to temporary files, whose names
-    // are not unique between servers sharing /tmp.
-    let tmp = tempfile::tempdir().unwrap();
-    let server = Server::start(
-        ServerConfig::new()
-            .binlog_row_metadata(metadata)
-            .option("tmpdir", tmp.path().display()),
-    )
-    .unwrap();
+    let server = Server::start(ServerConfig::new().binlog_row_metadata(metadata)).unwrap();
     server
         .exec(
             "CREATE DATABASE app; CREATE TABLE app.t (id INT UNSIGNED NOT NULL PRIMARY KEY, \

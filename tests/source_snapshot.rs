@@ -229,15 +229,7 @@ async fn source_rows(server: &Server, table: &str) -> Rows {
 const TABLES: u32 = 3;
 
 fn run(resume: bool) {
-    // A private tmpdir: information_schema queries spill to temporary files, whose names
-    // are not unique between servers sharing /tmp.
-    let tmp = tempfile::tempdir().unwrap();
-    let server = Server::start(
-        ServerConfig::new()
-            .gtid_domain_id(3)
-            .option("tmpdir", tmp.path().display()),
-    )
-    .unwrap();
+    let server = Server::start(ServerConfig::new().gtid_domain_id(3)).unwrap();
     let prepare = Sysbench::new(Workload::OltpWriteOnly)
         .tables(TABLES)
         .table_size(4000);

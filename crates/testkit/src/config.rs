@@ -149,7 +149,8 @@ pub(crate) struct Runtime<'a> {
 ///
 /// Defaults favour start-up and test speed over durability: ROW binlog in
 /// `<datadir>/binlog.*`, a small redo log, `innodb_flush_log_at_trx_commit=2`,
-/// `sync_binlog=0`, no doublewrite buffer, `skip-name-resolve` and no performance schema.
+/// `sync_binlog=0`, no doublewrite buffer, `skip-name-resolve`, no performance schema and a
+/// private `tmpdir` (the data directory).
 /// Every default can be overridden with a typed setter or [`ServerConfig::option`], or dropped
 /// with [`ServerConfig::remove_option`].
 ///
@@ -208,6 +209,12 @@ impl ServerConfig {
             .option("innodb_buffer_pool_load_at_startup", "OFF")
             .option("innodb_buffer_pool_dump_at_shutdown", "OFF")
             .option("sync_binlog", "0")
+            // Temporary files in the server's own data directory (the server runs there):
+            // with the shared system temp dir, MariaDB 10.11.19 crashed now and then (SIGSEGV
+            // in `ha_maria::drop_table` freeing an information_schema temporary table) while
+            // other kit servers ran; information_schema spills have names not unique between
+            // servers sharing a directory.
+            .option("tmpdir", ".")
             .log_bin(true)
             .binlog_format(BinlogFormat::Row);
         cfg
