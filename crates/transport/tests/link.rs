@@ -227,24 +227,30 @@ async fn raw_hello(conn: &quinn::Connection) -> (quinn::SendStream, quinn::RecvS
     }
 }
 
-/// Sends `bytes` on a new data stream and returns the reason the receiver closed with.
-async fn close_reason_after(conn: &quinn::Connection, bytes: &[u8], finish: bool) -> String {
-    let mut stream = conn.open_uni().await.unwrap();
-    stream.write_all(bytes).await.unwrap();
-    if finish {
-        stream.finish().unwrap();
+/// Sends `bytes` on a new data stream and returns the reason the receiver closed with, or
+/// `None` if the close itself was lost: on a loaded machine the client can miss the
+/// CONNECTION_CLOSE (UDP drops it, or the receiver's draining period ends first) and then
+/// only sees a stateless reset, which carries no reason.
+async fn close_reason_after(
+    conn: &quinn::Connection,
+    bytes: &[u8],
+    finish: bool,
+) -> Option<String> {
+    let mut stream = conn.open_uni().await.ok()?;
+    // The receiver may close while this is still being written.
+    if stream.write_all(bytes).await.is_ok() && finish {
+        let _ = stream.finish();
     }
     let error = tokio::time::timeout(Duration::from_secs(5), conn.closed())
         .await
         .expect("receiver closes the connection");
     match error {
-        quinn::ConnectionError::ApplicationClosed(close) => {
-            format!(
-                "code {}: {}",
-                close.error_code,
-                String::from_utf8_lossy(&close.reason)
-            )
-        }
+        quinn::ConnectionError::ApplicationClosed(close) => Some(format!(
+            "code {}: {}",
+            close.error_code,
+            String::from_utf8_lossy(&close.reason)
+        )),
+        quinn::ConnectionError::Reset => None,
         other => panic!("unexpected close: {other}"),
     }
 }
@@ -308,10 +314,18 @@ async fn hostile_frames_are_refused_clearly_and_the_receiver_survives() {
         ("beyond the window", far_ahead, false, "over the window"),
     ];
     for (what, bytes, finish, want) in cases {
-        let conn = raw_connection(&files, addr).await;
-        let (_send, _recv, last) = raw_hello(&conn).await;
-        assert_eq!(last, 0);
-        let reason = close_reason_after(&conn, &bytes, finish).await;
+        // Each attempt is a new connection; one whose close was lost is tried again.
+        let mut reason = None;
+        for _ in 0..5 {
+            let conn = raw_connection(&files, addr).await;
+            let (_send, _recv, last) = raw_hello(&conn).await;
+            assert_eq!(last, 0);
+            reason = close_reason_after(&conn, &bytes, finish).await;
+            if reason.is_some() {
+                break;
+            }
+        }
+        let reason = reason.unwrap_or_else(|| panic!("{what}: the close reason never arrived"));
         assert!(reason.contains(want), "{what}: {reason}");
     }
 
