@@ -19,6 +19,15 @@
 //! Why the builder lives here rather than in `outflow-core`: it needs `outflow-binlog`, and
 //! core must stay light for crates that never read a binlog (the sinks).
 //!
+//! Column rules ([`crate::columns`], set with [`BatchBuilder::set_columns`]) are applied
+//! here: excluded columns never enter the batch, masked ones enter as their hash, and the
+//! batch's schema is the shipped one. An update that changes only excluded columns is
+//! dropped in `Replica` mode like one that changes nothing.
+//!
+//! Initial-snapshot rows enter through [`BatchBuilder::begin_snapshot_chunk`],
+//! [`BatchBuilder::snapshot_row`] and [`BatchBuilder::end_snapshot_chunk`], as inserts in
+//! a batch marked [`ChangeBatch::is_snapshot`], with the same column rules.
+//!
 //! Allocation: schemas are derived once per table definition; row values are written
 //! straight into the batch's reusable buffers, and the per-image scratch vectors are
 //! recycled between events, so a steady stream allocates nothing per row.
@@ -34,10 +43,12 @@ use outflow_binlog::{
     DecodeError, Decoded, Event, Row, RowIter, RowsEvent, RowsKind, TableInfo, Value,
 };
 use outflow_core::{
-    BatchError, ChangeBatch, ColumnSchema, ColumnType, Date, DateTime, Gtid, GtidSet, GtidState,
-    ImageMode, MariaGtid, MariaGtidPos, MySqlGtid, Op, SchemaVersion, SectionId, SourcePosition,
-    TableSchema, Tag, Time, Timestamp, Uuid, ValueRef,
+    BatchError, BinlogPosition, ChangeBatch, ColumnSchema, ColumnType, Date, DateTime, Gtid,
+    GtidSet, GtidState, ImageMode, MariaGtid, MariaGtidPos, MySqlGtid, Op, SchemaVersion,
+    SectionId, SourcePosition, TableSchema, Tag, Time, Timestamp, Uuid, ValueRef,
 };
+
+use crate::columns::{mask_text, ByteWriter, ColumnMap, ColumnPolicy};
 
 /// Why events could not be turned into changes. Every variant says where.
 #[derive(Debug, thiserror::Error)]
@@ -67,12 +78,27 @@ pub enum BuildError {
         /// What.
         what: String,
     },
+    /// A column rule cannot be applied to a table (a configuration error).
+    #[error("column rules: {0}")]
+    Columns(String),
 }
+
+/// Decides per row change whether it is taken ([`BatchBuilder::rows_gated`]).
+pub type RowGate<'g> = dyn for<'v> FnMut(&[Option<Value<'v>>]) -> Option<bool> + 'g;
 
 /// Schema derived from one TABLE_MAP, kept while the same definition keeps coming.
 struct CachedSchema {
     info: TableInfo,
     schema: Arc<TableSchema>,
+    section: Option<SectionId>,
+    /// Column rules in force, when they change anything.
+    columns: Option<Arc<ColumnMap>>,
+}
+
+/// A snapshot table's shipped schema, kept per source schema version.
+struct SnapshotTable {
+    schema: Arc<TableSchema>,
+    columns: Option<Arc<ColumnMap>>,
     section: Option<SectionId>,
 }
 
@@ -96,6 +122,13 @@ pub struct BatchBuilder {
     batch_bytes: u64,
     batch_first_pos: Option<u64>,
     rows_seen: u64,
+    policy: Option<Arc<dyn ColumnPolicy>>,
+    /// Scratch for masking: a value's text, then its hash.
+    mask_in: Vec<u8>,
+    mask_out: String,
+    snapshot_tables: HashMap<SchemaVersion, SnapshotTable>,
+    /// The snapshot table whose chunk is open.
+    snapshot_open: Option<SchemaVersion>,
 }
 
 /// Reuses a vector's allocation for values of another lifetime. The vector is emptied
@@ -123,6 +156,35 @@ impl BatchBuilder {
             batch_bytes: 0,
             batch_first_pos: None,
             rows_seen: 0,
+            policy: None,
+            mask_in: Vec::new(),
+            mask_out: String::new(),
+            snapshot_tables: HashMap::new(),
+            snapshot_open: None,
+        }
+    }
+
+    /// Applies `policy`'s column rules from now on (table definitions seen before are
+    /// derived again).
+    pub fn set_columns(&mut self, policy: Arc<dyn ColumnPolicy>) {
+        self.policy = Some(policy);
+        self.schemas.clear();
+        self.snapshot_tables.clear();
+    }
+
+    /// The shipped schema and column map of `source` under the column rules.
+    fn shipped(
+        &self,
+        source: TableSchema,
+    ) -> Result<(Arc<TableSchema>, Option<Arc<ColumnMap>>), BuildError> {
+        let Some(policy) = &self.policy else {
+            return Ok((Arc::new(source), None));
+        };
+        let names: Vec<&str> = source.columns.iter().map(|c| c.name.as_str()).collect();
+        let actions = policy.actions(&source.db, &source.table, &names);
+        match ColumnMap::new(&source, &actions).map_err(BuildError::Columns)? {
+            None => Ok((Arc::new(source), None)),
+            Some((shipped, map)) => Ok((Arc::new(shipped), Some(Arc::new(map)))),
         }
     }
 
@@ -165,6 +227,9 @@ impl BatchBuilder {
     pub fn clear_batch(&mut self) {
         self.batch.clear();
         for s in self.schemas.values_mut() {
+            s.section = None;
+        }
+        for s in self.snapshot_tables.values_mut() {
             s.section = None;
         }
         self.batch_bytes = 0;
@@ -217,18 +282,23 @@ impl BatchBuilder {
         Ok(())
     }
 
-    /// The section for `table`, deriving (once per definition) its schema.
-    fn section(&mut self, table: &TableInfo) -> SectionId {
+    /// The section for `table` and its column rules, deriving (once per definition) its
+    /// schema.
+    fn section(
+        &mut self,
+        table: &TableInfo,
+    ) -> Result<(SectionId, Option<Arc<ColumnMap>>), BuildError> {
         let cached = match self.schemas.get_mut(&table.table_id) {
             Some(c) if c.info == *table => c,
             _ => {
-                let schema = Arc::new(schema_of(table));
+                let (schema, columns) = self.shipped(schema_of(table))?;
                 self.schemas.insert(
                     table.table_id,
                     CachedSchema {
                         info: table.clone(),
                         schema,
                         section: None,
+                        columns,
                     },
                 );
                 // Just inserted.
@@ -238,14 +308,29 @@ impl BatchBuilder {
                 c
             }
         };
-        match cached.section {
+        let s = match cached.section {
             Some(s) => s,
             None => {
                 let s = self.batch.section_for(&cached.schema);
                 cached.section = Some(s);
                 s
             }
-        }
+        };
+        Ok((s, cached.columns.clone()))
+    }
+
+    /// Like `Visitor::rows`, but only the changes `gate` admits are taken. The gate sees
+    /// the row's key image (the after image of an insert, else the before image) and
+    /// answers whether to take the change; `None` (it cannot tell) is an error naming the
+    /// row's position. The live source uses it to skip what the initial snapshot holds.
+    pub fn rows_gated(
+        &mut self,
+        ctx: RowsContext<'_>,
+        table: &TableInfo,
+        rows: RowIter<'_>,
+        gate: &mut RowGate<'_>,
+    ) -> Result<(), BuildError> {
+        self.handle_rows(ctx, table, rows, Some(gate))
     }
 
     fn handle_rows(
@@ -253,19 +338,31 @@ impl BatchBuilder {
         ctx: RowsContext<'_>,
         table: &TableInfo,
         rows: RowIter<'_>,
+        gate: Option<&mut RowGate<'_>>,
     ) -> Result<(), BuildError> {
         if !self.batch.in_transaction() {
             // Row events without BEGIN (some non-transactional writes): their own group.
             self.begin(ctx.pos, ctx.timestamp)?;
         }
-        let sec = self.section(table);
+        let (sec, columns) = self.section(table)?;
         let mode = self.batch.mode();
         let ncols = table.columns.len();
         let mut before = recycle(std::mem::take(&mut self.before));
         let mut after = recycle(std::mem::take(&mut self.after));
         before.resize(ncols, None);
         after.resize(ncols, None);
-        let r = self.append_rows(ctx.pos, sec, mode, table, rows, &mut before, &mut after);
+        let cols = columns.as_deref();
+        let r = self.append_rows(
+            ctx.pos,
+            sec,
+            mode,
+            table,
+            cols,
+            rows,
+            gate,
+            &mut before,
+            &mut after,
+        );
         self.before = recycle(before);
         self.after = recycle(after);
         r
@@ -278,7 +375,9 @@ impl BatchBuilder {
         sec: SectionId,
         mode: ImageMode,
         table: &TableInfo,
+        cols: Option<&ColumnMap>,
         rows: RowIter<'a>,
+        mut gate: Option<&mut RowGate<'_>>,
         before: &mut [Option<Value<'a>>],
         after: &mut [Option<Value<'a>>],
     ) -> Result<(), BuildError> {
@@ -302,15 +401,33 @@ impl BatchBuilder {
             if let Some(row) = change.after {
                 fill(after, row).map_err(derr)?;
             }
+            if let Some(g) = gate.as_mut() {
+                let image: &[Option<Value<'_>>] = if op == Op::Insert { after } else { before };
+                match g(image) {
+                    Some(true) => {}
+                    Some(false) => continue,
+                    None => {
+                        return Err(self.row_error(
+                            pos,
+                            format!(
+                                "`{}`: the snapshot handoff needs the row's integer primary key",
+                                table.qualified_name()
+                            ),
+                        ))
+                    }
+                }
+            }
             let key_ok = !pk.is_empty()
                 && pk
                     .iter()
                     .all(|&k| before.get(k).is_some_and(Option::is_some));
             if mode == ImageMode::Replica && op == Op::Update {
+                let shipped = |c: usize| cols.is_none_or(|m| m.out[c].is_some());
                 let changed = before
                     .iter()
                     .zip(after.iter())
-                    .any(|(b, a)| a.is_some() && (b.is_none() || b != a));
+                    .enumerate()
+                    .any(|(c, (b, a))| a.is_some() && (b.is_none() || b != a) && shipped(c));
                 if !changed {
                     continue;
                 }
@@ -319,14 +436,14 @@ impl BatchBuilder {
                 return Err(self.batch_error(pos, e));
             }
             if op != Op::Insert {
-                self.push_image(pos, sec, table, before, |c| {
+                self.push_image(pos, sec, table, cols, before, |c| {
                     mode == ImageMode::Full || !key_ok || pk.contains(&c)
                 })?;
             }
             if op != Op::Delete {
                 let (b, a): (&[Option<Value<'a>>], &[Option<Value<'a>>]) = (before, after);
                 let whole = mode == ImageMode::Full || op == Op::Insert;
-                self.push_image(pos, sec, table, a, |c| whole || b[c] != a[c])?;
+                self.push_image(pos, sec, table, cols, a, |c| whole || b[c] != a[c])?;
             }
         }
         Ok(())
@@ -337,6 +454,7 @@ impl BatchBuilder {
         pos: u64,
         sec: SectionId,
         table: &TableInfo,
+        cols: Option<&ColumnMap>,
         values: &[Option<Value<'_>>],
         keep: impl Fn(usize) -> bool,
     ) -> Result<(), BuildError> {
@@ -350,7 +468,19 @@ impl BatchBuilder {
             if !keep(c) {
                 continue;
             }
-            if let Err(what) = set_value(self.batch.section_mut(sec), c, v, &mut self.text) {
+            let (out, masked) = match cols {
+                None => (c, false),
+                Some(m) => match m.out[c] {
+                    None => continue,
+                    Some(o) => (o, m.mask[c] && *v != Value::Null),
+                },
+            };
+            let r = if masked {
+                self.mask_binlog(sec, out, c, cols, v)
+            } else {
+                set_value(self.batch.section_mut(sec), out, v, &mut self.text)
+            };
+            if let Err(what) = r {
                 return Err(self.row_error(
                     pos,
                     format!("`{}` column {}: {what}", table.qualified_name(), c + 1),
@@ -358,6 +488,136 @@ impl BatchBuilder {
             }
         }
         Ok(())
+    }
+
+    /// Stores the mask of binlog value `v` of source column `c` in shipped column `out`.
+    fn mask_binlog(
+        &mut self,
+        sec: SectionId,
+        out: usize,
+        c: usize,
+        cols: Option<&ColumnMap>,
+        v: &Value<'_>,
+    ) -> Result<(), String> {
+        let (Some(m), Some(policy)) = (cols, &self.policy) else {
+            return Err("masked column without column rules".to_string());
+        };
+        binlog_mask_text(v, &m.source.columns[c], &mut self.text, &mut self.mask_in)?;
+        policy.mask(&self.mask_in, &mut self.mask_out);
+        self.batch
+            .section_mut(sec)
+            .set(out, ValueRef::Text(self.mask_out.as_bytes()))
+            .map_err(|e| e.to_string())
+    }
+
+    /// Opens a transaction for a chunk of `table`'s initial-snapshot rows, which reflect
+    /// the binlog up to `at`. The batch becomes a snapshot batch
+    /// ([`ChangeBatch::is_snapshot`]): it must hold no binlog transactions.
+    pub fn begin_snapshot_chunk(&mut self, table: &TableSchema) -> Result<(), BuildError> {
+        let row_err = |what: String| BuildError::Row {
+            file: String::new(),
+            pos: 0,
+            gtid: "-".to_string(),
+            what: format!("snapshot of `{}`: {what}", table.qualified_name()),
+        };
+        if !self.batch.is_snapshot() && !self.batch.transactions().is_empty() {
+            return Err(row_err("the batch holds binlog transactions".into()));
+        }
+        if !self.snapshot_tables.contains_key(&table.version) {
+            let (schema, columns) = self.shipped(table.clone())?;
+            self.snapshot_tables.insert(
+                table.version,
+                SnapshotTable {
+                    schema,
+                    columns,
+                    section: None,
+                },
+            );
+        }
+        self.batch.set_snapshot(true);
+        self.batch
+            .begin_transaction(None, 0)
+            .map_err(|e| row_err(e.to_string()))?;
+        self.snapshot_open = Some(table.version);
+        Ok(())
+    }
+
+    /// Appends one snapshot row (values in the source table's column order) as an insert.
+    pub fn snapshot_row(&mut self, values: &[ValueRef<'_>]) -> Result<(), BuildError> {
+        let Some(t) = self
+            .snapshot_open
+            .and_then(|v| self.snapshot_tables.get_mut(&v))
+        else {
+            return Err(BuildError::Columns(
+                "a snapshot row outside a chunk".to_string(),
+            ));
+        };
+        let sec = match t.section {
+            Some(s) => s,
+            None => {
+                let s = self.batch.section_for(&t.schema);
+                t.section = Some(s);
+                s
+            }
+        };
+        let columns = t.columns.clone();
+        let name = || t.schema.qualified_name();
+        let err = |what: String| BuildError::Row {
+            file: String::new(),
+            pos: 0,
+            gtid: "-".to_string(),
+            what,
+        };
+        let r = self
+            .batch
+            .push_change(sec, Op::Insert)
+            .and_then(|section| section.push_image());
+        if let Err(e) = r {
+            return Err(err(format!("snapshot of `{}`: {e}", name())));
+        }
+        self.rows_seen += 1;
+        for (c, v) in values.iter().enumerate() {
+            let r = match columns.as_deref() {
+                None => self.batch.section_mut(sec).set(c, *v),
+                Some(m) => match m.out.get(c).copied().flatten() {
+                    None => continue,
+                    Some(o) if m.mask[c] && !v.is_null() => {
+                        let Some(policy) = &self.policy else {
+                            return Err(BuildError::Columns("masked without rules".into()));
+                        };
+                        self.mask_in.clear();
+                        mask_text(*v, &m.source.columns[c], &mut self.mask_in);
+                        policy.mask(&self.mask_in, &mut self.mask_out);
+                        self.batch
+                            .section_mut(sec)
+                            .set(o, ValueRef::Text(self.mask_out.as_bytes()))
+                    }
+                    Some(o) => self.batch.section_mut(sec).set(o, *v),
+                },
+            };
+            if let Err(e) = r {
+                return Err(err(format!(
+                    "snapshot of `{}` column {}: {e}",
+                    name(),
+                    c + 1
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits the open snapshot chunk; `at` is the table's snapshot position, recorded as
+    /// the transaction's end.
+    pub fn end_snapshot_chunk(&mut self, at: &BinlogPosition) -> Result<(), BuildError> {
+        self.snapshot_open = None;
+        self.batch
+            .commit_transaction(&at.file, at.pos)
+            .map_err(|e| BuildError::Row {
+                file: at.file.clone(),
+                pos: at.pos,
+                gtid: "-".to_string(),
+                what: format!("snapshot chunk: {e}"),
+            })
     }
 }
 
@@ -373,16 +633,6 @@ fn fill<'a>(out: &mut [Option<Value<'a>>], row: Row<'a>) -> Result<(), outflow_b
     Ok(())
 }
 
-/// Writes into a `Vec<u8>` through `fmt::Write`.
-struct ByteWriter<'v>(&'v mut Vec<u8>);
-
-impl std::fmt::Write for ByteWriter<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
-    }
-}
-
 /// Stores one binlog value in column `c` of the section's current image.
 fn set_value(
     section: &mut outflow_core::TableSection,
@@ -390,66 +640,93 @@ fn set_value(
     v: &Value<'_>,
     text: &mut String,
 ) -> Result<(), String> {
-    let kind = section.columns()[c].kind();
     let r = match *v {
-        Value::Null => section.set(c, ValueRef::Null),
-        Value::Int(x) => section.set(c, ValueRef::Int(x)),
-        Value::UInt(x) => section.set(c, ValueRef::UInt(x)),
-        Value::Float(x) => section.set(c, ValueRef::Float(x)),
-        Value::Double(x) => section.set(c, ValueRef::Double(x)),
         Value::Decimal(d) => {
             d.validate().map_err(|e| e.to_string())?;
             section.set_with(c, |out| write!(ByteWriter(out), "{d}").map_err(|_| ()))
         }
-        Value::Year(y) => section.set(c, ValueRef::Year(y)),
-        Value::Date(d) => section.set(
-            c,
-            ValueRef::Date(Date {
-                year: d.year,
-                month: d.month,
-                day: d.day,
-            }),
-        ),
-        Value::Time(t) => section.set(
-            c,
-            ValueRef::Time(Time {
-                negative: t.negative,
-                hours: t.hours,
-                minutes: t.minutes,
-                seconds: t.seconds,
-                micros: t.micros,
-            }),
-        ),
-        Value::DateTime(t) => section.set(
-            c,
-            ValueRef::DateTime(DateTime {
-                year: t.year,
-                month: t.month,
-                day: t.day,
-                hour: t.hour,
-                minute: t.minute,
-                second: t.second,
-                micros: t.micros,
-            }),
-        ),
-        Value::Timestamp(t) => section.set(
-            c,
-            ValueRef::Timestamp(Timestamp {
-                seconds: t.seconds,
-                micros: t.micros,
-            }),
-        ),
+        _ => {
+            let kind = section.columns()[c].kind();
+            section.set(c, value_ref(v, kind, text)?)
+        }
+    };
+    r.map_err(|e| e.to_string())
+}
+
+/// Writes the text a masked binlog value of column `col` is hashed from ([`mask_text`])
+/// into `out` (replacing its contents); `text` is scratch for JSON.
+pub fn binlog_mask_text(
+    v: &Value<'_>,
+    col: &ColumnSchema,
+    text: &mut String,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    out.clear();
+    match *v {
+        Value::Decimal(d) => {
+            d.validate().map_err(|e| e.to_string())?;
+            write!(ByteWriter(out), "{d}").map_err(|e| e.to_string())
+        }
+        _ => {
+            mask_text(value_ref(v, col.value_kind(), text)?, col, out);
+            Ok(())
+        }
+    }
+}
+
+/// The core value of a binlog value (any but DECIMAL, which is written as text in place)
+/// for a column of `kind`; JSON is rendered into `text`.
+fn value_ref<'v>(
+    v: &Value<'v>,
+    kind: outflow_core::ValueKind,
+    text: &'v mut String,
+) -> Result<ValueRef<'v>, String> {
+    Ok(match *v {
+        Value::Null => ValueRef::Null,
+        Value::Int(x) => ValueRef::Int(x),
+        Value::UInt(x) => ValueRef::UInt(x),
+        Value::Float(x) => ValueRef::Float(x),
+        Value::Double(x) => ValueRef::Double(x),
+        Value::Decimal(_) => return Err("DECIMAL is stored as text".to_string()),
+        Value::Year(y) => ValueRef::Year(y),
+        Value::Date(d) => ValueRef::Date(Date {
+            year: d.year,
+            month: d.month,
+            day: d.day,
+        }),
+        Value::Time(t) => ValueRef::Time(Time {
+            negative: t.negative,
+            hours: t.hours,
+            minutes: t.minutes,
+            seconds: t.seconds,
+            micros: t.micros,
+        }),
+        Value::DateTime(t) => ValueRef::DateTime(DateTime {
+            year: t.year,
+            month: t.month,
+            day: t.day,
+            hour: t.hour,
+            minute: t.minute,
+            second: t.second,
+            micros: t.micros,
+        }),
+        Value::Timestamp(t) => ValueRef::Timestamp(Timestamp {
+            seconds: t.seconds,
+            micros: t.micros,
+        }),
         // Text and bytes are the same bytes; the schema decides which the column holds.
         Value::Text(b) | Value::Bytes(b) => match kind {
-            outflow_core::ValueKind::Text => section.set(c, ValueRef::Text(b)),
-            _ => section.set(c, ValueRef::Bytes(b)),
+            outflow_core::ValueKind::Text => ValueRef::Text(b),
+            _ => ValueRef::Bytes(b),
         },
-        Value::Enum(x) => section.set(c, ValueRef::Enum(x)),
-        Value::Set(x) => section.set(c, ValueRef::Set(x)),
-        Value::Bit { value, .. } => section.set(c, ValueRef::Bit(value)),
+        Value::Enum(x) => ValueRef::Enum(x),
+        Value::Set(x) => ValueRef::Set(x),
+        Value::Bit { value, .. } => ValueRef::Bit(value),
         Value::Json(j) => {
+            // The scratch is reused: each value starts it afresh.
+            text.clear();
             j.write_json(text).map_err(|e| e.to_string())?;
-            section.set(c, ValueRef::Json(text.as_bytes()))
+            ValueRef::Json(text.as_bytes())
         }
         Value::JsonDiff(_) => {
             return Err(
@@ -458,9 +735,8 @@ fn set_value(
                     .to_string(),
             )
         }
-        Value::Geometry(b) => section.set(c, ValueRef::Geometry(b)),
-    };
-    r.map_err(|e| e.to_string())
+        Value::Geometry(b) => ValueRef::Geometry(b),
+    })
 }
 
 /// The [`TableSchema`] a TABLE_MAP describes. The version is a hash of the content, so the
@@ -530,7 +806,7 @@ pub fn schema_of(table: &TableInfo) -> TableSchema {
 }
 
 /// FNV-1a over the schema's bincode form: stable across processes, platforms and runs.
-fn content_hash(schema: &TableSchema) -> u64 {
+pub(crate) fn content_hash(schema: &TableSchema) -> u64 {
     let bytes = bincode::serialize(schema).unwrap_or_default();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {
@@ -689,6 +965,150 @@ impl Visitor for BatchBuilder {
         table: &TableInfo,
         rows: RowIter<'_>,
     ) -> Result<(), BuildError> {
-        self.handle_rows(ctx, table, rows)
+        self.handle_rows(ctx, table, rows, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::columns::ColumnAction;
+    use crate::frame::{Decoder, Encoder, EncoderConfig, Limits};
+
+    /// Excludes `secret`, masks `email` with a toy "hash" (the text reversed) that shows
+    /// what was hashed.
+    struct Rules;
+
+    impl ColumnPolicy for Rules {
+        fn actions(&self, _db: &str, _table: &str, names: &[&str]) -> Vec<ColumnAction> {
+            names
+                .iter()
+                .map(|n| match *n {
+                    "secret" => ColumnAction::Exclude,
+                    "email" => ColumnAction::Mask,
+                    _ => ColumnAction::Keep,
+                })
+                .collect()
+        }
+
+        fn mask(&self, text: &[u8], out: &mut String) {
+            out.clear();
+            out.extend(text.iter().rev().map(|&b| char::from(b)));
+        }
+    }
+
+    fn table() -> TableSchema {
+        TableSchema {
+            version: SchemaVersion(7),
+            db: "d".into(),
+            table: "t".into(),
+            columns: vec![
+                ColumnSchema::new("id", ColumnType::Int { bytes: 4 }),
+                ColumnSchema::new("secret", ColumnType::Int { bytes: 4 }),
+                ColumnSchema::new(
+                    "email",
+                    ColumnType::Blob {
+                        len_bytes: 2,
+                        binary: false,
+                    },
+                ),
+            ],
+            primary_key: vec![0],
+        }
+    }
+
+    #[test]
+    fn snapshot_chunks_apply_column_rules_and_survive_a_frame() {
+        let mut b = BatchBuilder::new(ImageMode::Replica);
+        b.set_columns(Arc::new(Rules));
+        let t = table();
+        b.begin_snapshot_chunk(&t).unwrap();
+        b.snapshot_row(&[ValueRef::Int(1), ValueRef::Int(99), ValueRef::Text(b"a@b")])
+            .unwrap();
+        b.snapshot_row(&[ValueRef::Int(2), ValueRef::Int(98), ValueRef::Null])
+            .unwrap();
+        let at = BinlogPosition {
+            file: "binlog.000001".into(),
+            pos: 1234,
+        };
+        b.end_snapshot_chunk(&at).unwrap();
+        assert!(b.batch().is_snapshot());
+
+        let mut enc = Encoder::new(EncoderConfig::default()).unwrap();
+        let mut frame = Vec::new();
+        enc.encode(b.batch(), &mut frame).unwrap();
+        let mut dec = Decoder::new(Limits::default()).unwrap();
+        let mut got = ChangeBatch::new(ImageMode::Replica);
+        dec.decode(&frame, &mut got).unwrap();
+        assert!(got.is_snapshot(), "the flag travels in the frame");
+        let section = &got.sections()[0];
+        let names: Vec<&str> = section
+            .schema()
+            .columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(names, ["id", "email"], "the excluded column is not shipped");
+        let rows: Vec<_> = section
+            .changes()
+            .map(|c| {
+                let a = c.after.unwrap();
+                (c.op, a.get(0).unwrap(), a.get(1).unwrap())
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (Op::Insert, ValueRef::Int(1), ValueRef::Text(b"b@a")),
+                (Op::Insert, ValueRef::Int(2), ValueRef::Null),
+            ]
+        );
+
+        // Clearing ends the snapshot batch: the next one starts unmarked.
+        b.clear_batch();
+        assert!(!b.batch().is_snapshot());
+    }
+
+    #[test]
+    fn excluding_a_key_column_is_a_clear_error() {
+        struct NoKey;
+        impl ColumnPolicy for NoKey {
+            fn actions(&self, _: &str, _: &str, names: &[&str]) -> Vec<ColumnAction> {
+                names
+                    .iter()
+                    .map(|n| {
+                        if *n == "id" {
+                            ColumnAction::Exclude
+                        } else {
+                            ColumnAction::Keep
+                        }
+                    })
+                    .collect()
+            }
+            fn mask(&self, _: &[u8], _: &mut String) {}
+        }
+        let mut b = BatchBuilder::new(ImageMode::Replica);
+        b.set_columns(Arc::new(NoKey));
+        let e = b.begin_snapshot_chunk(&table()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("`id` of `d.t` is part of the primary key"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn json_scratch_starts_afresh_for_every_value() {
+        // Two JSON values in a row must not run together in the reused scratch.
+        let mut text = String::new();
+        let doc = [0x0c_u8, 0x01, b'a']; // JSON string "a"
+        let j = outflow_binlog::value::json::JsonBinary(&doc);
+        let first = value_ref(&Value::Json(j), outflow_core::ValueKind::Json, &mut text)
+            .map(|v| format!("{v:?}"))
+            .unwrap();
+        let second = value_ref(&Value::Json(j), outflow_core::ValueKind::Json, &mut text)
+            .map(|v| format!("{v:?}"))
+            .unwrap();
+        assert_eq!(first, second);
     }
 }

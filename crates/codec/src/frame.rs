@@ -5,7 +5,8 @@
 //! offset size
 //!  0     4   magic `OFLW`
 //!  4     1   format version (1)
-//!  5     1   flags: bit 0 payload is zstd, bit 1 compressed with a dictionary
+//!  5     1   flags: bit 0 payload is zstd, bit 1 compressed with a dictionary, bit 2
+//!            the batch holds initial-snapshot rows (apply as upserts)
 //!  6     2   reserved, 0
 //!  8     8   sequence number (the encoder's, +1 per frame)
 //! 16     4   meta length M
@@ -54,6 +55,8 @@ pub const HEADER_LEN: usize = 36;
 
 const FLAG_ZSTD: u8 = 1;
 const FLAG_DICT: u8 = 2;
+/// The batch holds initial-snapshot rows ([`ChangeBatch::is_snapshot`]).
+const FLAG_SNAPSHOT: u8 = 4;
 
 /// What a frame's meta block says, readable without decompressing the payload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,7 +135,7 @@ impl FrameHeader {
         if h.version != VERSION {
             return Err(FrameError::Version(h.version));
         }
-        if h.flags & !(FLAG_ZSTD | FLAG_DICT) != 0 || b[6] != 0 || b[7] != 0 {
+        if h.flags & !(FLAG_ZSTD | FLAG_DICT | FLAG_SNAPSHOT) != 0 || b[6] != 0 || b[7] != 0 {
             return Err(FrameError::Malformed("unknown flags or reserved bits set"));
         }
         if (h.flags & FLAG_DICT != 0) != (h.dict_id != 0)
@@ -468,7 +471,11 @@ impl Encoder {
         let h = &mut out[start..start + HEADER_LEN];
         h[..4].copy_from_slice(&MAGIC);
         h[4] = VERSION;
-        h[5] = flags;
+        h[5] = if batch.is_snapshot() {
+            flags | FLAG_SNAPSHOT
+        } else {
+            flags
+        };
         h[8..16].copy_from_slice(&self.sequence.to_le_bytes());
         h[16..20].copy_from_slice(&(meta_bytes.len() as u32).to_le_bytes());
         h[20..24].copy_from_slice(&(payload_len as u32).to_le_bytes());
@@ -677,6 +684,7 @@ impl Decoder {
                 sequence: seq,
                 error: PayloadError::Inconsistent(e.to_string()),
             })?;
+        batch.set_snapshot(h.flags & FLAG_SNAPSHOT != 0);
         if let Some(e) = self.expect.as_mut() {
             *e += 1;
         }

@@ -2,8 +2,9 @@
 //! back.
 //!
 //! The path, in the order the live pipeline and `outflow estimate` run it:
-//! 1. [`builder::BatchBuilder`] turns decoded binlog events into an
-//!    [`outflow_core::ChangeBatch`], minimising images in `replica` mode.
+//! 1. [`builder::BatchBuilder`] turns decoded binlog events (or initial-snapshot rows) into
+//!    an [`outflow_core::ChangeBatch`], minimising images in `replica` mode and leaving out
+//!    or masking columns per [`columns`].
 //! 2. [`compact::Compactor`] optionally collapses the batch into net changes per key.
 //! 3. [`frame::Encoder`] lays the batch out column by column ([`columnar`]), compresses it
 //!    with zstd and wraps it in a versioned, checksummed frame; [`frame::Decoder`] checks and
@@ -15,12 +16,14 @@
 
 pub mod builder;
 pub mod columnar;
+pub mod columns;
 pub mod compact;
 pub mod frame;
 pub mod pipeline;
 pub mod wire;
 
-pub use builder::{schema_of, BatchBuilder, BuildError};
+pub use builder::{binlog_mask_text, schema_of, BatchBuilder, BuildError, RowGate};
+pub use columns::{mask_text, ColumnAction, ColumnMap, ColumnPolicy};
 pub use compact::{CompactError, Compactor};
 pub use frame::{
     train_dictionary, Decoder, EncodeError, Encoder, EncoderConfig, FrameError, FrameHeader,

@@ -7,12 +7,14 @@
 //! [`Pipeline::flush`] (the live source does on a timer, passing no clock in here).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use outflow_binlog::walk::{RowsContext, Visitor};
 use outflow_binlog::{Decoded, RowIter, RowsEvent, TableInfo};
-use outflow_core::{ChangeBatch, ImageMode};
+use outflow_core::{BinlogPosition, ChangeBatch, ImageMode, TableSchema, ValueRef};
 
-use crate::builder::{BatchBuilder, BuildError};
+use crate::builder::{BatchBuilder, BuildError, RowGate};
+use crate::columns::ColumnPolicy;
 use crate::compact::{CompactError, Compactor};
 use crate::frame::{EncodeError, Encoder, EncoderConfig};
 
@@ -144,6 +146,47 @@ impl Pipeline {
         self.builder.set_file(name);
     }
 
+    /// Applies column exclusion and masking ([`crate::columns`]) from now on.
+    pub fn set_columns(&mut self, policy: Arc<dyn ColumnPolicy>) {
+        self.builder.set_columns(policy);
+    }
+
+    /// Opens a chunk of initial-snapshot rows of `table` (see
+    /// [`BatchBuilder::begin_snapshot_chunk`]); a pipeline carries either snapshot chunks
+    /// or binlog events, never both in one batch.
+    pub fn begin_snapshot_chunk(&mut self, table: &TableSchema) -> Result<(), PipelineError> {
+        Ok(self.builder.begin_snapshot_chunk(table)?)
+    }
+
+    /// One snapshot row, values in the source table's column order.
+    pub fn snapshot_row(&mut self, values: &[ValueRef<'_>]) -> Result<(), PipelineError> {
+        self.builder.snapshot_row(values)?;
+        self.stats.rows_in += 1;
+        Ok(())
+    }
+
+    /// Closes the chunk and encodes it as one frame (for [`Pipeline::drain_frames`]).
+    /// `at` is the table's snapshot position.
+    pub fn end_snapshot_chunk(&mut self, at: &BinlogPosition) -> Result<(), PipelineError> {
+        self.builder.end_snapshot_chunk(at)?;
+        self.encode_batch()
+    }
+
+    /// [`Visitor::rows`] taking only the changes `gate` admits
+    /// ([`BatchBuilder::rows_gated`]).
+    pub fn rows_gated(
+        &mut self,
+        ctx: RowsContext<'_>,
+        table: &TableInfo,
+        rows: RowIter<'_>,
+        gate: &mut RowGate<'_>,
+    ) -> Result<(), PipelineError> {
+        let before = self.builder.rows_seen();
+        self.builder.rows_gated(ctx, table, rows, gate)?;
+        self.stats.rows_in += self.builder.rows_seen() - before;
+        Ok(())
+    }
+
     /// Totals so far.
     pub fn stats(&self) -> &Stats {
         &self.stats
@@ -171,7 +214,8 @@ impl Pipeline {
     }
 
     fn encode_batch(&mut self) -> Result<(), PipelineError> {
-        let batch = if self.cfg.compaction {
+        // Snapshot rows are inserts of distinct keys: nothing to compact.
+        let batch = if self.cfg.compaction && !self.builder.batch().is_snapshot() {
             self.compactor
                 .compact(self.builder.batch(), &mut self.compacted)?;
             &self.compacted

@@ -949,6 +949,8 @@ pub struct SectionId(pub u32);
 pub struct ChangeBatch {
     mode: ImageMode,
     compacted: bool,
+    /// Rows of the initial snapshot (see [`ChangeBatch::is_snapshot`]).
+    snapshot: bool,
     start: SourcePosition,
     sections: Vec<TableSection>,
     runs: Vec<Run>,
@@ -965,6 +967,7 @@ impl PartialEq for ChangeBatch {
     fn eq(&self, other: &Self) -> bool {
         self.mode == other.mode
             && self.compacted == other.compacted
+            && self.snapshot == other.snapshot
             && self.start == other.start
             && self.sections == other.sections
             && self.runs == other.runs
@@ -1064,6 +1067,7 @@ impl ChangeBatch {
         Ok(ChangeBatch {
             mode: p.mode,
             compacted: p.compacted,
+            snapshot: false,
             start: p.start,
             sections: p.sections,
             runs: p.runs,
@@ -1107,6 +1111,7 @@ impl ChangeBatch {
         self.by_version.clear();
         self.open = None;
         self.compacted = false;
+        self.snapshot = false;
     }
 
     /// Which images the batch carries.
@@ -1134,6 +1139,19 @@ impl ChangeBatch {
         }
         self.compacted = on;
         Ok(())
+    }
+
+    /// Whether the batch holds rows of the initial snapshot: inserts only, each of which
+    /// may already be on the target (a crash re-sends the chunk in flight), so a sink
+    /// applies them as upserts (`REPLACE`) rather than as conflicts.
+    pub fn is_snapshot(&self) -> bool {
+        self.snapshot
+    }
+
+    /// Marks the batch as snapshot rows (see [`ChangeBatch::is_snapshot`]). Set it on an
+    /// empty batch; [`ChangeBatch::clear`] resets it.
+    pub fn set_snapshot(&mut self, on: bool) {
+        self.snapshot = on;
     }
 
     /// Position before the first transaction.

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use outflow_binlog::walk::Walker;
+use outflow_binlog::walk::{Visitor, Walker};
 use outflow_binlog::TableInfo;
 use outflow_codec::{EncoderConfig, Pipeline, PipelineConfig};
 use outflow_core::ImageMode;
@@ -71,6 +71,38 @@ pub struct EstimateArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Table and column filters, as in the `[filters]` section of the configuration: the
+    /// estimate counts what the relay would ship.
+    #[command(flatten)]
+    pub filters: crate::config::FilterConfig,
+}
+
+/// The pipeline behind the table filters, as the live source drives it.
+struct Filtered<'p> {
+    tables: outflow_source::TableFilterCache,
+    pipeline: &'p mut Pipeline,
+}
+
+impl Visitor for Filtered<'_> {
+    type Error = outflow_codec::PipelineError;
+
+    fn event(&mut self, pos: u64, d: &outflow_binlog::Decoded<'_>) -> Result<(), Self::Error> {
+        self.pipeline.event(pos, d)
+    }
+
+    fn wants(&mut self, table: &TableInfo) -> bool {
+        self.tables.wants(table) && self.pipeline.wants(table)
+    }
+
+    fn rows(
+        &mut self,
+        ctx: outflow_binlog::walk::RowsContext<'_>,
+        event: &outflow_binlog::RowsEvent<'_>,
+        table: &TableInfo,
+        rows: outflow_binlog::RowIter<'_>,
+    ) -> Result<(), Self::Error> {
+        self.pipeline.rows(ctx, event, table, rows)
+    }
 }
 
 /// A parsed `--primary-key`.
@@ -370,7 +402,9 @@ pub fn estimate(args: &EstimateArgs) -> anyhow::Result<Report> {
         },
         keep_frames: false,
     };
+    let filter = outflow_source::Filter::new(&args.filters.resolve()?)?;
     let mut pipeline = Pipeline::new(cfg)?;
+    pipeline.set_columns(std::sync::Arc::new(filter.clone()));
     let mut walker = Walker::new();
     if !specs.is_empty() {
         walker
@@ -385,7 +419,11 @@ pub fn estimate(args: &EstimateArgs) -> anyhow::Result<Report> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         pipeline.set_file(&name);
-        raw_bytes += crate::inspect::walk_file(path, &mut walker, &mut pipeline)?;
+        let mut filtered = Filtered {
+            tables: outflow_source::TableFilterCache::new(filter.clone()),
+            pipeline: &mut pipeline,
+        };
+        raw_bytes += crate::inspect::walk_file(path, &mut walker, &mut filtered)?;
         if let Some(i) = walker.incidents().first() {
             bail!(
                 "{}: INCIDENT at {}: the source lost changes ({})",

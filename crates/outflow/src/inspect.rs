@@ -6,11 +6,19 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Instant;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use anyhow::Context;
 use outflow_binlog::walk::{RowsContext, Visitor, Walker};
 use outflow_binlog::{
     event_type, DecodeError, Decoded, EventBuffer, RowIter, RowsEvent, TableInfo,
 };
+
+use outflow_binlog::Value;
+use outflow_codec::{binlog_mask_text, schema_of};
+use outflow_core::TableSchema;
+use outflow_source::filter::{ColumnAction, ColumnPlan, Filter, TableFilterCache};
 
 use crate::json::{push_str, push_value};
 
@@ -71,6 +79,11 @@ pub struct JsonLines<W: Write> {
     scratch: String,
     rows: u64,
     limit: u64,
+    filters: Option<TableFilterCache>,
+    /// Per table id: the column plan and the schema masked values take their text from.
+    masks: HashMap<u64, (Arc<ColumnPlan>, TableSchema)>,
+    mask_in: Vec<u8>,
+    mask_out: String,
 }
 
 impl<W: Write> JsonLines<W> {
@@ -83,7 +96,18 @@ impl<W: Write> JsonLines<W> {
             scratch: String::new(),
             rows: 0,
             limit: u64::MAX,
+            filters: None,
+            masks: HashMap::new(),
+            mask_in: Vec::new(),
+            mask_out: String::new(),
         }
+    }
+
+    /// Prints only the tables `filter` wants, without its excluded columns and with its
+    /// masked columns as their hash, as the relay ships them.
+    pub fn set_filter(&mut self, filter: Filter) {
+        self.filters = Some(TableFilterCache::new(filter));
+        self.masks.clear();
     }
 
     /// Labels the following lines with `file` (a live stream moves to the next binlog file).
@@ -111,6 +135,7 @@ impl<W: Write> JsonLines<W> {
     fn push_image(
         &mut self,
         table: &TableInfo,
+        plan: Option<&ColumnPlan>,
         row: Option<outflow_binlog::Row<'_>>,
         pos: u64,
     ) -> Result<(), anyhow::Error> {
@@ -126,6 +151,10 @@ impl<W: Write> JsonLines<W> {
                 event_type: None,
                 kind,
             })?;
+            let action = plan.map_or(ColumnAction::Keep, |p| p.action(i));
+            if action == ColumnAction::Exclude {
+                continue;
+            }
             if !first {
                 self.line.push(',');
             }
@@ -138,7 +167,17 @@ impl<W: Write> JsonLines<W> {
                 }
             }
             self.line.push(':');
-            push_value(&mut self.line, &v, col, &mut self.scratch);
+            match (action, self.masks.get(&table.table_id), &self.filters) {
+                (ColumnAction::Mask, Some((_, schema)), Some(f)) if v != Value::Null => {
+                    let c = &schema.columns[i];
+                    binlog_mask_text(&v, c, &mut self.scratch, &mut self.mask_in).map_err(|e| {
+                        anyhow::anyhow!("`{}` column {}: {e}", table.qualified_name(), i + 1)
+                    })?;
+                    f.filter().mask_into(&self.mask_in, &mut self.mask_out);
+                    push_str(&mut self.line, &self.mask_out);
+                }
+                _ => push_value(&mut self.line, &v, col, &mut self.scratch),
+            }
         }
         self.line.push('}');
         Ok(())
@@ -148,6 +187,10 @@ impl<W: Write> JsonLines<W> {
 impl<W: Write> Visitor for JsonLines<W> {
     type Error = anyhow::Error;
 
+    fn wants(&mut self, table: &TableInfo) -> bool {
+        self.filters.as_mut().is_none_or(|f| f.wants(table))
+    }
+
     fn rows(
         &mut self,
         ctx: RowsContext<'_>,
@@ -155,6 +198,23 @@ impl<W: Write> Visitor for JsonLines<W> {
         table: &TableInfo,
         rows: RowIter<'_>,
     ) -> anyhow::Result<()> {
+        // The column plan is decided once per table definition; the schema masked values
+        // need is derived only when the plan changes.
+        let plan = match self.filters.as_mut() {
+            Some(f) => {
+                let plan = f.on_table_map(table).columns.clone();
+                let fresh = match self.masks.get(&table.table_id) {
+                    Some((p, _)) => !Arc::ptr_eq(p, &plan),
+                    None => true,
+                };
+                if fresh && plan.actions.contains(&ColumnAction::Mask) {
+                    self.masks
+                        .insert(table.table_id, (plan.clone(), schema_of(table)));
+                }
+                Some(plan).filter(|p| !p.is_identity())
+            }
+            None => None,
+        };
         for change in rows {
             if self.rows >= self.limit {
                 break;
@@ -183,9 +243,9 @@ impl<W: Write> Visitor for JsonLines<W> {
                 ",\"op\":\"{}\",\"before\":",
                 event.kind.op_name()
             );
-            self.push_image(table, change.before, ctx.pos)?;
+            self.push_image(table, plan.as_deref(), change.before, ctx.pos)?;
             self.line.push_str(",\"after\":");
-            self.push_image(table, change.after, ctx.pos)?;
+            self.push_image(table, plan.as_deref(), change.after, ctx.pos)?;
             self.line.push_str("}\n");
             self.out.write_all(self.line.as_bytes())?;
             self.rows += 1;

@@ -15,7 +15,7 @@ use outflow_replication::{
     Backoff, ConnectOptions, Replica, ReplicaError, StartPosition, TlsMode, TlsOptions,
 };
 
-use crate::config::{Config, SourceConfig};
+use crate::config::{Config, FilterConfig, SourceConfig};
 use crate::inspect::JsonLines;
 
 /// How long `tail` keeps trying to reconnect before giving up.
@@ -27,6 +27,10 @@ pub struct TailArgs {
     /// Source connection, as in the `[source]` section of the configuration.
     #[command(flatten)]
     pub source: SourceConfig,
+    /// Table and column filters, as in the `[filters]` section: only wanted tables are
+    /// printed, excluded columns are left out and masked ones printed as their hash.
+    #[command(flatten)]
+    pub filters: FilterConfig,
     /// Configuration file whose `[source]` section fills what the flags leave unset.
     #[arg(long, value_name = "FILE")]
     pub config: Option<std::path::PathBuf>,
@@ -93,8 +97,21 @@ pub fn connect_options(source: &SourceConfig) -> Result<(ConnectOptions, StartPo
 /// Streams from `from` and prints JSON lines to `out` until `limit` row changes were
 /// printed, or the end of the binlog with `stop_at_end`.
 pub async fn tail(
+    opts: ConnectOptions,
+    from: &StartPosition,
+    limit: Option<u64>,
+    stop_at_end: bool,
+    out: impl Write,
+) -> Result<TailSummary> {
+    tail_filtered(opts, from, None, limit, stop_at_end, out).await
+}
+
+/// [`tail`] printing only what `filter` lets through (tables, excluded and masked
+/// columns), as the relay would ship it.
+pub async fn tail_filtered(
     mut opts: ConnectOptions,
     from: &StartPosition,
+    filter: Option<outflow_source::Filter>,
     limit: Option<u64>,
     stop_at_end: bool,
     out: impl Write,
@@ -105,6 +122,9 @@ pub async fn tail(
         .await
         .with_context(|| format!("starting the binlog dump from {addr} at {from}"))?;
     let mut lines = JsonLines::new(out, "");
+    if let Some(f) = filter {
+        lines.set_filter(f);
+    }
     let limit = limit.unwrap_or(u64::MAX);
     lines.set_limit(limit);
     let mut backoff = Backoff::default();
@@ -147,23 +167,34 @@ pub async fn tail(
 /// Runs `outflow tail` with the CLI arguments, printing to stdout.
 pub fn run(args: &TailArgs) -> Result<()> {
     let mut source = args.source.clone();
+    let mut filters = args.filters.clone();
     if let Some(path) = &args.config {
         let file = Config::load(path)?;
-        source = Config {
+        let merged = Config {
             source,
+            filters,
             ..Config::default()
         }
-        .merge(&file)
-        .source;
+        .merge(&file);
+        source = merged.source;
+        filters = merged.filters;
     }
     let (opts, from) = connect_options(&source)?;
+    let filter = outflow_source::Filter::new(&filters.resolve()?).context("filters")?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     let stdout = std::io::stdout();
     let out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-    let summary = rt.block_on(tail(opts, &from, args.limit, args.stop_at_end, out))?;
+    let summary = rt.block_on(tail_filtered(
+        opts,
+        &from,
+        Some(filter),
+        args.limit,
+        args.stop_at_end,
+        out,
+    ))?;
     eprintln!(
         "outflow tail: {} row changes; resume with --from {}",
         summary.rows, summary.resume_from

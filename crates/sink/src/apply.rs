@@ -1580,7 +1580,10 @@ impl Applier {
                 _ => change.before,
             };
             let key = image.map(|im| plan.describe_key(&im)).unwrap_or_default();
-            if self.cfg.on_conflict == ConflictPolicy::Stop {
+            // Initial-snapshot rows are upserts: a crash re-sends the chunk in flight, so
+            // finding the row already there is expected, not a conflict.
+            let snapshot_dup = batch.is_snapshot() && kind == ConflictKind::DuplicateInsert;
+            if self.cfg.on_conflict == ConflictPolicy::Stop && !snapshot_dup {
                 return Err(Failure::Fatal(ApplyError::Conflict {
                     table,
                     kind,
@@ -1588,8 +1591,10 @@ impl Applier {
                     position: position_text(batch, t),
                 }));
             }
-            stats.conflicts.count(kind);
-            tracing::warn!(table = %table, %kind, key = %key, "conflict overwritten");
+            if !snapshot_dup {
+                stats.conflicts.count(kind);
+                tracing::warn!(table = %table, %kind, key = %key, "conflict overwritten");
+            }
             if kind != ConflictKind::MissingDelete {
                 buf.clear();
                 buf.extend_from_slice(b"REPLACE INTO ");

@@ -98,16 +98,8 @@ pub struct ColumnRule {
     pub mask: Vec<String>,
 }
 
-/// What happens to one column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ColumnAction {
-    /// Sent as is.
-    Keep,
-    /// Left out.
-    Exclude,
-    /// Replaced by a hash.
-    Mask,
-}
+/// What happens to one column (the codec applies it, see `outflow_codec::columns`).
+pub use outflow_codec::ColumnAction;
 
 /// The column actions for one table definition, by column index.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -356,6 +348,22 @@ impl Filter {
             out.push(char::from(HEX[usize::from(b >> 4)]));
             out.push(char::from(HEX[usize::from(b & 15)]));
         }
+    }
+}
+
+/// The codec applies the column rules through this (once per table definition).
+impl outflow_codec::ColumnPolicy for Filter {
+    fn actions(&self, db: &str, table: &str, names: &[&str]) -> Vec<ColumnAction> {
+        let plan = self.column_plan(db, table, names.iter().copied());
+        for c in &plan.unmatched {
+            tracing::warn!(table = %format_args!("{db}.{table}"), column = %c,
+                "a column rule names a column the table does not have");
+        }
+        plan.actions
+    }
+
+    fn mask(&self, text: &[u8], out: &mut String) {
+        self.mask_into(text, out);
     }
 }
 

@@ -362,7 +362,7 @@ async fn stream_from(
         Err(e) if e.is_retryable() => return Err(Failure::ServerLost(e.into())),
         Err(e) => return Err(fatal(e.into())),
     };
-    let tables = SourceTables::new(tracker, filter);
+    let tables = SourceTables::new(tracker, filter.clone());
     replica.walker().decoder().set_table_hook(tables.hook());
     let mut pipeline_cfg = PipelineConfig {
         mode: match settings.mode {
@@ -374,9 +374,11 @@ async fn stream_from(
         ..PipelineConfig::default()
     };
     pipeline_cfg.encoder.level = settings.zstd_level;
+    let mut pipeline = Pipeline::new(pipeline_cfg).map_err(|e| fatal(e.into()))?;
+    pipeline.set_columns(Arc::new(filter.clone()));
     let mut visitor = SourceVisitor {
         tables,
-        pipeline: Pipeline::new(pipeline_cfg).map_err(|e| fatal(e.into()))?,
+        pipeline,
         file: String::new(),
         at: EventPosition::default(),
         binlog_bytes: 0,
