@@ -15,7 +15,7 @@ fn settings(server: &Server, dir: &std::path::Path) -> outflow::config::Settings
     let mut c = Config::default();
     c.source.url = Some(server.url());
     c.source.tls_mode = Some("disabled".into());
-    c.source.from = Some("start".into());
+    c.source.from = Some("oldest".into());
     c.filters.ignore_table = Some(vec!["app.noise".into()]);
     c.spool.dir = Some(dir.to_path_buf());
     c.spool.max_bytes = Some("64MiB".into());

@@ -84,8 +84,10 @@ pub struct SourceConfig {
     #[arg(long = "server-id", value_name = "N")]
     pub server_id: Option<u32>,
     /// Where to start when no position is saved yet: `start` (initial snapshot, then the
-    /// binlog from the snapshot's position), `now`, `gtid:D-S-N,...`, `gtid:UUID:1-5,...` or
-    /// `file:NAME:POS`. Ignored once a position is saved. Default: `start`.
+    /// binlog from the snapshot's position), `oldest` (the oldest binlog the server still
+    /// has, no snapshot), `now`, `gtid:D-S-N,...`, `gtid:UUID:1-5,...` or `file:NAME:POS`.
+    /// Ignored once a position is saved. `outflow tail` takes no snapshot: there `start`
+    /// means `oldest`. Default: `start`.
     #[arg(long = "from", value_name = "WHERE")]
     pub from: Option<String>,
     /// TLS to the database, as the mysql clients spell it: `disabled`, `preferred`,
@@ -108,6 +110,10 @@ pub struct SourceConfig {
     /// after two periods. Default: 5s.
     #[arg(long = "heartbeat", value_name = "DURATION")]
     pub heartbeat: Option<String>,
+    /// Rows per initial-snapshot chunk: one keyset SELECT, one frame, one progress save.
+    /// Default: 10000.
+    #[arg(long = "snapshot-chunk-rows", value_name = "N")]
+    pub snapshot_chunk_rows: Option<u32>,
 }
 
 /// `[filters]`, in the vocabulary of MariaDB's replication filters.
@@ -314,6 +320,10 @@ pub struct SourceSettings {
     pub server_id: u32,
     /// Where to start when no position is saved.
     pub from: StartPosition,
+    /// `from` is `start`: take the initial snapshot first.
+    pub snapshot: bool,
+    /// Rows per snapshot chunk.
+    pub snapshot_chunk_rows: u32,
     /// TLS to the database.
     pub tls_mode: TlsMode,
     /// CA for the database's certificate.
@@ -405,7 +415,8 @@ impl Config {
             tls_cert,
             tls_key,
             tls13_only,
-            heartbeat
+            heartbeat,
+            snapshot_chunk_rows
         );
         let (s, f) = (&mut self.filters, &file.filters);
         lay_over!(
@@ -467,6 +478,12 @@ impl Config {
                     servers,
                     server_id: src.server_id.unwrap_or(4_242_001),
                     from: start_position(src.from.as_deref().unwrap_or("start"))?,
+                    snapshot: src.from.as_deref().unwrap_or("start") == "start",
+                    snapshot_chunk_rows: match src.snapshot_chunk_rows {
+                        Some(0) => bail!("snapshot_chunk_rows must be at least 1"),
+                        Some(n) => n,
+                        None => 10_000,
+                    },
                     tls_mode: tls_mode(src.tls_mode.as_deref().unwrap_or("verify_identity"))?,
                     tls_ca: src.tls_ca.clone(),
                     tls_identity,

@@ -3,6 +3,7 @@
 //! only opens things, connects them and reports progress.
 
 pub mod sink;
+pub mod snapshot;
 pub mod source;
 
 use std::net::SocketAddr;
@@ -142,10 +143,11 @@ pub async fn run_source(settings: Settings) -> Result<()> {
                 let s = spool.stats();
                 let m = metrics.snapshot();
                 let secs = last.1.elapsed().as_secs_f64().max(1e-3);
-                let rate = (p.rows - last.0) as f64 / secs;
+                let rate = p.rows.saturating_sub(last.0) as f64 / secs;
                 last = (p.rows, std::time::Instant::now());
+                let snapshot = p.snapshot.as_ref().map_or_else(String::new, snapshot_line);
                 eprintln!(
-                    "source: {} rows ({rate:.0}/s), binlog {} -> wire {} bytes, spool {} \
+                    "source: {snapshot}{} rows ({rate:.0}/s), binlog {} -> wire {} bytes, spool {} \
                      bytes, {} unacked, oldest {:?}, link {m:?}",
                     p.rows, p.binlog_bytes, p.wire_bytes, s.bytes, s.unacked, s.oldest_unacked_age
                 );
@@ -158,6 +160,22 @@ pub async fn run_source(settings: Settings) -> Result<()> {
     };
     reporter.abort();
     result
+}
+
+/// The initial snapshot's part of the progress line: tables, rows, rate and ETA.
+fn snapshot_line(p: &outflow_source::snapshot::Progress) -> String {
+    let eta = p.eta().map_or_else(
+        || "unknown".to_string(),
+        |d| humantime::format_duration(Duration::from_secs(d.as_secs())).to_string(),
+    );
+    format!(
+        "snapshot {}/{} tables, {} of ~{} rows ({:.0} rows/s, ETA {eta}); ",
+        p.tables_done,
+        p.tables_total,
+        p.rows,
+        p.rows_estimate,
+        p.rate()
+    )
 }
 
 /// The target's connection options, with the configured password.

@@ -27,13 +27,14 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use outflow_binlog::walk::{RowsContext, Visitor};
-use outflow_binlog::{Decoded, RowIter, RowsEvent, TableInfo};
+use outflow_binlog::{Decoded, RowIter, RowsEvent, TableInfo, Value};
 use outflow_codec::{Pipeline, PipelineConfig, PipelineError};
-use outflow_core::ImageMode;
+use outflow_core::{BinlogPosition, ImageMode};
 use outflow_replication::{Backoff, ConnectOptions, Replica, ReplicaError, StartPosition};
 use outflow_source::filter::Filter;
 use outflow_source::schema::history::HistoryStore;
 use outflow_source::schema::{EventPosition, SchemaError};
+use outflow_source::snapshot::{cmp_binlog, Handoff};
 use outflow_source::tables::SourceTables;
 use outflow_spool::Spool;
 
@@ -50,6 +51,10 @@ pub struct SourceState {
     pub after: String,
     /// Schema history entry in force after the frame.
     pub schema_seq: u64,
+    /// The frame holds initial-snapshot rows and the snapshot is not finished: a restart
+    /// continues it ([`super::snapshot`]) rather than streaming from `after`.
+    #[serde(default)]
+    pub snapshot: bool,
 }
 
 impl SourceState {
@@ -105,13 +110,48 @@ impl SourceState {
     }
 }
 
-/// The visitor the replica session drives: tracker and filters first, then the codec.
+/// The visitor the replica session drives: tracker and filters first, then the snapshot
+/// handoff, then the codec.
 struct SourceVisitor {
     tables: SourceTables,
     pipeline: Pipeline,
     file: String,
     at: EventPosition,
     binlog_bytes: u64,
+    /// What the initial snapshot already holds, until the stream passes its last position.
+    handoff: Option<Handoff>,
+    /// Start of the event being visited (for the handoff).
+    event_at: BinlogPosition,
+    /// Scratch for `db.table`.
+    name: String,
+}
+
+impl SourceVisitor {
+    /// Whether the rows of `table` in the current event apply on top of the snapshot:
+    /// `Some(true)` all, `Some(false)` none, `None` decided row by row (by key).
+    fn handoff_applies(&mut self, table: &TableInfo) -> Option<bool> {
+        let Some(h) = &self.handoff else {
+            return Some(true);
+        };
+        self.name.clear();
+        self.name.push_str(&table.schema);
+        self.name.push('.');
+        self.name.push_str(&table.table);
+        h.applies(&self.name, &self.event_at, || None)
+    }
+}
+
+/// The integer primary key of a row image, for the handoff (`None` if not all integers).
+fn int_key(table: &TableInfo, image: &[Option<Value<'_>>]) -> Option<Vec<i128>> {
+    table
+        .primary_key
+        .iter()
+        .map(|&k| match image.get(k)? {
+            Some(Value::Int(i)) => Some(i128::from(*i)),
+            Some(Value::UInt(u)) => Some(i128::from(*u)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Why the visitor stopped.
@@ -137,6 +177,19 @@ impl Visitor for SourceVisitor {
             self.file = String::from_utf8_lossy(next_file).into_owned();
         }
         self.binlog_bytes += u64::from(d.header.event_size);
+        if let Some(h) = &self.handoff {
+            if self.event_at.file != self.file {
+                self.event_at.file.clone_from(&self.file);
+            }
+            self.event_at.pos = pos;
+            // Past the last snapshot position every change applies: stop checking.
+            if h.end()
+                .is_none_or(|e| cmp_binlog(&self.event_at, e).is_ge())
+            {
+                tracing::info!(at = %self.event_at, "stream past the snapshot handoff");
+                self.handoff = None;
+            }
+        }
         self.at.binlog = Some(outflow_core::BinlogPosition {
             file: self.file.clone(),
             pos: pos + u64::from(d.header.event_size),
@@ -147,7 +200,9 @@ impl Visitor for SourceVisitor {
     }
 
     fn wants(&mut self, table: &TableInfo) -> bool {
-        self.tables.wants(table) && self.pipeline.wants(table)
+        self.tables.wants(table)
+            && self.handoff_applies(table) != Some(false)
+            && self.pipeline.wants(table)
     }
 
     fn rows(
@@ -157,7 +212,26 @@ impl Visitor for SourceVisitor {
         table: &TableInfo,
         rows: RowIter<'_>,
     ) -> Result<(), VisitError> {
-        Ok(self.pipeline.rows(ctx, event, table, rows)?)
+        match self.handoff_applies(table) {
+            Some(true) => Ok(self.pipeline.rows(ctx, event, table, rows)?),
+            Some(false) => Ok(()),
+            None => {
+                let SourceVisitor {
+                    pipeline,
+                    handoff,
+                    event_at,
+                    name,
+                    ..
+                } = self;
+                let Some(h) = handoff.as_ref() else {
+                    return Ok(self.pipeline.rows(ctx, event, table, rows)?);
+                };
+                let mut gate = |image: &[Option<Value<'_>>]| {
+                    h.applies(name, event_at, || int_key(table, image))
+                };
+                Ok(pipeline.rows_gated(ctx, table, rows, &mut gate)?)
+            }
+        }
     }
 }
 
@@ -186,7 +260,14 @@ pub fn connect_options(
 }
 
 /// An SQL connection to the same server, for schema loading.
-async fn sql_conn(o: &ConnectOptions) -> Result<mysql_async::Conn> {
+pub(crate) async fn sql_conn(o: &ConnectOptions) -> Result<mysql_async::Conn> {
+    mysql_async::Conn::new(sql_opts(o))
+        .await
+        .with_context(|| format!("SQL connection to {} for the schema", o.addr()))
+}
+
+/// SQL connection options for the server of `o` (same user, password and TLS).
+pub(crate) fn sql_opts(o: &ConnectOptions) -> mysql_async::OptsBuilder {
     let mut b = mysql_async::OptsBuilder::default()
         .ip_or_hostname(o.host.clone())
         .tcp_port(o.port)
@@ -208,9 +289,7 @@ async fn sql_conn(o: &ConnectOptions) -> Result<mysql_async::Conn> {
             );
         b = b.ssl_opts(Some(ssl));
     }
-    mysql_async::Conn::new(b)
-        .await
-        .with_context(|| format!("SQL connection to {} for the schema", o.addr()))
+    b
 }
 
 /// The source side's progress, for the progress line and tests.
@@ -222,8 +301,10 @@ pub struct SourceProgress {
     pub binlog_bytes: u64,
     /// Frame bytes appended.
     pub wire_bytes: u64,
-    /// Row changes read.
+    /// Row changes read (snapshot rows included).
     pub rows: u64,
+    /// The initial snapshot's progress, while one runs.
+    pub snapshot: Option<outflow_source::snapshot::Progress>,
 }
 
 /// Streams the source into `spool` until `stop_at_end` finds the end of the binlog (tests,
@@ -246,7 +327,44 @@ pub async fn stream_to_spool(
 
     let saved = SourceState::load(state_dir)?;
     let spool_last = spool.next_seq() - 1;
+    // Kept until the stream passes the snapshot's last position, across restarts.
+    let mut handoff = super::snapshot::saved_handoff(state_dir)?;
+    let snapshot_now = match &saved {
+        Some(state) if state.snapshot => {
+            state.resume(spool_last)?;
+            true
+        }
+        Some(_) => false,
+        None => {
+            if s.snapshot && spool_last != 0 {
+                bail!(
+                    "the spool in {} holds frames but no source state was saved beside it",
+                    state_dir.display()
+                );
+            }
+            s.snapshot
+        }
+    };
     let (start, schema_seq): (StartPosition, Option<u64>) = match &saved {
+        _ if snapshot_now => {
+            let opts = connect_options(&s.servers[0], s, stop_at_end)?;
+            let (start, h) = super::snapshot::run(
+                pipeline_config(settings),
+                s.snapshot_chunk_rows,
+                &filter,
+                &opts,
+                state_dir,
+                &history_dir,
+                spool,
+                progress.clone(),
+            )
+            .await?;
+            handoff = Some(h);
+            if let Ok(mut p) = progress.lock() {
+                p.snapshot = None;
+            }
+            (start, None)
+        }
         Some(state) => {
             let (text, _) = state.resume(spool_last)?;
             let start = text
@@ -283,6 +401,7 @@ pub async fn stream_to_spool(
             filter.clone(),
             progress.clone(),
             &mut last_resume,
+            &mut handoff,
         )
         .await;
         match outcome {
@@ -318,6 +437,21 @@ pub async fn stream_to_spool(
     }
 }
 
+/// The codec settings of `settings`.
+fn pipeline_config(settings: &Settings) -> PipelineConfig {
+    let mut cfg = PipelineConfig {
+        mode: match settings.mode {
+            Mode::Replica => ImageMode::Replica,
+            Mode::Full => ImageMode::Full,
+        },
+        compaction: settings.compaction,
+        batch_bytes: settings.batch_bytes,
+        ..PipelineConfig::default()
+    };
+    cfg.encoder.level = settings.zstd_level;
+    cfg
+}
+
 enum Failure {
     /// Give up: configuration, data or position problems.
     Fatal(anyhow::Error),
@@ -337,6 +471,7 @@ async fn stream_from(
     filter: Filter,
     progress: Arc<std::sync::Mutex<SourceProgress>>,
     last_resume: &mut Option<StartPosition>,
+    handoff: &mut Option<Handoff>,
 ) -> Result<(), Failure> {
     let fatal = Failure::Fatal;
     let (mut history, tracker) = if HistoryStore::exists(history_dir) {
@@ -364,17 +499,7 @@ async fn stream_from(
     };
     let tables = SourceTables::new(tracker, filter.clone());
     replica.walker().decoder().set_table_hook(tables.hook());
-    let mut pipeline_cfg = PipelineConfig {
-        mode: match settings.mode {
-            Mode::Replica => ImageMode::Replica,
-            Mode::Full => ImageMode::Full,
-        },
-        compaction: settings.compaction,
-        batch_bytes: settings.batch_bytes,
-        ..PipelineConfig::default()
-    };
-    pipeline_cfg.encoder.level = settings.zstd_level;
-    let mut pipeline = Pipeline::new(pipeline_cfg).map_err(|e| fatal(e.into()))?;
+    let mut pipeline = Pipeline::new(pipeline_config(settings)).map_err(|e| fatal(e.into()))?;
     pipeline.set_columns(Arc::new(filter.clone()));
     let mut visitor = SourceVisitor {
         tables,
@@ -382,6 +507,12 @@ async fn stream_from(
         file: String::new(),
         at: EventPosition::default(),
         binlog_bytes: 0,
+        handoff: handoff.clone(),
+        event_at: BinlogPosition {
+            file: String::new(),
+            pos: 0,
+        },
+        name: String::new(),
     };
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut before = from.to_string();
@@ -399,6 +530,7 @@ async fn stream_from(
                     .await
                 {
                     *last_resume = Some(replica.tracker().resume_from());
+                    handoff.clone_from(&visitor.handoff);
                     return Err(if e.is_retryable() {
                         Failure::ServerLost(e.into())
                     } else {
@@ -440,6 +572,7 @@ async fn stream_from(
                 before: before.clone(),
                 after: after.clone(),
                 schema_seq,
+                snapshot: false,
             };
             state.save(state_dir).map_err(fatal)?;
             let len = record.len() as u64;
@@ -458,6 +591,7 @@ async fn stream_from(
         }
         if !more {
             *last_resume = Some(replica.tracker().resume_from());
+            handoff.clone_from(&visitor.handoff);
             return Ok(());
         }
     }

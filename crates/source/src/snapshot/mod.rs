@@ -149,10 +149,14 @@ pub trait SnapshotSink: Send + 'static {
     /// One row, values in column order, borrowed for the call.
     fn row(&mut self, table: &TableSchema, values: &[ValueRef<'_>]) -> Result<(), Self::Error>;
 
-    /// A chunk ends; a durable sink makes the rows so far durable before returning (the
-    /// progress that follows says they need not be read again).
-    fn chunk_done(&mut self, _table: &TableSchema) -> Result<(), Self::Error> {
-        Ok(())
+    /// A chunk ends; a durable sink makes the rows so far durable before the returned
+    /// future completes (the progress saved after it says they need not be read again).
+    /// Asynchronous, so that a sink can wait for its own storage (the relay's spool).
+    fn chunk_done(
+        &mut self,
+        _table: &TableSchema,
+    ) -> impl std::future::Future<Output = Result<(), Self::Error>> + Send {
+        async { Ok(()) }
     }
 
     /// The table is complete.
@@ -785,7 +789,7 @@ async fn deliver<S: SnapshotSink>(
             reason: e.to_string(),
         })?;
     }
-    sink.chunk_done(t).map_err(|e| SnapshotError::Sink {
+    sink.chunk_done(t).await.map_err(|e| SnapshotError::Sink {
         table: qn(),
         reason: e.to_string(),
     })
