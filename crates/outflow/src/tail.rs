@@ -106,8 +106,51 @@ pub async fn tail(
     tail_filtered(opts, from, None, limit, stop_at_end, out).await
 }
 
+/// The printer behind the schema tracker: column names for the column rules come from the
+/// tracked schema (the binlog carries them only with `binlog_row_metadata=FULL`), and DDL
+/// in the stream keeps it current, as on the relay's source side.
+struct Tracked<W: Write> {
+    tables: Option<outflow_source::SourceTables>,
+    lines: JsonLines<W>,
+    file: String,
+    at: outflow_source::EventPosition,
+}
+
+impl<W: Write> outflow_binlog::walk::Visitor for Tracked<W> {
+    type Error = anyhow::Error;
+
+    fn event(&mut self, pos: u64, d: &outflow_binlog::Decoded<'_>) -> Result<()> {
+        if let outflow_binlog::Event::Rotate { next_file, .. } = &d.event {
+            self.file = String::from_utf8_lossy(next_file).into_owned();
+        }
+        if let Some(t) = self.tables.as_mut() {
+            self.at.binlog = Some(outflow_core::BinlogPosition {
+                file: self.file.clone(),
+                pos: pos + u64::from(d.header.event_size),
+            });
+            t.on_event(&self.at, d)?;
+        }
+        outflow_binlog::walk::Visitor::event(&mut self.lines, pos, d)
+    }
+
+    fn wants(&mut self, table: &outflow_binlog::TableInfo) -> bool {
+        self.tables.as_mut().is_none_or(|t| t.wants(table)) && self.lines.wants(table)
+    }
+
+    fn rows(
+        &mut self,
+        ctx: outflow_binlog::walk::RowsContext<'_>,
+        event: &outflow_binlog::RowsEvent<'_>,
+        table: &outflow_binlog::TableInfo,
+        rows: outflow_binlog::RowIter<'_>,
+    ) -> Result<()> {
+        outflow_binlog::walk::Visitor::rows(&mut self.lines, ctx, event, table, rows)
+    }
+}
+
 /// [`tail`] printing only what `filter` lets through (tables, excluded and masked
-/// columns), as the relay would ship it.
+/// columns), as the relay would ship it. With column rules, the table definitions are read
+/// from the server first (the user needs SELECT) and followed through the stream's DDL.
 pub async fn tail_filtered(
     mut opts: ConnectOptions,
     from: &StartPosition,
@@ -118,29 +161,50 @@ pub async fn tail_filtered(
 ) -> Result<TailSummary> {
     opts.non_blocking = stop_at_end;
     let addr = opts.addr();
+    let tables = match &filter {
+        Some(f) => {
+            let mut conn = mysql_async::Conn::new(crate::relay::source::sql_opts(&opts))
+                .await
+                .with_context(|| format!("SQL connection to {addr} for the schema"))?;
+            let tracker = outflow_source::schema::load::tracker_from_server(&mut conn, f.clone())
+                .await
+                .context("loading the schema")?;
+            let _ = conn.disconnect().await;
+            Some(outflow_source::SourceTables::new(tracker, f.clone()))
+        }
+        None => None,
+    };
     let mut replica = Replica::connect(opts, from)
         .await
         .with_context(|| format!("starting the binlog dump from {addr} at {from}"))?;
-    let mut lines = JsonLines::new(out, "");
+    let mut lines = Tracked {
+        tables,
+        lines: JsonLines::new(out, ""),
+        file: String::new(),
+        at: outflow_source::EventPosition::default(),
+    };
+    if let Some(t) = &lines.tables {
+        replica.walker().decoder().set_table_hook(t.hook());
+    }
     if let Some(f) = filter {
-        lines.set_filter(f);
+        lines.lines.set_filter(f);
     }
     let limit = limit.unwrap_or(u64::MAX);
-    lines.set_limit(limit);
+    lines.lines.set_limit(limit);
     let mut backoff = Backoff::default();
     let mut reconnects = 0;
-    while lines.rows() < limit {
-        lines.set_file(replica.tracker().file());
+    while lines.lines.rows() < limit {
+        lines.lines.set_file(replica.tracker().file());
         match replica.next(&mut lines).await {
             Ok(true) => {
                 // Whole transactions reach the reader together, without a write per event.
                 if !replica.walker().decoder().in_transaction() {
-                    lines.flush()?;
+                    lines.lines.flush()?;
                 }
             }
             Ok(false) => break,
             Err(ReplicaError::Replication(e)) if e.is_retryable() => {
-                lines.flush()?;
+                lines.lines.flush()?;
                 eprintln!("outflow tail: {e}; reconnecting");
                 replica
                     .reconnect_with_backoff(&mut backoff, GIVE_UP_AFTER)
@@ -154,9 +218,9 @@ pub async fn tail_filtered(
             }
         }
     }
-    lines.flush()?;
+    lines.lines.flush()?;
     let summary = TailSummary {
-        rows: lines.rows(),
+        rows: lines.lines.rows(),
         reconnects,
         resume_from: replica.tracker().resume_from().to_string(),
     };

@@ -213,6 +213,33 @@ fn snapshot_under_load_then_stream_equals_source_with_column_rules() {
         !text.contains("conflict overwritten"),
         "snapshot rows are upserts, not conflicts:\n{text}"
     );
+    // `outflow tail` prints what the relay ships: no excluded column, masked values hashed.
+    let tail = Command::new(OUTFLOW)
+        .args(["tail", "--source", &source.url(), "--tls-mode", "disabled"])
+        .args(["--from", "start", "--stop-at-end", "--do-db", "app"])
+        .args(["--exclude-column", "app.people.secret"])
+        .args(["--mask-column", "app.people.email"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&tail.stdout);
+    assert!(
+        tail.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tail.stderr)
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.iter().all(|l| l.contains("\"db\":\"app\"")), "{out}");
+    assert!(
+        !out.contains("secret") && !out.contains("@example"),
+        "{out}"
+    );
+    let want: Vec<(String,)> = rt
+        .block_on(source.query_rows("SELECT SHA2('cy@example.com', 256)"))
+        .unwrap();
+    assert!(
+        out.contains(&format!("\"email\":\"{}\"", want[0].0)),
+        "{out}"
+    );
 }
 
 #[test]
