@@ -12,9 +12,9 @@
 //!               run counts (absent when compacted)
 //! runs:         n, then n × (section, len)                    `first` is implied
 //! per section:  changes, ops (u8 each),
-//!               patterns: n, n × (present bitmap, null bitmap) over the columns,
+//!               patterns: n, n × (one slot state byte per column),
 //!               one pattern index per image,
-//!               per column: an encoding tag and the values of its present non-NULL slots
+//!               per column: an encoding tag and the values of its value slots
 //! ```
 //! Column encodings are chosen per column and per frame by the smallest estimated size:
 //! fixed-width kinds as zig-zag varints, zig-zag deltas from the previous value, or
@@ -22,6 +22,13 @@
 //! always raw); variable-width kinds as lengths then bytes, or a dictionary of distinct
 //! values plus indexes when few values repeat often. Everything is then compressed as
 //! one zstd stream by [`crate::frame`], which finds what is left (repeated text, runs).
+//!
+//! A slot state is 0 absent, 1 a value, 3 NULL, or (format 2) 5 a copy: the same
+//! non-NULL value as the image before in that column, not repeated in the values. The
+//! encoder writes copies for the columns a full-image update's after image shares with
+//! its before image; they halve what such updates put through zstd (measured on the
+//! sysbench workload in full mode: see the codec bench). A copy of an image without a value
+//! there is an error, and the bytes copies add are bounded by the decoder's limits.
 //!
 //! Patterns exist because images of one table repeat the same shape (a replica-mode
 //! update of `k` always carries `id` before and `k` after): one small index per image
@@ -50,16 +57,44 @@ const ENC_FIXED: u8 = 2;
 const ENC_PLAIN: u8 = 3;
 const ENC_DICT: u8 = 4;
 
+/// Pattern byte of a copy slot: present, not NULL, the same value as the image before.
+const SLOT_COPY: u8 = 5;
+
+/// Patterns looked up by a linear scan up to this many; a hash map beyond (tables whose
+/// images take many shapes, e.g. keyless tables in replica mode).
+const PATTERN_SCAN: usize = 16;
+
 /// Reusable state of the payload encoder (scratch buffers and per-column choices).
 #[derive(Default)]
 pub struct PayloadEncoder {
     values: Vec<u64>,
     lens: Vec<u8>,
     section_sizes: Vec<usize>,
-    patterns: HashMap<Vec<u64>, u32>,
+    /// Pattern keys, `words` u64s each, in pattern order.
+    pattern_keys: Vec<u64>,
+    pattern_map: HashMap<Vec<u64>, u32>,
     pattern_key: Vec<u64>,
-    pattern_list: Vec<Vec<u64>>,
     image_pattern: Vec<u32>,
+    /// Per column, `images.div_ceil(64)` words: slots written as copies of the slot before.
+    copies: Vec<u64>,
+    /// The value slots (present, not NULL, not a copy) of the column being written.
+    slots: Vec<u64>,
+    dict: ValueDict,
+}
+
+/// Indexes of the set bits of `words`, in order.
+fn ones(words: &[u64]) -> impl Iterator<Item = usize> + Clone + '_ {
+    words.iter().enumerate().flat_map(|(w, &word)| {
+        let mut rest = word;
+        std::iter::from_fn(move || {
+            if rest == 0 {
+                return None;
+            }
+            let bit = rest.trailing_zeros() as usize;
+            rest &= rest - 1;
+            Some(w * 64 + bit)
+        })
+    })
 }
 
 /// Which schemas a payload carries in full; the others are referenced by version.
@@ -120,56 +155,106 @@ impl PayloadEncoder {
         out.extend(s.ops().iter().map(|&o| o as u8));
         let images = s.images();
         let cols = s.columns();
-        // Patterns: the (present, null) bits of each image over all columns.
-        self.patterns.clear();
-        self.pattern_list.clear();
+        let iw = images.div_ceil(64);
+        // Copies: a column of an update's after image holding the same non-NULL value as
+        // its before image (full images repeat every column the statement left alone).
+        // Replica-mode after images carry only changed columns, so they never have any.
+        self.copies.clear();
+        self.copies.resize(iw * cols.len(), 0);
+        let mut image = 0usize;
+        for &op in s.ops() {
+            if op == Op::Update {
+                let (b, a) = (image, image + 1);
+                for (c, col) in cols.iter().enumerate() {
+                    if col.present().get(a) && !col.nulls().get(a) && col.same(a, col, b) {
+                        self.copies[c * iw + a / 64] |= 1 << (a % 64);
+                    }
+                }
+            }
+            image += op.images() as usize;
+        }
+        // Patterns: the (present, null, copy) bits of each image over all columns, four
+        // bits a column.
+        self.pattern_keys.clear();
+        self.pattern_map.clear();
         self.image_pattern.clear();
-        let words = cols.len().div_ceil(32);
+        let words = cols.len().div_ceil(16);
         for i in 0..images {
             self.pattern_key.clear();
             self.pattern_key.resize(words, 0);
             for (c, col) in cols.iter().enumerate() {
-                let bits = u64::from(col.present().get(i)) | u64::from(col.nulls().get(i)) << 1;
-                self.pattern_key[c / 32] |= bits << (2 * (c % 32));
+                let copy = self.copies[c * iw + i / 64] >> (i % 64) & 1;
+                let bits = u64::from(col.present().get(i))
+                    | u64::from(col.nulls().get(i)) << 1
+                    | copy << 2;
+                self.pattern_key[c / 16] |= bits << (4 * (c % 16));
             }
-            let next = self.pattern_list.len() as u32;
-            let id = match self.patterns.get(&self.pattern_key) {
-                Some(&id) => id,
+            let npat = self.pattern_keys.len() / words.max(1);
+            let found = if npat <= PATTERN_SCAN {
+                self.pattern_keys
+                    .chunks_exact(words.max(1))
+                    .position(|k| words == 0 || k == self.pattern_key.as_slice())
+                    .map(|p| p as u32)
+            } else {
+                self.pattern_map.get(&self.pattern_key).copied()
+            };
+            let id = match found {
+                Some(id) => id,
                 None => {
-                    self.patterns.insert(self.pattern_key.clone(), next);
-                    self.pattern_list.push(self.pattern_key.clone());
-                    next
+                    if npat == PATTERN_SCAN {
+                        // Past the scan: index every pattern so far, then this one.
+                        for (p, k) in self.pattern_keys.chunks_exact(words.max(1)).enumerate() {
+                            self.pattern_map.insert(k.to_vec(), p as u32);
+                        }
+                    }
+                    if npat >= PATTERN_SCAN {
+                        self.pattern_map
+                            .insert(self.pattern_key.clone(), npat as u32);
+                    }
+                    self.pattern_keys.extend_from_slice(&self.pattern_key);
+                    if words == 0 {
+                        // Zero-column tables: one empty pattern (a placeholder word).
+                        self.pattern_keys.push(0);
+                    }
+                    npat as u32
                 }
             };
             self.image_pattern.push(id);
         }
-        put_varint(out, self.pattern_list.len() as u64);
-        for p in &self.pattern_list {
+        let npat = self.pattern_keys.len() / words.max(1);
+        put_varint(out, npat as u64);
+        for p in self.pattern_keys.chunks_exact(words.max(1)) {
             for c in 0..cols.len() {
-                let bits = p[c / 32] >> (2 * (c % 32)) & 3;
+                let bits = p[c / 16] >> (4 * (c % 16)) & 0xf;
                 out.push(bits as u8);
             }
         }
         for &id in &self.image_pattern {
             put_varint(out, u64::from(id));
         }
-        for col in cols {
+        for (c, col) in cols.iter().enumerate() {
+            self.slots.clear();
+            let (present, nulls) = (col.present().words(), col.nulls().words());
+            let copies = &self.copies[c * iw..(c + 1) * iw];
+            self.slots.extend(
+                present
+                    .iter()
+                    .zip(nulls)
+                    .zip(copies)
+                    .map(|((p, n), k)| p & !n & !k),
+            );
             if col.kind().is_var() {
-                self.encode_var(col, images, out);
+                self.encode_var(col, out);
             } else {
-                self.encode_fixed(col, images, out);
+                self.encode_fixed(col, out);
             }
         }
     }
 
-    fn encode_fixed(&mut self, col: &Column, images: usize, out: &mut Vec<u8>) {
+    fn encode_fixed(&mut self, col: &Column, out: &mut Vec<u8>) {
         self.values.clear();
-        let (present, nulls, fixed) = (col.present(), col.nulls(), col.fixed());
-        for (i, &x) in fixed.iter().enumerate().take(images) {
-            if present.get(i) && !nulls.get(i) {
-                self.values.push(x);
-            }
-        }
+        let fixed = col.fixed();
+        self.values.extend(ones(&self.slots).map(|i| fixed[i]));
         let v = &self.values;
         if v.is_empty() {
             return;
@@ -222,77 +307,117 @@ impl PayloadEncoder {
         }
     }
 
-    fn encode_var(&mut self, col: &Column, images: usize, out: &mut Vec<u8>) {
-        let (present, nulls) = (col.present(), col.nulls());
-        let count = (0..images)
-            .filter(|&i| present.get(i) && !nulls.get(i))
-            .count();
+    fn encode_var(&mut self, col: &Column, out: &mut Vec<u8>) {
+        let count = self.slots.iter().map(|w| w.count_ones() as usize).sum();
         if count == 0 {
             return;
         }
-        if count >= 16 && self.try_dict(col, images, count, out) {
+        if count >= 16 && self.try_dict(col, count, out) {
             return;
         }
         out.push(ENC_PLAIN);
         self.lens.clear();
         let mut total = 0usize;
-        for i in 0..images {
-            if present.get(i) && !nulls.get(i) {
-                let n = col.var(i).len();
-                total += n;
-                put_varint(&mut self.lens, n as u64);
-            }
+        for i in ones(&self.slots) {
+            let n = col.var(i).len();
+            total += n;
+            put_varint(&mut self.lens, n as u64);
         }
         out.extend_from_slice(&self.lens);
         out.reserve(total);
-        for i in 0..images {
-            if present.get(i) && !nulls.get(i) {
-                out.extend_from_slice(col.var(i));
-            }
+        for i in ones(&self.slots) {
+            out.extend_from_slice(col.var(i));
         }
     }
 
     /// Writes a dictionary encoding if it is clearly smaller than plain; returns whether it
     /// did. Checks a prefix first so that high-cardinality columns cost little.
-    fn try_dict(&mut self, col: &Column, images: usize, count: usize, out: &mut Vec<u8>) -> bool {
-        let (present, nulls) = (col.present(), col.nulls());
-        let slots = || (0..images).filter(|&i| present.get(i) && !nulls.get(i));
+    fn try_dict(&mut self, col: &Column, count: usize, out: &mut Vec<u8>) -> bool {
+        let slots = ones(&self.slots);
         // A prefix whose values are mostly distinct says the column is not a dictionary one.
-        let probe: std::collections::HashSet<&[u8]> =
-            slots().take(64).map(|i| col.var(i)).collect();
-        if probe.len() * 2 > count.min(64) {
+        let probe = count.min(64);
+        self.dict.clear();
+        for i in slots.clone().take(probe) {
+            self.dict.index_of(col, i);
+        }
+        if self.dict.len() * 2 > probe {
             return false;
         }
-        let mut dict: HashMap<&[u8], u32> = HashMap::new();
         let mut plain = 0usize;
         let mut dict_bytes = 0usize;
-        for i in slots() {
-            let v = col.var(i);
-            plain += v.len() + varint_len(v.len() as u64);
-            let next = dict.len() as u32;
-            dict.entry(v).or_insert_with(|| {
-                dict_bytes += v.len() + varint_len(v.len() as u64);
-                next
-            });
+        self.dict.clear();
+        for i in slots.clone() {
+            let n = col.var(i).len();
+            plain += n + varint_len(n as u64);
+            let before = self.dict.len();
+            self.dict.index_of(col, i);
+            if self.dict.len() > before {
+                dict_bytes += n + varint_len(n as u64);
+            }
         }
-        let index_bytes = count * varint_len(dict.len() as u64);
+        let index_bytes = count * varint_len(self.dict.len() as u64);
         if (dict_bytes + index_bytes) * 5 > plain * 4 {
             return false;
         }
         out.push(ENC_DICT);
-        let mut order: Vec<(&[u8], u32)> = dict.iter().map(|(k, v)| (*k, *v)).collect();
-        order.sort_by_key(|e| e.1);
-        put_varint(out, order.len() as u64);
-        for (v, _) in &order {
-            put_varint(out, v.len() as u64);
+        put_varint(out, self.dict.len() as u64);
+        for &i in &self.dict.values {
+            put_varint(out, col.var(i).len() as u64);
         }
-        for (v, _) in &order {
-            out.extend_from_slice(v);
+        for &i in &self.dict.values {
+            out.extend_from_slice(col.var(i));
         }
-        for i in slots() {
-            put_varint(out, u64::from(dict[col.var(i)]));
+        for i in slots {
+            let index = self.dict.index_of(col, i);
+            put_varint(out, u64::from(index));
         }
         true
+    }
+}
+
+/// The distinct values of one column, by the slot that first held each. Keys are hashes
+/// of the bytes (collisions chained and resolved by comparing), so the map owns nothing
+/// borrowed and keeps its allocation from column to column and batch to batch.
+#[derive(Default)]
+struct ValueDict {
+    hasher: std::collections::hash_map::RandomState,
+    first: HashMap<u64, u32>,
+    /// Per dictionary index: the slot holding its value, and the next index with the same
+    /// hash (`u32::MAX`: none).
+    values: Vec<usize>,
+    chain: Vec<u32>,
+}
+
+impl ValueDict {
+    fn clear(&mut self) {
+        self.first.clear();
+        self.values.clear();
+        self.chain.clear();
+    }
+
+    fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// The index of slot `i`'s value, added if new.
+    fn index_of(&mut self, col: &Column, i: usize) -> u32 {
+        use std::hash::BuildHasher as _;
+        let v = col.var(i);
+        let h = self.hasher.hash_one(v);
+        let next = self.values.len() as u32;
+        let head = *self.first.entry(h).or_insert(next);
+        let mut at = head;
+        while at != next && at != u32::MAX {
+            if col.var(self.values[at as usize]) == v {
+                return at;
+            }
+            at = self.chain[at as usize];
+        }
+        // New value; it heads its hash's chain.
+        self.chain.push(if head == next { u32::MAX } else { head });
+        self.first.insert(h, next);
+        self.values.push(i);
+        next
     }
 }
 
@@ -358,12 +483,17 @@ pub struct PayloadLimits {
     /// slot costs a few bytes of payload but 8+ bytes of memory per column, so without
     /// this a wide forged table would turn a small payload into gigabytes.
     pub max_slots: usize,
+    /// Most bytes copy slots may add over the payload (a copy repeats the value before it,
+    /// so without this a long value copied into every slot would be a memory bomb).
+    pub max_copied_bytes: usize,
 }
 
-/// The header-level facts a payload decoder needs (from the frame's meta block).
+/// The header-level facts a payload decoder needs (from the frame's header and meta block).
 pub struct PayloadContext {
     /// Whether the batch is compacted.
     pub compacted: bool,
+    /// Whether copy slots may appear (frame format 2 and later).
+    pub copies: bool,
 }
 
 /// Decodes a payload into `parts` (whose buffers are reused where possible).
@@ -415,12 +545,17 @@ pub fn decode_payload(
         *first = first.saturating_add(len);
     }
     parts.sections.clear();
-    let mut lens = Vec::new();
-    let mut slots = limits.max_slots;
+    let mut scratch = SectionScratch {
+        lens: Vec::new(),
+        bytes: Vec::new(),
+        slots_left: limits.max_slots,
+        copied_left: limits.max_copied_bytes,
+        copies: ctx.copies,
+    };
     for schema in section_schemas {
         parts
             .sections
-            .push(decode_section(&mut r, schema, &mut lens, &mut slots)?);
+            .push(decode_section(&mut r, schema, &mut scratch)?);
     }
     r.finish("payload")?;
     Ok(())
@@ -511,12 +646,27 @@ fn decode_transactions(
     Ok(())
 }
 
+/// Buffers and budgets shared by the sections of one payload.
+struct SectionScratch {
+    lens: Vec<u32>,
+    bytes: Vec<u8>,
+    slots_left: usize,
+    copied_left: usize,
+    copies: bool,
+}
+
 fn decode_section(
     r: &mut Reader<'_>,
     schema: Arc<TableSchema>,
-    lens: &mut Vec<u32>,
-    slots_left: &mut usize,
+    scratch: &mut SectionScratch,
 ) -> Result<TableSection, PayloadError> {
+    let SectionScratch {
+        lens,
+        bytes: copy_src,
+        slots_left,
+        copied_left,
+        copies,
+    } = scratch;
     let n = r.count(r.remaining(), "change count")?;
     let ops: Vec<Op> = r
         .take(n, "ops")?
@@ -537,8 +687,14 @@ fn decode_section(
     // A pattern takes one byte per column; zero-column tables have one empty pattern.
     let npat = r.count(r.remaining() / ncols.max(1) + 1, "pattern count")?;
     let pat_bytes = r.take(npat * ncols, "patterns")?;
-    if pat_bytes.iter().any(|&b| b > 1 && b != 3) {
+    if pat_bytes.iter().any(|&b| b == 2) {
         return Err(wire("pattern", "a NULL that is not present"));
+    }
+    if pat_bytes
+        .iter()
+        .any(|&b| !matches!(b, 0 | 1 | 3) && !(*copies && b == SLOT_COPY))
+    {
+        return Err(wire("pattern", "unknown slot state"));
     }
     if images > 0 && npat == 0 {
         return Err(wire("patterns", "images but no pattern"));
@@ -554,29 +710,66 @@ fn decode_section(
         let mut parts = ColumnParts::default();
         let mut present = Bitmap::default();
         let mut null = Bitmap::default();
+        let mut copy = Bitmap::default();
         let mut count = 0usize;
+        let mut ncopies = 0usize;
         for &p in &image_pattern {
             let bits = pat_bytes[p * ncols + c];
             present.push(bits & 1 == 1);
             null.push(bits & 2 == 2);
+            copy.push(bits == SLOT_COPY);
             count += usize::from(bits == 1);
+            ncopies += usize::from(bits == SLOT_COPY);
         }
-        let slots = || (0..images).filter(|&i| present.get(i) && !null.get(i));
+        if ncopies > 0 {
+            // A copy repeats the slot before it, which must hold a value (itself or by copy).
+            for i in 0..images {
+                if copy.get(i) && (i == 0 || !present.get(i - 1) || null.get(i - 1)) {
+                    return Err(wire("pattern", "a copy of no value"));
+                }
+            }
+        }
+        let slots = || (0..images).filter(|&i| present.get(i) && !null.get(i) && !copy.get(i));
         if count > 0 && kind != ValueKind::Null {
             if kind.is_var() {
                 lens.clear();
-                let start = parts.bytes.len();
-                decode_var(r, count, &mut parts.bytes, lens)?;
-                check_var(kind, &parts.bytes[start..], lens)?;
                 parts.offsets.reserve(images + 1);
                 parts.offsets.push(0);
-                let mut li = lens.iter();
-                let mut end = 0u32;
-                for i in 0..images {
-                    if present.get(i) && !null.get(i) {
-                        end += li.next().copied().unwrap_or(0);
+                if ncopies == 0 {
+                    decode_var(r, count, &mut parts.bytes, lens)?;
+                    check_var(kind, &parts.bytes, lens)?;
+                    let mut li = lens.iter();
+                    let mut end = 0u32;
+                    for i in 0..images {
+                        if present.get(i) && !null.get(i) {
+                            end += li.next().copied().unwrap_or(0);
+                        }
+                        parts.offsets.push(end);
                     }
-                    parts.offsets.push(end);
+                } else {
+                    // Values first, then laid out slot by slot with the copies in between.
+                    copy_src.clear();
+                    decode_var(r, count, copy_src, lens)?;
+                    check_var(kind, copy_src, lens)?;
+                    let (mut li, mut at) = (lens.iter(), 0usize);
+                    for i in 0..images {
+                        if copy.get(i) {
+                            let (a, b) = (parts.offsets[i - 1], parts.offsets[i]);
+                            let n = (b - a) as usize;
+                            *copied_left = copied_left.checked_sub(n).ok_or(wire(
+                                "column values",
+                                "copies expand beyond the decoder's limit",
+                            ))?;
+                            parts.bytes.extend_from_within(a as usize..b as usize);
+                        } else if present.get(i) && !null.get(i) {
+                            let n = li.next().copied().unwrap_or(0) as usize;
+                            parts.bytes.extend_from_slice(&copy_src[at..at + n]);
+                            at += n;
+                        }
+                        let end = u32::try_from(parts.bytes.len())
+                            .map_err(|_| wire("column values", "over 4 GiB"))?;
+                        parts.offsets.push(end);
+                    }
                 }
             } else {
                 parts.fixed.resize(images, 0);
@@ -619,6 +812,11 @@ fn decode_section(
                         return Err(wire("column value", "out of range for its type"));
                     }
                     parts.fixed[i] = v;
+                }
+                for i in 1..images {
+                    if copy.get(i) {
+                        parts.fixed[i] = parts.fixed[i - 1];
+                    }
                 }
             }
         } else if kind.is_var() {

@@ -4,7 +4,7 @@
 //! ```text
 //! offset size
 //!  0     4   magic `OFLW`
-//!  4     1   format version (1)
+//!  4     1   format version (2; version 1 is read too)
 //!  5     1   flags: bit 0 payload is zstd, bit 1 compressed with a dictionary, bit 2
 //!            the batch holds initial-snapshot rows (apply as upserts)
 //!  6     2   reserved, 0
@@ -32,6 +32,13 @@
 //!   [`Encoder::reset_stream`] must be called whenever the receiver starts afresh (new
 //!   connection). A dictionary is never shipped in-band: both ends register it by id.
 //! - Unknown versions, flags or dictionary ids are errors, never guesses.
+//!
+//! # Versions
+//! - 1: the first format.
+//! - 2: adds copy slots to the payload's patterns ([`crate::columnar`]): a full-image
+//!   update's after image names the columns it shares with its before image instead of
+//!   repeating their values. A version 1 frame is a version 2 frame without copies, so
+//!   the decoder reads both (and refuses copies in a version 1 frame).
 
 use std::collections::HashSet;
 
@@ -48,8 +55,11 @@ use crate::columnar::{
 
 /// The first four bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"OFLW";
-/// The format version this code writes and reads.
-pub const VERSION: u8 = 1;
+/// The format version this code writes. It reads this one and the ones before (see the
+/// module documentation).
+pub const VERSION: u8 = 2;
+/// The oldest format version this code reads.
+pub const MIN_VERSION: u8 = 1;
 /// Bytes before the meta block.
 pub const HEADER_LEN: usize = 36;
 
@@ -132,7 +142,7 @@ impl FrameHeader {
             dict_id: u32_at(28),
             crc: u32_at(32),
         };
-        if h.version != VERSION {
+        if !(MIN_VERSION..=VERSION).contains(&h.version) {
             return Err(FrameError::Version(h.version));
         }
         if h.flags & !(FLAG_ZSTD | FLAG_DICT | FLAG_SNAPSHOT) != 0 || b[6] != 0 || b[7] != 0 {
@@ -213,7 +223,7 @@ pub enum FrameError {
     #[error("not an outflow frame (bad magic)")]
     BadMagic,
     /// A format version this build does not read.
-    #[error("frame format version {0}, this build reads version 1")]
+    #[error("frame format version {0}, this build reads versions 1 to 2")]
     Version(u8),
     /// A size over a limit.
     #[error("{what} of {size} bytes is over the limit of {limit}")]
@@ -363,7 +373,6 @@ pub struct Encoder {
     sequence: u64,
     payload: PayloadEncoder,
     raw: Vec<u8>,
-    compressed: Vec<u8>,
     shipped: HashSet<(SchemaVersion, u64)>,
     zstd: Option<zstd::bulk::Compressor<'static>>,
 }
@@ -384,7 +393,6 @@ impl Encoder {
             sequence: 0,
             payload: PayloadEncoder::default(),
             raw: Vec::new(),
-            compressed: Vec::new(),
             shipped: HashSet::new(),
             zstd,
         })
@@ -444,11 +452,11 @@ impl Encoder {
         let payload_at = out.len();
         let (flags, dict_id) = match (&mut self.zstd, &self.cfg.dictionary) {
             (Some(z), dict) => {
-                self.compressed.clear();
-                self.compressed
-                    .reserve(zstd::zstd_safe::compress_bound(self.raw.len()));
-                z.compress_to_buffer(&self.raw[..], &mut self.compressed)?;
-                out.extend_from_slice(&self.compressed);
+                // Straight into `out`, after what it holds: no second copy of the payload.
+                out.reserve(zstd::zstd_safe::compress_bound(self.raw.len()));
+                let mut tail = std::io::Cursor::new(&mut *out);
+                tail.set_position(payload_at as u64);
+                z.compress_to_buffer(&self.raw[..], &mut tail)?;
                 match dict {
                     Some((id, _)) => (FLAG_ZSTD | FLAG_DICT, *id),
                     None => (FLAG_ZSTD, 0),
@@ -668,10 +676,12 @@ impl Decoder {
         parts.files = meta.files;
         let ctx = PayloadContext {
             compacted: meta.compacted,
+            copies: h.version >= 2,
         };
         let limits = PayloadLimits {
             max_schemas: self.limits.max_schemas,
             max_slots: self.limits.max_slots,
+            max_copied_bytes: self.limits.max_decompressed,
         };
         decode_payload(raw, &ctx, &mut self.schemas, &limits, &mut parts).map_err(|error| {
             FrameError::Payload {
@@ -866,6 +876,70 @@ mod tests {
         let mut out = ChangeBatch::default();
         d.decode(&with, &mut out).unwrap();
         assert_eq!(out, b);
+    }
+
+    /// Full-image updates that leave `s` alone: the after image's `id` and `s` are copies.
+    fn full_updates(rows: u32) -> ChangeBatch {
+        let b = batch(1);
+        let schema = b.sections()[0].schema().clone();
+        let mut b = ChangeBatch::new(ImageMode::Full);
+        b.begin_transaction(None, 5).unwrap();
+        let sec = b.section_for(&schema);
+        for i in 0..rows {
+            let text = format!("{i:0>200}");
+            let s = b.push_change(sec, Op::Update).unwrap();
+            for _ in 0..2 {
+                s.push_image().unwrap();
+                s.set(0, ValueRef::Int(i64::from(i))).unwrap();
+                s.set(1, ValueRef::Text(text.as_bytes())).unwrap();
+            }
+        }
+        b.commit_transaction("binlog.000001", 1000).unwrap();
+        b
+    }
+
+    #[test]
+    fn copies_round_trip_are_refused_in_version_1_and_are_bounded() {
+        let b = full_updates(20);
+        let mut enc = Encoder::new(EncoderConfig::default()).unwrap();
+        let mut f = Vec::new();
+        enc.encode(&b, &mut f).unwrap();
+        // 20 values of 200 bytes, once each: the after images copy them.
+        let raw = enc.last_payload().to_vec();
+        assert!(raw.len() < 20 * 200 + 400, "{} payload bytes", raw.len());
+        assert_eq!(decode(&f, Limits::default()).unwrap(), b);
+        // The same bytes as a version 1 frame: copies are not part of that format.
+        let mut g = f.clone();
+        g[4] = 1;
+        let crc = frame_crc(&g);
+        g[32..36].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(
+            decode(&g, Limits::default()),
+            Err(FrameError::Payload {
+                error: PayloadError::Wire(_),
+                ..
+            })
+        ));
+        // Copies may add at most the limit's bytes.
+        let run = |max_copied_bytes| {
+            let mut parts = ChangeBatch::default().into_parts();
+            crate::columnar::decode_payload(
+                &raw,
+                &PayloadContext {
+                    compacted: false,
+                    copies: true,
+                },
+                &mut Default::default(),
+                &PayloadLimits {
+                    max_schemas: 8,
+                    max_slots: 1 << 20,
+                    max_copied_bytes,
+                },
+                &mut parts,
+            )
+        };
+        run(20 * 200).unwrap();
+        assert!(run(20 * 200 - 1).is_err());
     }
 
     #[test]
