@@ -687,12 +687,12 @@ fn decode_section(
     // A pattern takes one byte per column; zero-column tables have one empty pattern.
     let npat = r.count(r.remaining() / ncols.max(1) + 1, "pattern count")?;
     let pat_bytes = r.take(npat * ncols, "patterns")?;
-    if pat_bytes.iter().any(|&b| b == 2) {
+    if pat_bytes.contains(&2) {
         return Err(wire("pattern", "a NULL that is not present"));
     }
     if pat_bytes
         .iter()
-        .any(|&b| !matches!(b, 0 | 1 | 3) && !(*copies && b == SLOT_COPY))
+        .any(|&b| !(matches!(b, 0 | 1 | 3) || *copies && b == SLOT_COPY))
     {
         return Err(wire("pattern", "unknown slot state"));
     }
