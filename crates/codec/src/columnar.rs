@@ -70,6 +70,8 @@ pub struct PayloadEncoder {
     values: Vec<u64>,
     lens: Vec<u8>,
     section_sizes: Vec<usize>,
+    /// Per section of the batch being written: whether its schema ships in full.
+    ship: Vec<bool>,
     /// Pattern keys, `words` u64s each, in pattern order.
     pattern_keys: Vec<u64>,
     pattern_map: HashMap<Vec<u64>, u32>,
@@ -113,17 +115,14 @@ impl PayloadEncoder {
     ) -> Result<(), bincode::Error> {
         // Schemas first, so that the decoder knows every section's columns.
         let sections = batch.sections();
-        let mut full = Vec::new();
-        for s in sections {
-            if ship.ship(s.schema()) {
-                full.push(s.schema());
-            }
-        }
-        put_varint(out, full.len() as u64);
-        for s in full {
-            let bytes = bincode::serialize(&**s)?;
-            put_varint(out, bytes.len() as u64);
-            out.extend_from_slice(&bytes);
+        self.ship.clear();
+        self.ship
+            .extend(sections.iter().map(|s| ship.ship(s.schema())));
+        put_varint(out, self.ship.iter().filter(|&&f| f).count() as u64);
+        for (s, _) in sections.iter().zip(&self.ship).filter(|(_, &f)| f) {
+            let schema: &TableSchema = s.schema();
+            put_varint(out, bincode::serialized_size(schema)?);
+            bincode::serialize_into(&mut *out, schema)?;
         }
         put_varint(out, sections.len() as u64);
         for s in sections {

@@ -27,6 +27,10 @@
 //! chains and swaps of keys exact). Tables without a primary key are not compacted: their
 //! changes pass through in order.
 //!
+//! Allocation: the state (entries, chains, one map from key hash to latest entry) lives in
+//! the [`Compactor`] and keeps its buffers from batch to batch, so compacting a steady stream
+//! allocates nothing per change (`tests/zero_alloc.rs` holds it to that).
+//!
 //! Limitation: the output applies each key's net change in order of the key's first
 //! change. A set of updates that swaps values of a *secondary* unique key between rows can
 //! then collide on the target; such tables should ship uncompacted.
@@ -76,6 +80,8 @@ struct Entry {
     tail: u32,
     /// Its place in `Compactor::order` (earlier places are stale).
     slot: u32,
+    /// The entry filed before it under the same (section, key hash), or NONE.
+    next_same_hash: u32,
 }
 
 const NONE: u32 = u32::MAX;
@@ -88,10 +94,14 @@ pub struct Compactor {
     order: Vec<u32>,
     /// (image, next link) of every after-image chain.
     links: Vec<(u32, u32)>,
-    /// Live entry per (section, key hash); collisions are resolved by comparing keys.
-    by_key: HashMap<(u32, u64), Vec<u32>>,
+    /// Latest entry per (section, key hash); earlier ones with that hash chain through
+    /// `Entry::next_same_hash`, and collisions are resolved by comparing keys. One map of
+    /// plain values keeps its allocation from batch to batch: no allocation per key.
+    by_key: HashMap<(u32, u64), u32>,
     key: Vec<u8>,
     other: Vec<u8>,
+    /// Output section per input section, for [`Compactor::emit`].
+    sections: Vec<Option<SectionId>>,
 }
 
 impl Compactor {
@@ -140,6 +150,7 @@ impl Compactor {
                 head: NONE,
                 tail: NONE,
                 slot: self.order.len() as u32,
+                next_same_hash: NONE,
             });
             self.order.push(self.entries.len() as u32 - 1);
             if let Some(a) = change.after {
@@ -168,12 +179,15 @@ impl Compactor {
                     head: NONE,
                     tail: NONE,
                     slot: self.order.len() as u32,
+                    next_same_hash: NONE,
                 });
                 self.order.push(e as u32);
                 if let Some(a) = change.after {
                     self.link(e, a.index() as u32);
                 }
-                self.by_key.entry((sec, h)).or_default().push(e as u32);
+                if let Some(prev) = self.by_key.insert((sec, h), e as u32) {
+                    self.entries[e].next_same_hash = prev;
+                }
                 if op == Op::Update {
                     self.rekey(sec, s, pk, e, h)?;
                 }
@@ -232,18 +246,15 @@ impl Compactor {
     /// The entry holding the row currently at the key in `self.key` (live, or deleted and
     /// so revivable by an insert).
     fn find(&mut self, sec: u32, h: u64, s: &TableSection, pk: &[u16]) -> Option<usize> {
-        let list = self.by_key.get(&(sec, h))?;
-        for &e in list.iter().rev() {
-            key_bytes_chain(
-                &mut self.other,
-                s,
-                pk,
-                &self.links,
-                &self.entries[e as usize],
-            );
+        // Latest first: a key filed again (re-inserted after a move) shadows older entries.
+        let mut e = *self.by_key.get(&(sec, h))?;
+        while e != NONE {
+            let entry = &self.entries[e as usize];
+            key_bytes_chain(&mut self.other, s, pk, &self.links, entry);
             if self.other == self.key {
                 return Some(e as usize);
             }
+            e = entry.next_same_hash;
         }
         None
     }
@@ -287,7 +298,9 @@ impl Compactor {
         out.set_mode(input.mode());
         out.set_start(input.start().clone());
         out.set_compacted(true)?;
-        let mut ids: Vec<Option<SectionId>> = vec![None; input.sections().len()];
+        let ids = &mut self.sections;
+        ids.clear();
+        ids.resize(input.sections().len(), None);
         for (slot, &id) in self.order.iter().enumerate() {
             let entry = &self.entries[id as usize];
             if entry.slot as usize != slot {

@@ -444,11 +444,10 @@ impl Encoder {
             shipped: &mut self.shipped,
         };
         self.payload.encode(batch, &mut ship, &mut self.raw)?;
-        let meta = meta_of(batch);
-        let meta_bytes = bincode::serialize(&meta)?;
         let start = out.len();
         out.resize(start + HEADER_LEN, 0);
-        out.extend_from_slice(&meta_bytes);
+        bincode::serialize_into(&mut *out, &meta_of(batch))?;
+        let meta_len = out.len() - start - HEADER_LEN;
         let payload_at = out.len();
         let (flags, dict_id) = match (&mut self.zstd, &self.cfg.dictionary) {
             (Some(z), dict) => {
@@ -485,7 +484,7 @@ impl Encoder {
             flags
         };
         h[8..16].copy_from_slice(&self.sequence.to_le_bytes());
-        h[16..20].copy_from_slice(&(meta_bytes.len() as u32).to_le_bytes());
+        h[16..20].copy_from_slice(&(meta_len as u32).to_le_bytes());
         h[20..24].copy_from_slice(&(payload_len as u32).to_le_bytes());
         h[24..28].copy_from_slice(&(self.raw.len() as u32).to_le_bytes());
         h[28..32].copy_from_slice(&dict_id.to_le_bytes());
@@ -521,19 +520,41 @@ fn frame_crc(frame: &[u8]) -> u32 {
     h.finalize()
 }
 
-fn meta_of(batch: &ChangeBatch) -> FrameMeta {
+/// [`FrameMeta`] borrowing from the batch, so that writing it copies nothing: the same
+/// fields in the same order, so its bincode bytes are [`FrameMeta`]'s (a test checks).
+#[derive(Serialize)]
+struct MetaRef<'a> {
+    full_images: bool,
+    compacted: bool,
+    start: &'a SourcePosition,
+    files: &'a [String],
+    first_gtid: Option<Gtid>,
+    last_gtid: Option<Gtid>,
+    end: Option<PositionRef<'a>>,
+    transactions: u32,
+    changes: u64,
+}
+
+/// [`BinlogPosition`], borrowed.
+#[derive(Serialize)]
+struct PositionRef<'a> {
+    file: &'a str,
+    pos: u64,
+}
+
+fn meta_of(batch: &ChangeBatch) -> MetaRef<'_> {
     let txns = batch.transactions();
     let end = txns.last().and_then(|t| {
-        batch.files().get(t.file as usize).map(|f| BinlogPosition {
-            file: f.clone(),
+        batch.files().get(t.file as usize).map(|f| PositionRef {
+            file: f,
             pos: t.end_pos,
         })
     });
-    FrameMeta {
+    MetaRef {
         full_images: batch.mode() == ImageMode::Full,
         compacted: batch.is_compacted(),
-        start: batch.start().clone(),
-        files: batch.files().to_vec(),
+        start: batch.start(),
+        files: batch.files(),
         first_gtid: txns.iter().find_map(|t| t.gtid),
         last_gtid: txns.iter().rev().find_map(|t| t.gtid),
         end,
@@ -896,6 +917,33 @@ mod tests {
         }
         b.commit_transaction("binlog.000001", 1000).unwrap();
         b
+    }
+
+    #[test]
+    fn borrowed_meta_writes_the_bytes_of_frame_meta() {
+        let b = batch(3);
+        let r = meta_of(&b);
+        let owned = FrameMeta {
+            full_images: r.full_images,
+            compacted: r.compacted,
+            start: r.start.clone(),
+            files: r.files.to_vec(),
+            first_gtid: r.first_gtid,
+            last_gtid: r.last_gtid,
+            end: r.end.as_ref().map(|e| BinlogPosition {
+                file: e.file.to_string(),
+                pos: e.pos,
+            }),
+            transactions: r.transactions,
+            changes: r.changes,
+        };
+        assert_eq!(
+            bincode::serialize(&r).unwrap(),
+            bincode::serialize(&owned).unwrap()
+        );
+        let f = encode(&b, EncoderConfig::default());
+        let (_, meta) = Decoder::new(Limits::default()).unwrap().peek(&f).unwrap();
+        assert_eq!(meta, owned);
     }
 
     #[test]
