@@ -16,12 +16,25 @@
 //! (decode, build, encode, compress) on one thread, per second of wall time and per second
 //! of CPU time (the machines are shared; CPU time is what one core does).
 //!
+//! Allocations per binlog row (and bytes allocated per row) are counted on a pass of their
+//! own over the whole run, warm-up included (the zstd context, buffers growing to their
+//! working size); `crates/codec/tests/zero_alloc.rs` holds the steady state to a few
+//! allocations per frame.
+//!
+//! Dictionaries: on `oltp_write_only`, the same path cut to a frame per transaction (the
+//! finest streaming), with no zstd dictionary (and, for scale, schemas shipped once per
+//! stream instead of in every frame), one for whole payloads, and one per table, trained
+//! on the first frames; their bytes are counted over the frames after those, as a share
+//! of the binlog after them.
+//!
 //! Native replication bytes are the source's `Bytes_sent` growth while a replica's IO thread
 //! fetches the file; the replica's relay-log bytes are printed beside them as a cross-check. `OUTFLOW_BENCH_NATIVE=0` skips the
 //! native replication rows (they start three servers).
 
+mod alloc_count;
 mod support;
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -30,7 +43,10 @@ use anyhow::{ensure, Context, Result};
 use criterion::{Criterion, SamplingMode, Throughput};
 use outflow_binlog::walk::Walker;
 use outflow_binlog::{EventBuffer, TableInfo};
-use outflow_codec::{Pipeline, PipelineConfig, Stats};
+use outflow_codec::{
+    train_dictionary, EncoderConfig, Pipeline, PipelineConfig, SchemaShipping, Stats,
+    TableDictionary,
+};
 use outflow_core::ImageMode;
 use outflow_testkit::mysql_async::prelude::Queryable;
 use outflow_testkit::mysql_async::Row;
@@ -40,6 +56,9 @@ use outflow_testkit::{
 
 /// Bytes handed to the event buffer at a time (what `outflow estimate` reads at a time).
 const READ_CHUNK: usize = 8 << 20;
+
+#[global_allocator]
+static GLOBAL: alloc_count::CountingAlloc = alloc_count::CountingAlloc;
 
 /// Part of the cached prepare binlog's name: a new recipe gets a new file.
 const PREPARE_VERSION: u32 = 1;
@@ -89,6 +108,15 @@ fn sysbench_keys(t: &mut TableInfo) {
 
 /// The whole codec path over `data`; returns its totals.
 fn run(data: &[u8], cfg: &PipelineConfig) -> Result<Stats> {
+    run_observed(data, cfg, |_, _| {})
+}
+
+/// [`run`], calling `observe` with each event's offset and the pipeline after it.
+fn run_observed(
+    data: &[u8],
+    cfg: &PipelineConfig,
+    mut observe: impl FnMut(u64, &Pipeline),
+) -> Result<Stats> {
     let mut pipeline = Pipeline::new(cfg.clone())?;
     let mut walker = Walker::new();
     walker.decoder().set_table_hook(Box::new(sysbench_keys));
@@ -104,12 +132,106 @@ fn run(data: &[u8], cfg: &PipelineConfig) -> Result<Stats> {
         }
         while let Some((pos, ev)) = buf.next_event()? {
             walker.process(pos, ev, &mut pipeline)?;
+            observe(pos, &pipeline);
         }
     }
     ensure!(magic, "not a binlog");
     buf.finish()?;
     pipeline.flush()?;
     Ok(pipeline.stats().clone())
+}
+
+/// Frames the dictionaries are trained on; their bytes are left out of the comparison.
+const TRAIN_FRAMES: u64 = 2_000;
+/// Largest dictionary trained.
+const DICT_BYTES: usize = 32 << 10;
+
+/// Streaming at its finest (a frame per transaction, replica mode), where zstd has little
+/// history of its own: no dictionary (schemas in every frame, the default, or once per
+/// stream), one dictionary for whole payloads, one per table. Dictionaries are trained on
+/// the first [`TRAIN_FRAMES`] frames; bytes are counted over the frames after those.
+fn dictionaries(data: &[u8]) -> Result<Vec<Line>> {
+    let small = PipelineConfig {
+        batch_bytes: 0,
+        ..config(ImageMode::Replica, false, 1)
+    };
+    let mut payloads = Vec::new();
+    let mut tables: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+    let mut seen = 0;
+    run_observed(data, &small, |_, p| {
+        let frames = p.stats().frames;
+        if frames == seen || frames > TRAIN_FRAMES {
+            return;
+        }
+        seen = frames;
+        let enc = p.encoder();
+        payloads.push(enc.last_payload().to_vec());
+        for (t, bytes) in enc.last_table_samples() {
+            tables
+                .entry(t.qualified_name())
+                .or_default()
+                .push(bytes.to_vec());
+        }
+    })?;
+    let whole = train_dictionary(&payloads, DICT_BYTES)?;
+    let mut per_table = Vec::new();
+    for (i, (name, samples)) in tables.iter().enumerate() {
+        per_table.push(TableDictionary {
+            id: 100 + i as u32,
+            dict: train_dictionary(samples, DICT_BYTES)?,
+            tables: vec![name.clone()],
+        });
+    }
+    let variants = [
+        ("no dictionary", None, vec![], SchemaShipping::EveryFrame),
+        (
+            "no dictionary, schemas once per stream",
+            None,
+            vec![],
+            SchemaShipping::OncePerStream,
+        ),
+        (
+            "one dictionary",
+            Some((1, whole)),
+            vec![],
+            SchemaShipping::EveryFrame,
+        ),
+        (
+            "a dictionary per table",
+            None,
+            per_table,
+            SchemaShipping::EveryFrame,
+        ),
+    ];
+    let mut lines = Vec::new();
+    for (what, dictionary, table_dictionaries, schemas) in variants {
+        let cfg = PipelineConfig {
+            encoder: EncoderConfig {
+                dictionary,
+                table_dictionaries,
+                schemas,
+                ..EncoderConfig::default()
+            },
+            ..small.clone()
+        };
+        let mut at_train = None;
+        let (stats, speed) = timed(data.len(), || {
+            run_observed(data, &cfg, |pos, p| {
+                if at_train.is_none() && p.stats().frames == TRAIN_FRAMES {
+                    at_train = Some((pos, p.stats().wire_bytes));
+                }
+            })
+        })?;
+        let (pos, wire) = at_train.context("fewer frames than the training set")?;
+        lines.push(Line {
+            what: format!("outflow replica, frame per transaction, {what}"),
+            bytes: stats.wire_bytes - wire,
+            speed: Some(speed),
+            allocs: None,
+            of: Some(data.len() as u64 - pos),
+        });
+    }
+    Ok(lines)
 }
 
 fn config(mode: ImageMode, compaction: bool, batch_mb: u64) -> PipelineConfig {
@@ -128,6 +250,10 @@ struct Line {
     bytes: u64,
     /// Binlog MB per second of wall time, and per second of CPU time of this process.
     speed: Option<(f64, f64)>,
+    /// Allocations and bytes allocated per binlog row, over a whole run.
+    allocs: Option<(f64, f64)>,
+    /// Binlog bytes the line's bytes stand for, when not the whole file.
+    of: Option<u64>,
 }
 
 /// CPU seconds (user + system) this process has used, from `/proc/self/stat`. The bench
@@ -165,11 +291,23 @@ fn compare(name: &str, path: &Path, data: &[u8]) -> Result<Vec<Line>> {
         ),
     ];
     for (what, mode, compaction, mb) in rows {
-        let (stats, speed) = timed(data.len(), || run(data, &config(mode, compaction, mb)))?;
+        let cfg = config(mode, compaction, mb);
+        let (stats, speed) = timed(data.len(), || run(data, &cfg))?;
+        // Counted on a pass of its own, so that the timed one pays nothing for counting.
+        alloc_count::start();
+        let counted = run(data, &cfg);
+        alloc_count::stop();
+        let rows = counted?.rows_in.max(1) as f64;
+        let allocs = (
+            alloc_count::count() as f64 / rows,
+            alloc_count::bytes() as f64 / rows,
+        );
         lines.push(Line {
             what: what.to_string(),
             bytes: stats.wire_bytes,
             speed: Some(speed),
+            allocs: Some(allocs),
+            of: None,
         });
     }
     let (gz, speed) = timed(data.len(), || {
@@ -181,6 +319,8 @@ fn compare(name: &str, path: &Path, data: &[u8]) -> Result<Vec<Line>> {
         what: "gzip -6 of the file".into(),
         bytes: gz,
         speed: Some(speed),
+        allocs: None,
+        of: None,
     });
     let (zs, speed) = timed(data.len(), || {
         Ok(zstd::bulk::compress(data, 3)?.len() as u64)
@@ -189,6 +329,8 @@ fn compare(name: &str, path: &Path, data: &[u8]) -> Result<Vec<Line>> {
         what: "zstd -3 of the file".into(),
         bytes: zs,
         speed: Some(speed),
+        allocs: None,
+        of: None,
     });
     if std::env::var("OUTFLOW_BENCH_NATIVE").as_deref() != Ok("0") {
         for compressed in [false, true] {
@@ -209,6 +351,8 @@ fn compare(name: &str, path: &Path, data: &[u8]) -> Result<Vec<Line>> {
                 ),
                 bytes,
                 speed: None,
+                allocs: None,
+                of: None,
             });
         }
     }
@@ -303,15 +447,18 @@ fn main() -> Result<()> {
 
     // The comparison table first: one pass each, single thread.
     for (name, path, data) in &loaded {
-        let lines = compare(name, path, data)?;
+        let mut lines = compare(name, path, data)?;
+        if *name == "oltp_write_only" {
+            lines.extend(dictionaries(data)?);
+        }
         println!(
             "\n{name}: {} ({:.1} MB)",
             path.display(),
             data.len() as f64 / 1e6
         );
         println!(
-            "{:<46} {:>12} {:>9} {:>10}",
-            "", "bytes", "% binlog", "MB/s"
+            "{:<46} {:>12} {:>9} {:>10} {:>12} {:>11} {:>9}",
+            "", "bytes", "% binlog", "MB/s wall", "MB/s CPU", "allocs/row", "B/row"
         );
         for l in lines {
             let (wall, cpu) = l
@@ -319,13 +466,20 @@ fn main() -> Result<()> {
                 .map_or(("-".to_string(), "-".to_string()), |(w, c)| {
                     (format!("{w:.0}"), format!("{c:.0}"))
                 });
+            let (allocs, alloc_bytes) = l
+                .allocs
+                .map_or(("-".to_string(), "-".to_string()), |(a, b)| {
+                    (format!("{a:.4}"), format!("{b:.1}"))
+                });
             println!(
-                "{:<46} {:>12} {:>8.2}% {:>10} {:>12}",
+                "{:<46} {:>12} {:>8.2}% {:>10} {:>12} {:>11} {:>9}",
                 l.what,
                 l.bytes,
-                100.0 * l.bytes as f64 / data.len() as f64,
+                100.0 * l.bytes as f64 / l.of.unwrap_or(data.len() as u64) as f64,
                 wall,
-                cpu
+                cpu,
+                allocs,
+                alloc_bytes
             );
         }
     }

@@ -11,6 +11,7 @@ pub struct CountingAlloc;
 
 static COUNTING: AtomicBool = AtomicBool::new(false);
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
+static BYTES: AtomicU64 = AtomicU64::new(0);
 
 // SAFETY: every call goes unchanged to the system allocator; the additions are atomic
 // operations on statics, which neither allocate nor touch the memory handed out.
@@ -18,6 +19,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if COUNTING.load(Ordering::Relaxed) {
             ALLOCS.fetch_add(1, Ordering::Relaxed);
+            BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
         }
         unsafe { System.alloc(layout) }
     }
@@ -27,6 +29,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if COUNTING.load(Ordering::Relaxed) {
             ALLOCS.fetch_add(1, Ordering::Relaxed);
+            BYTES.fetch_add(new_size as u64, Ordering::Relaxed);
         }
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -35,6 +38,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
 /// Resets the count and starts counting.
 pub fn start() {
     ALLOCS.store(0, Ordering::Relaxed);
+    BYTES.store(0, Ordering::Relaxed);
     COUNTING.store(true, Ordering::Relaxed);
 }
 
@@ -46,4 +50,11 @@ pub fn stop() {
 /// Allocations counted since the last [`start`].
 pub fn count() -> u64 {
     ALLOCS.load(Ordering::Relaxed)
+}
+
+/// Bytes requested by the allocations counted since the last [`start`] (a reallocation
+/// counts its new size).
+#[allow(dead_code)] // Not every bench reports bytes.
+pub fn bytes() -> u64 {
+    BYTES.load(Ordering::Relaxed)
 }

@@ -70,6 +70,7 @@ pub struct PayloadEncoder {
     values: Vec<u64>,
     lens: Vec<u8>,
     section_sizes: Vec<usize>,
+    section_tables: Vec<Arc<TableSchema>>,
     /// Per section of the batch being written: whether its schema ships in full.
     ship: Vec<bool>,
     /// Pattern keys, `words` u64s each, in pattern order.
@@ -136,17 +137,26 @@ impl PayloadEncoder {
             put_varint(out, u64::from(r.len));
         }
         self.section_sizes.clear();
+        self.section_tables.clear();
         for s in sections {
             let before = out.len();
             self.encode_section(s, out);
             self.section_sizes.push(out.len() - before);
+            // An `Arc` clone: a reference count, no allocation.
+            self.section_tables.push(s.schema().clone());
         }
         Ok(())
     }
 
-    /// Bytes each section took in the last payload, in section order.
+    /// Bytes each section took in the last payload, in section order. The sections are
+    /// the payload's last bytes, one after the other; everything before them is its head.
     pub fn section_sizes(&self) -> &[usize] {
         &self.section_sizes
+    }
+
+    /// The table of each section of the last payload, in section order.
+    pub fn section_tables(&self) -> &[Arc<TableSchema>] {
+        &self.section_tables
     }
 
     fn encode_section(&mut self, s: &TableSection, out: &mut Vec<u8>) {

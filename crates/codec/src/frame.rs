@@ -6,7 +6,8 @@
 //!  0     4   magic `OFLW`
 //!  4     1   format version (2; version 1 is read too)
 //!  5     1   flags: bit 0 payload is zstd, bit 1 compressed with a dictionary, bit 2
-//!            the batch holds initial-snapshot rows (apply as upserts)
+//!            the batch holds initial-snapshot rows (apply as upserts), bit 3 (format 2)
+//!            stored in parts, each with its own dictionary
 //!  6     2   reserved, 0
 //!  8     8   sequence number (the encoder's, +1 per frame)
 //! 16     4   meta length M
@@ -19,6 +20,17 @@
 //! 36+M   P   payload: the columnar batch ([`crate::columnar`]), usually zstd
 //! ```
 //!
+//! A payload in parts (flag bit 3; dictionary id 0 in the header) is the same columnar
+//! bytes cut into consecutive pieces, each compressed on its own with the dictionary it
+//! names, so that each table's section can use its table's dictionary:
+//! ```text
+//! n (varint, at least 1), then n × (dictionary id u32, 0 = none; stored length varint;
+//! length once decompressed varint), then the n stored pieces one after the other
+//! ```
+//! The pieces decompress, in order, to exactly the header's decompressed length. The
+//! encoder cuts the head (schemas, transactions, runs) and each section, and joins
+//! neighbours that use the same dictionary; the head goes with the first section.
+//!
 //! # Invariants and recovery
 //! - A frame is accepted only whole: the checksum covers every byte, sizes are checked
 //!   against [`Limits`] before anything is allocated, and the payload must decompress to
@@ -30,15 +42,18 @@
 //!   [`SchemaShipping::OncePerStream`] a schema is shipped the first time a stream uses it,
 //!   so frames must be decoded in order from the stream's first frame, and the encoder's
 //!   [`Encoder::reset_stream`] must be called whenever the receiver starts afresh (new
-//!   connection). A dictionary is never shipped in-band: both ends register it by id.
+//!   connection). A dictionary is never shipped in-band: both ends register it by id,
+//!   and a frame naming an id the decoder lacks fails with that id
+//!   ([`FrameError::UnknownDictionary`]).
 //! - Unknown versions, flags or dictionary ids are errors, never guesses.
 //!
 //! # Versions
 //! - 1: the first format.
-//! - 2: adds copy slots to the payload's patterns ([`crate::columnar`]): a full-image
+//! - 2: adds payloads in parts (per-table dictionaries), and copy slots to the payload's
+//!   patterns ([`crate::columnar`]): a full-image
 //!   update's after image names the columns it shares with its before image instead of
 //!   repeating their values. A version 1 frame is a version 2 frame without copies, so
-//!   the decoder reads both (and refuses copies in a version 1 frame).
+//!   the decoder reads both (and refuses copies and parts in a version 1 frame).
 
 use std::collections::HashSet;
 
@@ -52,6 +67,7 @@ use crate::columnar::{
     bincode_options, decode_payload, PayloadContext, PayloadEncoder, PayloadError, PayloadLimits,
     SchemaCache, SchemaSink,
 };
+use crate::wire::{put_varint, Reader};
 
 /// The first four bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"OFLW";
@@ -67,6 +83,8 @@ const FLAG_ZSTD: u8 = 1;
 const FLAG_DICT: u8 = 2;
 /// The batch holds initial-snapshot rows ([`ChangeBatch::is_snapshot`]).
 const FLAG_SNAPSHOT: u8 = 4;
+/// The payload is stored in parts (format 2), see the module documentation.
+const FLAG_PARTS: u8 = 8;
 
 /// What a frame's meta block says, readable without decompressing the payload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,8 +163,18 @@ impl FrameHeader {
         if !(MIN_VERSION..=VERSION).contains(&h.version) {
             return Err(FrameError::Version(h.version));
         }
-        if h.flags & !(FLAG_ZSTD | FLAG_DICT | FLAG_SNAPSHOT) != 0 || b[6] != 0 || b[7] != 0 {
+        if h.flags & !(FLAG_ZSTD | FLAG_DICT | FLAG_SNAPSHOT | FLAG_PARTS) != 0
+            || b[6] != 0
+            || b[7] != 0
+        {
             return Err(FrameError::Malformed("unknown flags or reserved bits set"));
+        }
+        if h.flags & FLAG_PARTS != 0
+            && (h.version < 2 || h.flags & FLAG_ZSTD == 0 || h.flags & FLAG_DICT != 0)
+        {
+            return Err(FrameError::Malformed(
+                "parts flag in a version 1, uncompressed or single-dictionary frame",
+            ));
         }
         if (h.flags & FLAG_DICT != 0) != (h.dict_id != 0)
             || (h.flags & FLAG_DICT != 0 && h.flags & FLAG_ZSTD == 0)
@@ -315,6 +343,9 @@ pub enum EncodeError {
     /// zstd failed.
     #[error("zstd: {0}")]
     Compress(#[from] std::io::Error),
+    /// The settings contradict themselves.
+    #[error("encoder settings: {0}")]
+    Config(&'static str),
 }
 
 /// How schemas travel.
@@ -338,8 +369,25 @@ pub struct EncoderConfig {
     pub schemas: SchemaShipping,
     /// Largest frame to produce (default 64 MiB, the decoder's default limit).
     pub max_frame: usize,
-    /// A zstd dictionary and its id (non-zero), registered with the decoder too.
+    /// A zstd dictionary and its id (non-zero), registered with the decoder too. Alone, it
+    /// compresses whole payloads; beside [`EncoderConfig::table_dictionaries`], the
+    /// sections of tables without a dictionary of their own.
     pub dictionary: Option<(u32, Vec<u8>)>,
+    /// Dictionaries for particular tables: each such table's section is compressed on its
+    /// own with its dictionary (the payload goes in parts, see the module documentation).
+    pub table_dictionaries: Vec<TableDictionary>,
+}
+
+/// A zstd dictionary for some tables' sections ([`train_dictionary`] makes one from
+/// [`Encoder::last_table_samples`]). The decoder must register it under the same id.
+#[derive(Debug, Clone)]
+pub struct TableDictionary {
+    /// Its id: non-zero, and unique among the encoder's dictionaries.
+    pub id: u32,
+    /// The dictionary.
+    pub dict: Vec<u8>,
+    /// The tables it compresses, as `db.table`.
+    pub tables: Vec<String>,
 }
 
 impl Default for EncoderConfig {
@@ -349,6 +397,7 @@ impl Default for EncoderConfig {
             schemas: SchemaShipping::EveryFrame,
             max_frame: Limits::default().max_frame,
             dictionary: None,
+            table_dictionaries: Vec::new(),
         }
     }
 }
@@ -375,6 +424,13 @@ pub struct Encoder {
     raw: Vec<u8>,
     shipped: HashSet<(SchemaVersion, u64)>,
     zstd: Option<zstd::bulk::Compressor<'static>>,
+    /// One compressor per table dictionary, by id.
+    table_zstd: Vec<(u32, zstd::bulk::Compressor<'static>)>,
+    /// `(db, table, index into table_zstd)`: few entries, scanned per section.
+    table_dict: Vec<(String, String, usize)>,
+    /// Pieces of the payload being written in parts: (dictionary id, start, end).
+    parts: Vec<(u32, usize, usize)>,
+    compressed: Vec<u8>,
 }
 
 impl Encoder {
@@ -388,6 +444,36 @@ impl Encoder {
                 None => zstd::bulk::Compressor::new(cfg.level)?,
             })
         };
+        let mut table_zstd = Vec::new();
+        let mut table_dict = Vec::new();
+        let default_id = cfg.dictionary.as_ref().map(|d| d.0);
+        if default_id == Some(0) {
+            return Err(EncodeError::Config("dictionary id 0"));
+        }
+        for (i, d) in cfg.table_dictionaries.iter().enumerate() {
+            if d.id == 0
+                || Some(d.id) == default_id
+                || cfg.table_dictionaries[..i].iter().any(|e| e.id == d.id)
+            {
+                return Err(EncodeError::Config(
+                    "table dictionary ids must be non-zero and unique",
+                ));
+            }
+            if cfg.level == 0 {
+                continue;
+            }
+            let mut z = zstd::bulk::Compressor::with_dictionary(cfg.level, &d.dict)?;
+            // The part table names the dictionary and the length: zstd need not.
+            z.set_parameter(zstd::zstd_safe::CParameter::DictIdFlag(false))?;
+            z.set_parameter(zstd::zstd_safe::CParameter::ContentSizeFlag(false))?;
+            for t in &d.tables {
+                let (db, table) = t.split_once('.').ok_or(EncodeError::Config(
+                    "a table dictionary's table is not db.table",
+                ))?;
+                table_dict.push((db.to_string(), table.to_string(), table_zstd.len()));
+            }
+            table_zstd.push((d.id, z));
+        }
         Ok(Encoder {
             cfg,
             sequence: 0,
@@ -395,6 +481,10 @@ impl Encoder {
             raw: Vec::new(),
             shipped: HashSet::new(),
             zstd,
+            table_zstd,
+            table_dict,
+            parts: Vec::new(),
+            compressed: Vec::new(),
         })
     }
 
@@ -429,6 +519,94 @@ impl Encoder {
         self.payload.section_sizes()
     }
 
+    /// Bytes of the last payload's head (schemas, transactions, runs), before its sections.
+    fn head_len(&self) -> usize {
+        let sections: usize = self.payload.section_sizes().iter().sum();
+        self.raw.len() - sections
+    }
+
+    /// The last payload cut as table dictionaries cut it, each piece with its table:
+    /// samples for [`TableDictionary`]s. A piece is a section, and the first one comes with
+    /// the payload's head, as the frame compresses them.
+    pub fn last_table_samples(&self) -> impl Iterator<Item = (&TableSchema, &[u8])> + '_ {
+        let mut at = 0;
+        let head = self.head_len();
+        self.payload
+            .section_tables()
+            .iter()
+            .zip(self.payload.section_sizes())
+            .enumerate()
+            .map(move |(i, (t, &n))| {
+                let start = at;
+                at = if i == 0 { head + n } else { at + n };
+                (&**t, &self.raw[start..at])
+            })
+    }
+
+    /// Cuts the payload into pieces by dictionary; returns whether it takes more than
+    /// one piece or any table dictionary (otherwise it is compressed whole).
+    fn plan_parts(&mut self) -> bool {
+        self.parts.clear();
+        if self.table_zstd.is_empty() {
+            return false;
+        }
+        let default_id = self.cfg.dictionary.as_ref().map_or(0, |d| d.0);
+        let head = self.head_len();
+        let piece =
+            |id: u32, len: usize, parts: &mut Vec<(u32, usize, usize)>| match parts.last_mut() {
+                Some(last) if last.0 == id => last.2 += len,
+                last => {
+                    let at = last.map_or(0, |l| l.2);
+                    parts.push((id, at, at + len));
+                }
+            };
+        let id_of = |t: &TableSchema| {
+            self.table_dict
+                .iter()
+                .find(|(db, table, _)| *db == t.db && *table == t.table)
+                .map_or(default_id, |&(_, _, i)| self.table_zstd[i].0)
+        };
+        let tables = self.payload.section_tables();
+        // The head joins the first section's part: one zstd frame fewer (about 15 bytes,
+        // which count in a frame of one transaction), and the head holds that table's
+        // schema, which its dictionary knows (see `last_table_samples`).
+        let head_id = tables.first().map_or(default_id, |t| id_of(t));
+        piece(head_id, head, &mut self.parts);
+        for (t, &n) in tables.iter().zip(self.payload.section_sizes()) {
+            piece(id_of(t), n, &mut self.parts);
+        }
+        self.parts.len() > 1 || self.parts[0].0 != default_id
+    }
+
+    /// Writes the payload in parts (see the module documentation) to `out`.
+    fn compress_parts(&mut self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        self.compressed.clear();
+        put_varint(out, self.parts.len() as u64);
+        let default_id = self.cfg.dictionary.as_ref().map_or(0, |d| d.0);
+        for &(id, a, b) in &self.parts {
+            let z = if id == default_id {
+                self.zstd.as_mut()
+            } else {
+                self.table_zstd
+                    .iter_mut()
+                    .find(|(i, _)| *i == id)
+                    .map(|(_, z)| z)
+            }
+            .ok_or(EncodeError::Config("a payload part without a compressor"))?;
+            let at = self.compressed.len();
+            self.compressed
+                .reserve(zstd::zstd_safe::compress_bound(b - a));
+            let mut tail = std::io::Cursor::new(&mut self.compressed);
+            tail.set_position(at as u64);
+            z.compress_to_buffer(&self.raw[a..b], &mut tail)?;
+            out.extend_from_slice(&id.to_le_bytes());
+            put_varint(out, (self.compressed.len() - at) as u64);
+            put_varint(out, (b - a) as u64);
+        }
+        out.extend_from_slice(&self.compressed);
+        Ok(())
+    }
+
     /// Encodes `batch` as one frame appended to `out`; returns its header.
     pub fn encode(
         &mut self,
@@ -449,7 +627,12 @@ impl Encoder {
         bincode::serialize_into(&mut *out, &meta_of(batch))?;
         let meta_len = out.len() - start - HEADER_LEN;
         let payload_at = out.len();
+        let in_parts = self.zstd.is_some() && self.plan_parts();
         let (flags, dict_id) = match (&mut self.zstd, &self.cfg.dictionary) {
+            (Some(_), _) if in_parts => {
+                self.compress_parts(out)?;
+                (FLAG_ZSTD | FLAG_PARTS, 0)
+            }
             (Some(z), dict) => {
                 // Straight into `out`, after what it holds: no second copy of the payload.
                 out.reserve(zstd::zstd_safe::compress_bound(self.raw.len()));
@@ -505,10 +688,12 @@ impl Encoder {
     }
 }
 
-/// Trains a zstd dictionary of at most `max_size` bytes from sample payloads (taken with
-/// [`Encoder::last_payload`] from earlier batches of the same stream). Dictionaries pay on
-/// small frames (a transaction or two), where zstd has little history of its own; give it
-/// to both ends ([`EncoderConfig::dictionary`], [`Decoder::add_dictionary`]) under one id.
+/// Trains a zstd dictionary of at most `max_size` bytes from samples taken from earlier
+/// batches of the same stream: whole payloads ([`Encoder::last_payload`]) for
+/// [`EncoderConfig::dictionary`], one table's pieces ([`Encoder::last_table_samples`]) for
+/// a [`TableDictionary`]. Dictionaries pay on small frames (a transaction or two), where zstd
+/// has little history of its own; give it to both ends ([`Decoder::add_dictionary`]) under
+/// one id.
 pub fn train_dictionary(samples: &[Vec<u8>], max_size: usize) -> Result<Vec<u8>, std::io::Error> {
     zstd::dict::from_samples(samples, max_size)
 }
@@ -570,6 +755,8 @@ pub struct Decoder {
     dictionaries: std::collections::HashMap<u32, zstd::bulk::Decompressor<'static>>,
     plain: zstd::bulk::Decompressor<'static>,
     raw: Vec<u8>,
+    /// Part table of the frame being decoded: (dictionary id, stored, decompressed length).
+    parts: Vec<(u32, usize, usize)>,
     expect: Option<u64>,
 }
 
@@ -582,6 +769,7 @@ impl Decoder {
             dictionaries: Default::default(),
             plain: zstd::bulk::Decompressor::new()?,
             raw: Vec::new(),
+            parts: Vec::new(),
             expect: None,
         })
     }
@@ -653,7 +841,10 @@ impl Decoder {
         let meta = read_meta(frame, &h)?;
         let payload = &frame[HEADER_LEN + h.meta_len as usize..];
         let seq = h.sequence;
-        let raw: &[u8] = if h.flags & FLAG_ZSTD != 0 {
+        let raw: &[u8] = if h.flags & FLAG_PARTS != 0 {
+            self.decompress_parts(payload, &h)?;
+            &self.raw
+        } else if h.flags & FLAG_ZSTD != 0 {
             let z = if h.dict_id != 0 {
                 self.dictionaries
                     .get_mut(&h.dict_id)
@@ -720,6 +911,75 @@ impl Decoder {
             *e += 1;
         }
         Ok(h)
+    }
+}
+
+impl Decoder {
+    /// Decompresses a payload stored in parts into `self.raw`; each part fills exactly its
+    /// announced length, and the lengths add up to the header's.
+    fn decompress_parts(&mut self, payload: &[u8], h: &FrameHeader) -> Result<(), FrameError> {
+        let seq = h.sequence;
+        let bad = |reason: String| FrameError::Decompress {
+            sequence: seq,
+            reason,
+        };
+        let mut r = Reader::new(payload);
+        // A part's entry takes at least 6 bytes.
+        let n = r
+            .count(r.remaining() / 6, "payload part count")
+            .map_err(|e| bad(e.to_string()))?;
+        if n == 0 {
+            return Err(bad("a payload in no parts".into()));
+        }
+        let raw_len = h.raw_len as usize;
+        self.parts.clear();
+        let (mut stored_total, mut raw_total) = (0usize, 0usize);
+        for _ in 0..n {
+            let entry = (|| {
+                let id = r.u32("part dictionary")?;
+                let stored = r.count(r.remaining(), "part length")?;
+                let raw = r.count(raw_len, "part decompressed length")?;
+                Ok::<_, crate::wire::WireError>((id, stored, raw))
+            })()
+            .map_err(|e| bad(e.to_string()))?;
+            stored_total += entry.1;
+            raw_total += entry.2;
+            self.parts.push(entry);
+        }
+        if stored_total != r.remaining() || raw_total != raw_len {
+            return Err(bad(format!(
+                "parts of {stored_total} stored and {raw_total} decompressed bytes in a payload \
+                 of {} and {raw_len}",
+                r.remaining()
+            )));
+        }
+        let mut stored = &payload[r.position()..];
+        self.raw.clear();
+        self.raw.resize(raw_len, 0);
+        let mut at = 0;
+        for &(id, n, len) in &self.parts {
+            let z = if id == 0 {
+                &mut self.plain
+            } else {
+                self.dictionaries
+                    .get_mut(&id)
+                    .ok_or(FrameError::UnknownDictionary {
+                        sequence: seq,
+                        dict_id: id,
+                    })?
+            };
+            let (piece, rest) = stored.split_at(n);
+            stored = rest;
+            // The slice is exactly the part's length: zstd fails rather than write past it.
+            let got = z
+                .decompress_to_buffer(piece, &mut self.raw[at..at + len])
+                .map_err(|e| bad(e.to_string()))?;
+            if got != len {
+                return Err(bad(format!("a part of {got} bytes, {len} announced")));
+            }
+            at += len;
+        }
+        Ok(())
     }
 }
 
@@ -988,6 +1248,129 @@ mod tests {
         };
         run(20 * 200).unwrap();
         assert!(run(20 * 200 - 1).is_err());
+    }
+
+    /// `rows` inserts into `d.t` (as [`batch`]) and as many into `d.u`.
+    fn two_tables(rows: u32, seed: u32) -> ChangeBatch {
+        let t = batch(1).sections()[0].schema().clone();
+        let mut u = (*t).clone();
+        u.table = "u".into();
+        u.version = SchemaVersion(8);
+        let u = Arc::new(u);
+        let mut b = ChangeBatch::new(ImageMode::Replica);
+        b.begin_transaction(None, 5).unwrap();
+        for (schema, text) in [(&t, "order shipped to"), (&u, "{\"sku\": \"A-")] {
+            let sec = b.section_for(schema);
+            for i in 0..rows {
+                let s = b.push_change(sec, Op::Insert).unwrap();
+                s.push_image().unwrap();
+                s.set(0, ValueRef::Int(i64::from(seed * 100 + i))).unwrap();
+                let v = format!("{text} {} #{}", seed * 7919 % 1000, i);
+                s.set(1, ValueRef::Text(v.as_bytes())).unwrap();
+            }
+        }
+        b.commit_transaction("binlog.000001", 1000).unwrap();
+        b
+    }
+
+    /// The batch with only its section `keep` (of a single-transaction batch).
+    fn one_table(b: ChangeBatch, keep: usize) -> ChangeBatch {
+        let mut p = b.into_parts();
+        let section = p.sections.remove(keep);
+        let mut run = p.runs[keep];
+        run.section = 0;
+        p.sections = vec![section];
+        p.runs = vec![run];
+        p.transactions[0].runs = (0, 1);
+        ChangeBatch::from_parts(p).unwrap()
+    }
+
+    fn decode_with(frame: &[u8], dicts: &[(u32, &[u8])]) -> Result<ChangeBatch, FrameError> {
+        let mut d = Decoder::new(Limits::default()).unwrap();
+        for (id, dict) in dicts {
+            d.add_dictionary(*id, dict).unwrap();
+        }
+        let mut b = ChangeBatch::default();
+        d.decode(frame, &mut b)?;
+        Ok(b)
+    }
+
+    #[test]
+    fn table_dictionaries_compress_their_sections_and_must_be_registered() {
+        // Samples: the sections of `d.t` from earlier frames.
+        let mut enc = Encoder::new(EncoderConfig::default()).unwrap();
+        let (mut samples, mut payloads) = (Vec::new(), Vec::new());
+        for i in 0..300 {
+            enc.encode(&two_tables(2, i), &mut Vec::new()).unwrap();
+            payloads.push(enc.last_payload().to_vec());
+            let pieces: Vec<_> = enc.last_table_samples().collect();
+            assert_eq!(pieces.len(), 2);
+            assert_eq!(pieces[0].1.len() + pieces[1].1.len(), enc.last_raw_len());
+            for (table, bytes) in pieces {
+                if table.table == "t" {
+                    samples.push(bytes.to_vec());
+                }
+            }
+        }
+        let dict = train_dictionary(&samples, 4096).unwrap();
+        let head_dict = train_dictionary(&payloads, 4096).unwrap();
+        let per_table = EncoderConfig {
+            table_dictionaries: vec![TableDictionary {
+                id: 42,
+                dict: dict.clone(),
+                tables: vec!["d.t".into()],
+            }],
+            ..EncoderConfig::default()
+        };
+        // A frame of one table with a dictionary: one part, smaller than without.
+        let only_t = one_table(two_tables(2, 1000), 0);
+        let plain = encode(&only_t, EncoderConfig::default());
+        let with = encode(&only_t, per_table.clone());
+        assert_eq!(with[5], FLAG_ZSTD | FLAG_PARTS);
+        assert!(
+            with.len() < plain.len(),
+            "{} vs {}",
+            with.len(),
+            plain.len()
+        );
+        assert_eq!(decode_with(&with, &[(42, &dict)]).unwrap(), only_t);
+        // Both tables: the head and `d.t` in one part, `d.u` in another.
+        let b = two_tables(2, 1000);
+        let with = encode(&b, per_table.clone());
+        assert_eq!(with[5], FLAG_ZSTD | FLAG_PARTS);
+        assert!(matches!(
+            decode(&with, Limits::default()),
+            Err(FrameError::UnknownDictionary { dict_id: 42, .. })
+        ));
+        let mut d = Decoder::new(Limits::default()).unwrap();
+        d.add_dictionary(42, &dict).unwrap();
+        let mut out = ChangeBatch::default();
+        d.decode(&with, &mut out).unwrap();
+        assert_eq!(out, b);
+        // A frame of tables without a dictionary is compressed whole, as without any.
+        let only_u = one_table(two_tables(2, 1000), 1);
+        let f = encode(&only_u, per_table.clone());
+        assert_eq!(f[5], FLAG_ZSTD);
+        assert_eq!(decode(&f, Limits::default()).unwrap(), only_u);
+        // With a default dictionary too: `d.u` uses it, the head and `d.t` theirs.
+        let both = EncoderConfig {
+            dictionary: Some((7, head_dict.clone())),
+            ..per_table
+        };
+        let f = encode(&b, both.clone());
+        let mut d = Decoder::new(Limits::default()).unwrap();
+        d.add_dictionary(42, &dict).unwrap();
+        assert!(matches!(
+            d.decode(&f, &mut out),
+            Err(FrameError::UnknownDictionary { dict_id: 7, .. })
+        ));
+        d.add_dictionary(7, &head_dict).unwrap();
+        d.decode(&f, &mut out).unwrap();
+        assert_eq!(out, b);
+        // Ids are unique and non-zero.
+        let mut dup = both;
+        dup.table_dictionaries[0].id = 7;
+        assert!(matches!(Encoder::new(dup), Err(EncodeError::Config(_))));
     }
 
     #[test]

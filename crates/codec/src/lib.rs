@@ -27,6 +27,6 @@ pub use columns::{mask_text, ColumnAction, ColumnMap, ColumnPolicy};
 pub use compact::{CompactError, Compactor};
 pub use frame::{
     train_dictionary, Decoder, EncodeError, Encoder, EncoderConfig, FrameError, FrameHeader,
-    FrameMeta, Limits, SchemaShipping,
+    FrameMeta, Limits, SchemaShipping, TableDictionary,
 };
 pub use pipeline::{Pipeline, PipelineConfig, PipelineError, Stats, TableStats};

@@ -187,6 +187,11 @@ impl Pipeline {
         Ok(())
     }
 
+    /// The frame encoder, for what it says about the last frame (dictionary samples).
+    pub fn encoder(&self) -> &Encoder {
+        &self.encoder
+    }
+
     /// Totals so far.
     pub fn stats(&self) -> &Stats {
         &self.stats
