@@ -6,8 +6,9 @@
 //! - control bit 0 clear: the bytes are a whole frame. Bit 1 set: its CRC-32 is recomputed
 //!   first (the fuzzer cannot forge it, and a failed check would hide everything behind it).
 //! - control bit 0 set: the bytes are a payload, wrapped here in a valid header and meta
-//!   block (bit 1: zstd-compressed first; bit 2: marked compacted), so the fuzzer works
-//!   on the columnar decoder directly.
+//!   block (bit 1: zstd-compressed first; bit 2: marked compacted; bit 3: stored as one
+//!   part of a payload in parts, format 2), so the fuzzer works on the columnar decoder
+//!   directly.
 //!
 //! Limits are small (1 MiB frames, 4 MiB decompressed), so an input cannot make the decoder
 //! allocate much.
@@ -34,7 +35,7 @@ fn crc(frame: &[u8]) -> u32 {
 }
 
 /// A valid frame around `payload`.
-fn wrap(payload: &[u8], compress: bool, compacted: bool) -> Vec<u8> {
+fn wrap(payload: &[u8], compress: bool, compacted: bool, parts: bool) -> Vec<u8> {
     let meta = FrameMeta {
         full_images: false,
         compacted,
@@ -47,15 +48,30 @@ fn wrap(payload: &[u8], compress: bool, compacted: bool) -> Vec<u8> {
         changes: 0,
     };
     let meta = bincode::serialize(&meta).unwrap_or_default();
-    let stored = if compress {
+    let mut stored = if compress || parts {
         zstd::bulk::compress(payload, 1).unwrap_or_default()
     } else {
         payload.to_vec()
     };
+    if parts {
+        // One part without a dictionary: count, id, stored and decompressed lengths.
+        let mut table = vec![1u8];
+        table.extend_from_slice(&0u32.to_le_bytes());
+        for n in [stored.len(), payload.len()] {
+            let mut v = n as u64;
+            while v >= 0x80 {
+                table.push(v as u8 | 0x80);
+                v >>= 7;
+            }
+            table.push(v as u8);
+        }
+        table.extend_from_slice(&stored);
+        stored = table;
+    }
     let mut f = vec![0u8; HEADER_LEN];
     f[..4].copy_from_slice(&MAGIC);
     f[4] = VERSION;
-    f[5] = u8::from(compress);
+    f[5] = if parts { 5 } else { u8::from(compress) };
     f[16..20].copy_from_slice(&(meta.len() as u32).to_le_bytes());
     f[20..24].copy_from_slice(&(stored.len() as u32).to_le_bytes());
     f[24..28].copy_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -71,7 +87,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let frame = if control & 1 == 1 {
-        wrap(rest, control & 2 != 0, control & 4 != 0)
+        wrap(rest, control & 2 != 0, control & 4 != 0, control & 8 != 0)
     } else {
         let mut f = rest.to_vec();
         if control & 2 != 0 && f.len() >= HEADER_LEN {

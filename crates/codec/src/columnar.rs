@@ -26,9 +26,11 @@
 //! A slot state is 0 absent, 1 a value, 3 NULL, or (format 2) 5 a copy: the same
 //! non-NULL value as the image before in that column, not repeated in the values. The
 //! encoder writes copies for the columns a full-image update's after image shares with
-//! its before image; they halve what such updates put through zstd (measured on the
-//! sysbench workload in full mode: see the codec bench). A copy of an image without a value
-//! there is an error, and the bytes copies add are bounded by the decoder's limits.
+//! its before image. Measured on the codec bench's sysbench workload in full mode: what
+//! goes through zstd shrinks 22% (67.6 to 53.0 MB), and zstd's time with it, for 1.3% more
+//! wire bytes (zstd level 1 coded the repeats as cheap matches; at levels 2 and 3 copies
+//! came out smaller). A copy of an image without a value there is an error, and
+//! the bytes copies add are bounded by the decoder's limits.
 //!
 //! Patterns exist because images of one table repeat the same shape (a replica-mode
 //! update of `k` always carries `id` before and `k` after): one small index per image
