@@ -71,7 +71,7 @@ fn wrap(payload: &[u8], compress: bool, compacted: bool, parts: bool) -> Vec<u8>
     let mut f = vec![0u8; HEADER_LEN];
     f[..4].copy_from_slice(&MAGIC);
     f[4] = VERSION;
-    f[5] = if parts { 5 } else { u8::from(compress) };
+    f[5] = if parts { 1 | 8 } else { u8::from(compress) };
     f[16..20].copy_from_slice(&(meta.len() as u32).to_le_bytes());
     f[20..24].copy_from_slice(&(stored.len() as u32).to_le_bytes());
     f[24..28].copy_from_slice(&(payload.len() as u32).to_le_bytes());
