@@ -7,7 +7,8 @@
 //!   first (the fuzzer cannot forge it, and a failed check would hide everything behind it).
 //! - control bit 0 set: the bytes are a payload, wrapped here in a valid header and meta
 //!   block (bit 1: zstd-compressed first; bit 2: marked compacted; bit 3: stored as one
-//!   part of a payload in parts, format 2), so the fuzzer works on the columnar decoder
+//!   part of a payload in parts, format 2; bit 4: format 3, so the payload opens with a
+//!   DDL section), so the fuzzer works on the columnar decoder and the DDL section reader
 //!   directly.
 //!
 //! Limits are small (1 MiB frames, 4 MiB decompressed), so an input cannot make the decoder
@@ -16,7 +17,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use outflow_codec::frame::{FrameMeta, HEADER_LEN, MAGIC, VERSION};
+use outflow_codec::frame::{FrameMeta, HEADER_LEN, MAGIC, VERSION, VERSION_DDL};
 use outflow_codec::{Decoder, Encoder, EncoderConfig, Limits};
 use outflow_core::{ChangeBatch, SourcePosition};
 
@@ -35,7 +36,7 @@ fn crc(frame: &[u8]) -> u32 {
 }
 
 /// A valid frame around `payload`.
-fn wrap(payload: &[u8], compress: bool, compacted: bool, parts: bool) -> Vec<u8> {
+fn wrap(payload: &[u8], compress: bool, compacted: bool, parts: bool, ddl: bool) -> Vec<u8> {
     let meta = FrameMeta {
         full_images: false,
         compacted,
@@ -70,7 +71,7 @@ fn wrap(payload: &[u8], compress: bool, compacted: bool, parts: bool) -> Vec<u8>
     }
     let mut f = vec![0u8; HEADER_LEN];
     f[..4].copy_from_slice(&MAGIC);
-    f[4] = VERSION;
+    f[4] = if ddl { VERSION_DDL } else { VERSION };
     f[5] = if parts { 1 | 8 } else { u8::from(compress) };
     f[16..20].copy_from_slice(&(meta.len() as u32).to_le_bytes());
     f[20..24].copy_from_slice(&(stored.len() as u32).to_le_bytes());
@@ -87,7 +88,13 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let frame = if control & 1 == 1 {
-        wrap(rest, control & 2 != 0, control & 4 != 0, control & 8 != 0)
+        wrap(
+            rest,
+            control & 2 != 0,
+            control & 4 != 0,
+            control & 8 != 0,
+            control & 16 != 0,
+        )
     } else {
         let mut f = rest.to_vec();
         if control & 2 != 0 && f.len() >= HEADER_LEN {

@@ -13,6 +13,16 @@
 //!   all its values, and an update's after image still carries only the changed columns.
 //! - `Full`: before and after images as the source wrote them.
 //!
+//! Standalone statements (QUERY events outside BEGIN ... COMMIT) are classified by
+//! `outflow_core::StatementKind`: DDL ends the batch as a DDL transaction
+//! (`ChangeBatch::push_ddl`, with the session's default database, character set and
+//! `sql_mode`), so the caller must encode the batch before the next event (the
+//! [`crate::Pipeline`] does); transaction control only advances the position; a data
+//! change logged as a statement (`binlog_format=STATEMENT`/`MIXED`) is an error naming the
+//! statement, unless [`StatementPolicy::Skip`] is chosen, which counts and drops it. A
+//! caller that filters tables marks a DDL on excluded tables with
+//! [`BatchBuilder::exclude_next_statement`]: it then only advances the position.
+//!
 //! Primary keys come from the TABLE_MAP (`binlog_row_metadata=FULL`) or from a caller's
 //! schema through `Decoder::set_table_hook`; without either, every table is keyless.
 //!
@@ -40,12 +50,12 @@ use outflow_binlog::gtid::MariaGtid as BinMariaGtid;
 use outflow_binlog::table_map::{col, ColumnKind};
 use outflow_binlog::walk::{RowsContext, Visitor};
 use outflow_binlog::{
-    DecodeError, Decoded, Event, Row, RowIter, RowsEvent, RowsKind, TableInfo, Value,
+    DecodeError, Decoded, Event, Query, Row, RowIter, RowsEvent, RowsKind, TableInfo, Value,
 };
 use outflow_core::{
-    BatchError, BinlogPosition, ChangeBatch, ColumnSchema, ColumnType, Date, DateTime, Gtid,
+    BatchError, BinlogPosition, ChangeBatch, ColumnSchema, ColumnType, Date, DateTime, Ddl, Gtid,
     GtidSet, GtidState, ImageMode, MariaGtid, MariaGtidPos, MySqlGtid, Op, SchemaVersion,
-    SectionId, SourcePosition, TableSchema, Tag, Time, Timestamp, Uuid, ValueRef,
+    SectionId, SourcePosition, StatementKind, TableSchema, Tag, Time, Timestamp, Uuid, ValueRef,
 };
 
 use crate::columns::{mask_text, ByteWriter, ColumnMap, ColumnPolicy};
@@ -85,6 +95,18 @@ pub enum BuildError {
 
 /// Decides per row change whether it is taken ([`BatchBuilder::rows_gated`]).
 pub type RowGate<'g> = dyn for<'v> FnMut(&[Option<Value<'v>>]) -> Option<bool> + 'g;
+
+/// What to do with a data change logged as a statement, which a row-based relay cannot
+/// carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StatementPolicy {
+    /// Stop with an error naming the statement, its position and GTID (default).
+    #[default]
+    Stop,
+    /// Drop it and count it ([`BatchBuilder::statements_skipped`]): the target misses
+    /// that change.
+    Skip,
+}
 
 /// Schema derived from one TABLE_MAP, kept while the same definition keeps coming.
 struct CachedSchema {
@@ -129,6 +151,10 @@ pub struct BatchBuilder {
     snapshot_tables: HashMap<SchemaVersion, SnapshotTable>,
     /// The snapshot table whose chunk is open.
     snapshot_open: Option<SchemaVersion>,
+    on_statement: StatementPolicy,
+    exclude_next: bool,
+    statements_skipped: u64,
+    ddl_scratch: Ddl,
 }
 
 /// Reuses a vector's allocation for values of another lifetime. The vector is emptied
@@ -161,6 +187,10 @@ impl BatchBuilder {
             mask_out: String::new(),
             snapshot_tables: HashMap::new(),
             snapshot_open: None,
+            on_statement: StatementPolicy::Stop,
+            exclude_next: false,
+            statements_skipped: 0,
+            ddl_scratch: Ddl::default(),
         }
     }
 
@@ -186,6 +216,23 @@ impl BatchBuilder {
             None => Ok((Arc::new(source), None)),
             Some((shipped, map)) => Ok((Arc::new(shipped), Some(Arc::new(map)))),
         }
+    }
+
+    /// Sets what happens to data changes logged as statements (default: stop).
+    pub fn set_on_statement(&mut self, policy: StatementPolicy) {
+        self.on_statement = policy;
+    }
+
+    /// Data changes logged as statements that were skipped by [`StatementPolicy::Skip`].
+    pub fn statements_skipped(&self) -> u64 {
+        self.statements_skipped
+    }
+
+    /// The next standalone statement concerns only tables the caller filters out: if it is
+    /// DDL, it only advances the position instead of being shipped. Applies to the next
+    /// QUERY event that is no BEGIN/COMMIT/ROLLBACK.
+    pub fn exclude_next_statement(&mut self) {
+        self.exclude_next = true;
     }
 
     /// Names the binlog file the next events come from (on open and on ROTATE).
@@ -280,6 +327,92 @@ impl BatchBuilder {
         let first = self.batch_first_pos.unwrap_or(pos);
         self.batch_bytes = end.saturating_sub(first);
         Ok(())
+    }
+
+    /// The error for a data change logged as a statement at `pos`.
+    fn statement_error(&self, pos: u64, sql: &[u8]) -> BuildError {
+        self.row_error(
+            pos,
+            format!(
+                "a data change logged as a statement (binlog_format=STATEMENT or MIXED?), \
+                 which a row-based relay cannot carry: `{}`; set binlog_format=ROW on the \
+                 source, or on_statement = \"skip\" to drop such statements",
+                outflow_core::statement::shorten(sql, 120)
+            ),
+        )
+    }
+
+    /// Handles a QUERY event that is no BEGIN, COMMIT or ROLLBACK.
+    fn statement(&mut self, pos: u64, d: &Decoded<'_>, q: &Query<'_>) -> Result<(), BuildError> {
+        let exclude = std::mem::take(&mut self.exclude_next);
+        let mut inflated = Vec::new();
+        let sql = q.inflate(&mut inflated).map_err(|kind| DecodeError {
+            pos,
+            event_type: Some(d.header.type_code),
+            kind,
+        })?;
+        let kind = StatementKind::of(sql);
+        if self.batch.in_transaction() {
+            let head = sql.get(..9).unwrap_or(sql);
+            if head.eq_ignore_ascii_case(b"SAVEPOINT") {
+                return Ok(());
+            }
+            return match (kind, self.on_statement) {
+                (StatementKind::Dml, StatementPolicy::Skip) => {
+                    self.statements_skipped += 1;
+                    Ok(())
+                }
+                (StatementKind::Dml, StatementPolicy::Stop) => Err(self.statement_error(pos, sql)),
+                _ => Err(self.unsupported(
+                    pos,
+                    format!(
+                        "a statement inside a transaction: `{}`",
+                        outflow_core::statement::shorten(sql, 120)
+                    ),
+                )),
+            };
+        }
+        let ts = d.header.timestamp;
+        match kind {
+            StatementKind::Dml if self.on_statement == StatementPolicy::Stop => {
+                return Err(self.statement_error(pos, sql));
+            }
+            StatementKind::Dml => self.statements_skipped += 1,
+            StatementKind::Ddl(_) if !exclude => {
+                let status = q.status();
+                let name = std::str::from_utf8(q.schema)
+                    .map_err(|_| self.row_error(pos, "default database name is not UTF-8"))?;
+                // Filled in a scratch kept between statements: nothing allocated per DDL.
+                let mut ddl = std::mem::take(&mut self.ddl_scratch);
+                if name.is_empty() {
+                    ddl.db = None;
+                } else {
+                    let db = ddl.db.get_or_insert_with(String::new);
+                    db.clear();
+                    db.push_str(name);
+                }
+                ddl.sql.clear();
+                ddl.sql.extend_from_slice(sql);
+                ddl.charset = status.charset;
+                ddl.sql_mode = status.sql_mode;
+                if self.batch_first_pos.is_none() {
+                    self.batch_first_pos = Some(pos);
+                }
+                let end = self.event_end;
+                let pushed = self
+                    .batch
+                    .push_ddl(self.pending_gtid, ts, &ddl, &self.file, end);
+                self.ddl_scratch = ddl;
+                pushed.map_err(|e| self.batch_error(pos, e))?;
+                self.pending_gtid = None;
+                self.batch_bytes = end.saturating_sub(self.batch_first_pos.unwrap_or(pos));
+                return Ok(());
+            }
+            StatementKind::Ddl(_) | StatementKind::Control => {}
+        }
+        // No change to carry, but its GTID and position advance like any transaction's.
+        self.begin(pos, ts)?;
+        self.commit(pos)
     }
 
     /// The section for `table` and its column rules, deriving (once per definition) its
@@ -917,20 +1050,8 @@ impl Visitor for BatchBuilder {
                         self.begin(pos, d.header.timestamp)?;
                     }
                     self.commit(pos)?;
-                } else if self.batch.in_transaction() {
-                    let head = q.query.get(..9).unwrap_or(q.query);
-                    if !head.eq_ignore_ascii_case(b"SAVEPOINT") {
-                        return Err(self.unsupported(
-                            pos,
-                            "a statement inside a transaction (statement-based change?): \
-                             outflow needs binlog_format=ROW",
-                        ));
-                    }
                 } else {
-                    // DDL (or any standalone statement): no rows, but its GTID and position
-                    // must advance like any transaction's.
-                    self.begin(pos, d.header.timestamp)?;
-                    self.commit(pos)?;
+                    self.statement(pos, d, q)?;
                 }
             }
             Event::Xid { .. } => {

@@ -327,13 +327,22 @@ impl Compactor {
                 dst.push_image_from(src, |c| latest(links, head, &src.columns()[c]))?;
             }
         }
-        for t in input.transactions() {
-            out.begin_transaction(t.gtid, t.timestamp)?;
+        let n = input.transactions().len();
+        for (i, t) in input.transactions().iter().enumerate() {
             let file = input
                 .files()
                 .get(t.file as usize)
                 .map_or("", String::as_str);
-            out.commit_transaction(file, t.end_pos)?;
+            // A DDL ends the batch: the net rows go before it, as they did at the source.
+            match input.ddl() {
+                Some(ddl) if i + 1 == n => {
+                    out.push_ddl(t.gtid, t.timestamp, ddl, file, t.end_pos)?
+                }
+                _ => {
+                    out.begin_transaction(t.gtid, t.timestamp)?;
+                    out.commit_transaction(file, t.end_pos)?;
+                }
+            }
         }
         Ok(())
     }

@@ -4,7 +4,8 @@
 //! ```text
 //! offset size
 //!  0     4   magic `OFLW`
-//!  4     1   format version (2; version 1 is read too)
+//!  4     1   format version (2; version 1 is read too; 3 for a frame whose batch ends
+//!            with a DDL statement)
 //!  5     1   flags: bit 0 payload is zstd, bit 1 compressed with a dictionary, bit 2
 //!            the batch holds initial-snapshot rows (apply as upserts), bit 3 (format 2)
 //!            stored in parts, each with its own dictionary
@@ -17,7 +18,8 @@
 //! 32     4   CRC-32 (IEEE) of bytes 0..32, the meta and the payload
 //! 36     M   meta: bincode [`FrameMeta`]: mode, compaction, start position, binlog files,
 //!            first and last GTID, end position, counts. Readable without decompressing.
-//! 36+M   P   payload: the columnar batch ([`crate::columnar`]), usually zstd
+//! 36+M   P   payload: the columnar batch ([`crate::columnar`]), usually zstd; in a
+//!            version 3 frame, the DDL section comes first (see below)
 //! ```
 //!
 //! A payload in parts (flag bit 3; dictionary id 0 in the header) is the same columnar
@@ -30,6 +32,21 @@
 //! The pieces decompress, in order, to exactly the header's decompressed length. The
 //! encoder cuts the head (schemas, transactions, runs) and each section, and joins
 //! neighbours that use the same dictionary; the head goes with the first section.
+//!
+//! # DDL section (version 3 only)
+//! A batch that ends with a DDL transaction (`ChangeBatch::ddl`) is written as version 3
+//! (version 2 plus this section), so that a decoder that predates DDL rejects it by its
+//! version instead of applying the rows and silently dropping the statement; every other
+//! frame stays version 2. The
+//! section opens the decompressed payload (statements are text and compress well):
+//! ```text
+//! flags     u8: bit 0 default database, bit 1 charset ids, bit 2 sql_mode (others 0)
+//! database  varint length + UTF-8 bytes               (bit 0)
+//! charset   3 varints: client, connection, server collation ids, each < 2^16 (bit 1)
+//! sql_mode  varint                                    (bit 2)
+//! statement varint length + bytes, not empty
+//! ```
+//! The columnar payload follows; its last transaction is the DDL's (it owns no rows).
 //!
 //! # Invariants and recovery
 //! - A frame is accepted only whole: the checksum covers every byte, sizes are checked
@@ -54,11 +71,13 @@
 //!   update's after image names the columns it shares with its before image instead of
 //!   repeating their values. A version 1 frame is a version 2 frame without copies, so
 //!   the decoder reads both (and refuses copies and parts in a version 1 frame).
+//! - 3: a version 2 frame whose payload opens with a DDL section (see above); written
+//!   only for a batch that ends with a DDL statement.
 
 use std::collections::HashSet;
 
 use outflow_core::{
-    BatchParts, BinlogPosition, ChangeBatch, Gtid, ImageMode, SchemaVersion, SourcePosition,
+    BatchParts, BinlogPosition, ChangeBatch, Ddl, Gtid, ImageMode, SchemaVersion, SourcePosition,
     TableSchema,
 };
 use serde::{Deserialize, Serialize};
@@ -76,6 +95,9 @@ pub const MAGIC: [u8; 4] = *b"OFLW";
 pub const VERSION: u8 = 2;
 /// The oldest format version this code reads.
 pub const MIN_VERSION: u8 = 1;
+/// The format version of frames whose batch ends with a DDL statement: version 2 with a
+/// DDL section opening the payload (see the module documentation).
+pub const VERSION_DDL: u8 = 3;
 /// Bytes before the meta block.
 pub const HEADER_LEN: usize = 36;
 
@@ -160,7 +182,7 @@ impl FrameHeader {
             dict_id: u32_at(28),
             crc: u32_at(32),
         };
-        if !(MIN_VERSION..=VERSION).contains(&h.version) {
+        if !(MIN_VERSION..=VERSION_DDL).contains(&h.version) {
             return Err(FrameError::Version(h.version));
         }
         if h.flags & !(FLAG_ZSTD | FLAG_DICT | FLAG_SNAPSHOT | FLAG_PARTS) != 0
@@ -251,7 +273,7 @@ pub enum FrameError {
     #[error("not an outflow frame (bad magic)")]
     BadMagic,
     /// A format version this build does not read.
-    #[error("frame format version {0}, this build reads versions 1 to 2")]
+    #[error("frame format version {0}, this build reads versions 1 to 3")]
     Version(u8),
     /// A size over a limit.
     #[error("{what} of {size} bytes is over the limit of {limit}")]
@@ -312,6 +334,14 @@ pub enum FrameError {
         sequence: u64,
         /// Why.
         error: PayloadError,
+    },
+    /// The DDL section of a version 2 frame is malformed.
+    #[error("frame {sequence}: DDL section: {reason}")]
+    Ddl {
+        /// The frame's sequence number.
+        sequence: u64,
+        /// What is wrong.
+        reason: String,
     },
     /// A sequence number other than the expected one.
     #[error("frame {got}: expected frame {expected}")]
@@ -617,6 +647,9 @@ impl Encoder {
             return Err(EncodeError::OpenTransaction);
         }
         self.raw.clear();
+        if let Some(ddl) = batch.ddl() {
+            put_ddl(&mut self.raw, ddl);
+        }
         let mut ship = Shipper {
             mode: self.cfg.schemas,
             shipped: &mut self.shipped,
@@ -660,7 +693,11 @@ impl Encoder {
         }
         let h = &mut out[start..start + HEADER_LEN];
         h[..4].copy_from_slice(&MAGIC);
-        h[4] = VERSION;
+        h[4] = if batch.ddl().is_some() {
+            VERSION_DDL
+        } else {
+            VERSION
+        };
         h[5] = if batch.is_snapshot() {
             flags | FLAG_SNAPSHOT
         } else {
@@ -696,6 +733,75 @@ impl Encoder {
 /// one id.
 pub fn train_dictionary(samples: &[Vec<u8>], max_size: usize) -> Result<Vec<u8>, std::io::Error> {
     zstd::dict::from_samples(samples, max_size)
+}
+
+const DDL_DB: u8 = 1;
+const DDL_CHARSET: u8 = 2;
+const DDL_SQL_MODE: u8 = 4;
+
+/// Writes the DDL section (see the module documentation).
+fn put_ddl(out: &mut Vec<u8>, ddl: &Ddl) {
+    let flag = |on: bool, bit: u8| if on { bit } else { 0 };
+    let flags = flag(ddl.db.is_some(), DDL_DB)
+        | flag(ddl.charset.is_some(), DDL_CHARSET)
+        | flag(ddl.sql_mode.is_some(), DDL_SQL_MODE);
+    out.push(flags);
+    if let Some(db) = &ddl.db {
+        put_varint(out, db.len() as u64);
+        out.extend_from_slice(db.as_bytes());
+    }
+    if let Some((a, b, c)) = ddl.charset {
+        for id in [a, b, c] {
+            put_varint(out, u64::from(id));
+        }
+    }
+    if let Some(mode) = ddl.sql_mode {
+        put_varint(out, mode);
+    }
+    put_varint(out, ddl.sql.len() as u64);
+    out.extend_from_slice(&ddl.sql);
+}
+
+/// Reads the DDL section from the start of `r`.
+fn read_ddl(r: &mut Reader<'_>) -> Result<Ddl, String> {
+    let flags = r.u8("DDL flags").map_err(|e| e.to_string())?;
+    if flags & !(DDL_DB | DDL_CHARSET | DDL_SQL_MODE) != 0 {
+        return Err(format!("unknown flags {flags:#04x}"));
+    }
+    let db = if flags & DDL_DB != 0 {
+        let bytes = r.bytes("DDL database").map_err(|e| e.to_string())?;
+        let db = std::str::from_utf8(bytes).map_err(|_| "database name is not UTF-8")?;
+        if db.is_empty() {
+            return Err("empty database name".into());
+        }
+        Some(db.to_string())
+    } else {
+        None
+    };
+    let charset = if flags & DDL_CHARSET != 0 {
+        let mut id = || -> Result<u16, String> {
+            let v = r.varint("DDL charset").map_err(|e| e.to_string())?;
+            u16::try_from(v).map_err(|_| format!("collation id {v} out of range"))
+        };
+        Some((id()?, id()?, id()?))
+    } else {
+        None
+    };
+    let sql_mode = if flags & DDL_SQL_MODE != 0 {
+        Some(r.varint("DDL sql_mode").map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let sql = r.bytes("DDL statement").map_err(|e| e.to_string())?;
+    if sql.is_empty() {
+        return Err("empty statement".into());
+    }
+    Ok(Ddl {
+        db,
+        sql: sql.to_vec(),
+        charset,
+        sql_mode,
+    })
 }
 
 fn frame_crc(frame: &[u8]) -> u32 {
@@ -880,8 +986,19 @@ impl Decoder {
         } else {
             ImageMode::Replica
         };
+        let (ddl, raw) = if h.version == VERSION_DDL {
+            let mut r = Reader::new(raw);
+            let ddl = read_ddl(&mut r).map_err(|reason| FrameError::Ddl {
+                sequence: seq,
+                reason,
+            })?;
+            (Some(ddl), &raw[r.position()..])
+        } else {
+            (None, raw)
+        };
         let old = std::mem::take(batch);
         let mut parts = old.into_parts();
+        parts.ddl = ddl;
         parts.mode = mode;
         parts.compacted = meta.compacted;
         parts.start = meta.start;
@@ -1371,6 +1488,151 @@ mod tests {
         let mut dup = both;
         dup.table_dictionaries[0].id = 7;
         assert!(matches!(Encoder::new(dup), Err(EncodeError::Config(_))));
+    }
+
+    fn ddl_batch(rows: u32, ddl: Ddl) -> ChangeBatch {
+        let mut b = batch(rows);
+        b.push_ddl(
+            Some("0-1-10".parse().unwrap()),
+            6,
+            &ddl,
+            "binlog.000001",
+            1200,
+        )
+        .unwrap();
+        b
+    }
+
+    fn refix_crc(g: &mut [u8]) {
+        let crc = frame_crc(g);
+        g[32..36].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    #[test]
+    fn ddl_sections_round_trip_as_version_3() {
+        let full = Ddl {
+            db: Some("shop".into()),
+            sql: b"ALTER TABLE t ADD c VARCHAR(5) DEFAULT '\xe9'".to_vec(),
+            charset: Some((8, 8, 45)),
+            sql_mode: Some(1 << 31 | 0x2000_0000),
+        };
+        for (rows, ddl) in [
+            (0, full.clone()),
+            (3, full),
+            (
+                1,
+                Ddl {
+                    sql: b"DROP DATABASE x".to_vec(),
+                    ..Ddl::default()
+                },
+            ),
+        ] {
+            let b = ddl_batch(rows, ddl);
+            for level in [0, 1] {
+                let f = encode(
+                    &b,
+                    EncoderConfig {
+                        level,
+                        ..EncoderConfig::default()
+                    },
+                );
+                assert_eq!(f[4], VERSION_DDL);
+                let back = decode(&f, Limits::default()).unwrap();
+                assert_eq!(back, b);
+                assert_eq!(back.ddl(), b.ddl());
+            }
+        }
+        // Frames without DDL keep version 1.
+        assert_eq!(encode(&batch(2), EncoderConfig::default())[4], VERSION);
+    }
+
+    #[test]
+    fn forged_ddl_sections_are_rejected() {
+        let cfg = || EncoderConfig {
+            level: 0,
+            ..EncoderConfig::default()
+        };
+        let ddl = Ddl {
+            db: Some("d".into()),
+            sql: b"CREATE TABLE t (a INT)".to_vec(),
+            charset: None,
+            sql_mode: None,
+        };
+        let f = encode(&ddl_batch(1, ddl.clone()), cfg());
+        let h = FrameHeader::parse(&f, &Limits::default()).unwrap();
+        let payload = HEADER_LEN + h.meta_len as usize;
+        // A version this build does not know.
+        let mut g = f.clone();
+        g[4] = 9;
+        refix_crc(&mut g);
+        assert_eq!(
+            decode(&g, Limits::default()).unwrap_err(),
+            FrameError::Version(9)
+        );
+        // Read as a row frame, the DDL section is no columnar payload.
+        let mut g = f.clone();
+        g[4] = VERSION;
+        refix_crc(&mut g);
+        assert!(decode(&g, Limits::default()).is_err());
+        // A row frame relabelled as a DDL frame: its payload is no DDL section.
+        let mut g = encode(&batch(1), cfg());
+        g[4] = VERSION_DDL;
+        refix_crc(&mut g);
+        assert!(decode(&g, Limits::default()).is_err());
+        // Unknown flags, a non-UTF-8 database, an empty statement.
+        for (at, byte) in [(0, 0x08), (2, 0xff)] {
+            let mut g = f.clone();
+            g[payload + at] = byte;
+            refix_crc(&mut g);
+            assert!(
+                matches!(decode(&g, Limits::default()), Err(FrameError::Ddl { .. })),
+                "byte {at}"
+            );
+        }
+        let empty = Ddl {
+            sql: Vec::new(),
+            ..ddl.clone()
+        };
+        let g = encode(&ddl_batch(1, empty), cfg());
+        assert!(matches!(
+            decode(&g, Limits::default()),
+            Err(FrameError::Ddl { .. })
+        ));
+        // A DDL with no transaction of its own.
+        let mut b = batch(1).into_parts();
+        b.ddl = Some(ddl);
+        let mut out = Vec::new();
+        let bad = ChangeBatch::from_parts(b.clone());
+        assert!(bad.is_err());
+        b.ddl = None;
+        Encoder::new(cfg())
+            .unwrap()
+            .encode(&ChangeBatch::from_parts(b).unwrap(), &mut out)
+            .unwrap();
+        // Splice a DDL section in front of a row frame's payload, as a DDL frame.
+        let h = FrameHeader::parse(&out, &Limits::default()).unwrap();
+        let payload = HEADER_LEN + h.meta_len as usize;
+        let mut section = Vec::new();
+        put_ddl(
+            &mut section,
+            &Ddl {
+                sql: b"DROP TABLE t".to_vec(),
+                ..Ddl::default()
+            },
+        );
+        let mut g = out[..payload].to_vec();
+        g.extend_from_slice(&section);
+        g.extend_from_slice(&out[payload..]);
+        g[4] = VERSION_DDL;
+        let len = (g.len() - payload) as u32;
+        g[20..24].copy_from_slice(&len.to_le_bytes());
+        g[24..28].copy_from_slice(&len.to_le_bytes());
+        refix_crc(&mut g);
+        // Its last transaction owns rows: not a DDL transaction.
+        assert!(matches!(
+            decode(&g, Limits::default()),
+            Err(FrameError::Payload { .. })
+        ));
     }
 
     #[test]

@@ -22,11 +22,13 @@ pub mod frame;
 pub mod pipeline;
 pub mod wire;
 
-pub use builder::{binlog_mask_text, schema_of, BatchBuilder, BuildError, RowGate};
+pub use builder::{
+    binlog_mask_text, schema_of, BatchBuilder, BuildError, RowGate, StatementPolicy,
+};
 pub use columns::{mask_text, ColumnAction, ColumnMap, ColumnPolicy};
 pub use compact::{CompactError, Compactor};
 pub use frame::{
     train_dictionary, Decoder, EncodeError, Encoder, EncoderConfig, FrameError, FrameHeader,
-    FrameMeta, Limits, SchemaShipping, TableDictionary,
+    FrameMeta, Limits, SchemaShipping, TableDictionary, VERSION, VERSION_DDL,
 };
 pub use pipeline::{Pipeline, PipelineConfig, PipelineError, Stats, TableStats};

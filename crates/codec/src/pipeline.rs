@@ -4,7 +4,9 @@
 //! [`Visitor`] a `Walker` feeds; the live source and `outflow estimate` both drive it, so
 //! the estimate measures exactly what the wire will carry. A batch is cut at the first transaction boundary after it covers
 //! [`PipelineConfig::batch_bytes`] of binlog, or when the caller calls
-//! [`Pipeline::flush`] (the live source does on a timer, passing no clock in here).
+//! [`Pipeline::flush`] (the live source does on a timer, passing no clock in here). A DDL
+//! statement ends its batch: the batch (rows before it, then the DDL) is encoded at once,
+//! so rows after it go to the next frame and every frame's rows fit one schema per table.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use outflow_binlog::walk::{RowsContext, Visitor};
 use outflow_binlog::{Decoded, RowIter, RowsEvent, TableInfo};
 use outflow_core::{BinlogPosition, ChangeBatch, ImageMode, TableSchema, ValueRef};
 
-use crate::builder::{BatchBuilder, BuildError, RowGate};
+use crate::builder::{BatchBuilder, BuildError, RowGate, StatementPolicy};
 use crate::columns::ColumnPolicy;
 use crate::compact::{CompactError, Compactor};
 use crate::frame::{EncodeError, Encoder, EncoderConfig};
@@ -33,6 +35,8 @@ pub struct PipelineConfig {
     /// Keep frames for [`Pipeline::drain_frames`] (default); off, they are only counted
     /// (estimates, benches).
     pub keep_frames: bool,
+    /// Data changes logged as statements: stop (default) or skip.
+    pub on_statement: StatementPolicy,
 }
 
 impl Default for PipelineConfig {
@@ -43,6 +47,7 @@ impl Default for PipelineConfig {
             batch_bytes: 1 << 20,
             encoder: EncoderConfig::default(),
             keep_frames: true,
+            on_statement: StatementPolicy::Stop,
         }
     }
 }
@@ -95,6 +100,10 @@ pub struct Stats {
     pub payload_bytes: u64,
     /// Transactions shipped.
     pub transactions: u64,
+    /// DDL statements shipped.
+    pub ddl: u64,
+    /// Data changes logged as statements, skipped by [`StatementPolicy::Skip`].
+    pub statements_skipped: u64,
     /// Row changes read.
     pub rows_in: u64,
     /// Row changes shipped.
@@ -128,9 +137,11 @@ pub struct Pipeline {
 impl Pipeline {
     /// A pipeline; feed it with a `Walker` (`walker.process(pos, event, &mut pipeline)`).
     pub fn new(cfg: PipelineConfig) -> Result<Pipeline, PipelineError> {
+        let mut builder = BatchBuilder::new(cfg.mode);
+        builder.set_on_statement(cfg.on_statement);
         Ok(Pipeline {
             last_event_size: 0,
-            builder: BatchBuilder::new(cfg.mode),
+            builder,
             compactor: Compactor::default(),
             compacted: ChangeBatch::new(cfg.mode),
             encoder: Encoder::new(cfg.encoder.clone())?,
@@ -192,6 +203,12 @@ impl Pipeline {
         &self.encoder
     }
 
+    /// The next standalone statement concerns only tables the caller filters out: a DDL is
+    /// then not shipped (see [`BatchBuilder::exclude_next_statement`]).
+    pub fn exclude_next_statement(&mut self) {
+        self.builder.exclude_next_statement();
+    }
+
     /// Totals so far.
     pub fn stats(&self) -> &Stats {
         &self.stats
@@ -241,6 +258,7 @@ impl Pipeline {
         s.wire_bytes += wire;
         s.payload_bytes += raw;
         s.transactions += batch.transactions().len() as u64;
+        s.ddl += u64::from(batch.ddl().is_some());
         s.changes_out += batch.change_count() as u64;
         let ratio = if raw == 0 {
             0.0
@@ -279,8 +297,10 @@ impl Visitor for Pipeline {
             span.1 = span.1.max(ts);
         }
         self.builder.event(pos, d)?;
-        if !self.builder.in_transaction()
-            && self.builder.batch_binlog_bytes() >= self.cfg.batch_bytes
+        self.stats.statements_skipped = self.builder.statements_skipped();
+        if self.builder.batch().ddl().is_some()
+            || (!self.builder.in_transaction()
+                && self.builder.batch_binlog_bytes() >= self.cfg.batch_bytes)
         {
             self.encode_batch()?;
         }

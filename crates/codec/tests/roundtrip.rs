@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use outflow_codec::{Compactor, Decoder, Encoder, EncoderConfig, Limits, SchemaShipping};
 use outflow_core::{
-    ChangeBatch, ColumnSchema, ColumnType, Date, DateTime, Gtid, ImageMode, Op, SchemaVersion,
+    ChangeBatch, ColumnSchema, ColumnType, Date, DateTime, Ddl, Gtid, ImageMode, Op, SchemaVersion,
     SourcePosition, TableSchema, Time, Timestamp, ValueKind, ValueRef,
 };
 
@@ -415,6 +415,20 @@ fn apply(b: &ChangeBatch, model: &mut Model) {
     }
 }
 
+/// Ends `b` with a DDL transaction whose optional parts are drawn at random.
+fn end_with_ddl(r: &mut Rng, b: &mut ChangeBatch, seq: &mut u64) {
+    *seq += 1;
+    let ddl = Ddl {
+        db: r.chance(70).then(|| format!("db{}", r.below(3))),
+        sql: format!("ALTER TABLE t{} ADD c{} INT", r.below(9), r.below(99)).into_bytes(),
+        charset: r.chance(50).then_some((33, 33, 8)),
+        sql_mode: r.chance(50).then(|| r.next() >> r.below(64)),
+    };
+    let gtid: Gtid = format!("0-1-{seq}").parse().unwrap();
+    b.push_ddl(Some(gtid), 1_700_000_000, &ddl, "binlog.000001", 1 << 30)
+        .unwrap();
+}
+
 fn round_trip(b: &ChangeBatch, enc: &mut Encoder, dec: &mut Decoder) -> ChangeBatch {
     let mut frame = Vec::new();
     enc.encode(b, &mut frame).unwrap();
@@ -447,7 +461,10 @@ fn decode_of_encode_is_identity_for_random_batches() {
             let mut comp = Compactor::default();
             for round in 0..3 {
                 let n = 1 + r.below(40) as usize;
-                let b = gen_batch(&mut r, &schemas, &mut model, mode, n, &mut seq);
+                let mut b = gen_batch(&mut r, &schemas, &mut model, mode, n, &mut seq);
+                if r.chance(40) {
+                    end_with_ddl(&mut r, &mut b, &mut seq);
+                }
                 let back = round_trip(&b, &mut enc, &mut dec);
                 assert_eq!(back, b, "seed {seed} mode {mode:?} round {round}");
                 let mut c = ChangeBatch::default();
@@ -458,6 +475,7 @@ fn decode_of_encode_is_identity_for_random_batches() {
                     "compacted: seed {seed} mode {mode:?} round {round}"
                 );
                 assert_eq!(back.end_position().unwrap(), b.end_position().unwrap());
+                assert_eq!(back.ddl(), b.ddl());
             }
         }
     }
@@ -574,7 +592,10 @@ fn write_fuzz_seeds() {
             let mut model = Model::new();
             let mut seq = 0;
             let txns = 1 + r.below(6) as usize;
-            let b = gen_batch(&mut r, &schemas, &mut model, mode, txns, &mut seq);
+            let mut b = gen_batch(&mut r, &schemas, &mut model, mode, txns, &mut seq);
+            if seed % 2 == 0 {
+                end_with_ddl(&mut r, &mut b, &mut seq);
+            }
             for level in [0, 1] {
                 let mut enc = Encoder::new(EncoderConfig {
                     level,
@@ -588,7 +609,8 @@ fn write_fuzz_seeds() {
                 std::fs::write(dir.join(format!("frame-{n}")), &input).unwrap();
                 if level == 0 {
                     let meta = u32::from_le_bytes(frame[16..20].try_into().unwrap()) as usize;
-                    let mut input = vec![1u8];
+                    // Bit 4 marks a version 3 frame, whose payload opens with the DDL.
+                    let mut input = vec![if b.ddl().is_some() { 17u8 } else { 1 }];
                     input.extend_from_slice(&frame[outflow_codec::frame::HEADER_LEN + meta..]);
                     std::fs::write(dir.join(format!("payload-{n}")), &input).unwrap();
                 }

@@ -17,6 +17,11 @@
 //!   transactions: they keep their GTIDs and positions but own no runs, and the batch must
 //!   be applied as one atomic unit (all runs, then the checkpoint of the last transaction).
 //!
+//! - A batch may end with a *DDL transaction* ([`ChangeBatch::ddl`]): its last transaction
+//!   then owns no runs and stands for the [`Ddl`] statement, which a sink runs after the
+//!   batch's rows and before any later batch. Nothing follows it in the batch, so rows
+//!   before a DDL and rows after it never share a batch (their table definitions differ).
+//!
 //! # Reuse
 //! [`ChangeBatch::clear`] keeps every buffer; sections are kept per schema version and
 //! reused when that table appears again, so a steady stream allocates nothing per row.
@@ -940,6 +945,31 @@ pub struct Transaction {
     pub runs: (u32, u32),
 }
 
+/// A DDL statement as the source ran it, with the session context that decides what it
+/// means (see [`ChangeBatch::ddl`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ddl {
+    /// The default database of the source session (`USE`), if it had one.
+    pub db: Option<String>,
+    /// The statement text, in the source session's `character_set_client`.
+    pub sql: Vec<u8>,
+    /// `character_set_client`, `collation_connection` and `collation_server` of the source
+    /// session, as collation ids, when the binlog said.
+    pub charset: Option<(u16, u16, u16)>,
+    /// The source session's `sql_mode` bits, when the binlog said.
+    pub sql_mode: Option<u64>,
+}
+
+impl Ddl {
+    /// Makes `self` a copy of `other`, reusing its buffers.
+    pub fn copy_from(&mut self, other: &Ddl) {
+        self.db.clone_from(&other.db);
+        self.sql.clone_from(&other.sql);
+        self.charset = other.charset;
+        self.sql_mode = other.sql_mode;
+    }
+}
+
 /// Identifies a section within its batch (returned by [`ChangeBatch::section_for`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SectionId(pub u32);
@@ -956,6 +986,9 @@ pub struct ChangeBatch {
     runs: Vec<Run>,
     transactions: Vec<Transaction>,
     files: Vec<String>,
+    ddl: Option<Ddl>,
+    /// The last DDL's buffers, reused by the next (no allocation per DDL batch).
+    spare_ddl: Option<Ddl>,
     by_version: HashMap<SchemaVersion, u32>,
     /// Begun but not committed: (gtid, timestamp, first run).
     open: Option<(Option<Gtid>, u32, u32)>,
@@ -973,6 +1006,7 @@ impl PartialEq for ChangeBatch {
             && self.runs == other.runs
             && self.transactions == other.transactions
             && self.files == other.files
+            && self.ddl == other.ddl
             && self.open == other.open
     }
 }
@@ -994,6 +1028,8 @@ pub struct BatchParts {
     pub transactions: Vec<Transaction>,
     /// Binlog file names the transactions refer to.
     pub files: Vec<String>,
+    /// The DDL statement of the last transaction, if the batch ends with one.
+    pub ddl: Option<Ddl>,
 }
 
 impl ChangeBatch {
@@ -1064,6 +1100,15 @@ impl ChangeBatch {
         if !p.compacted && run_at as usize != p.runs.len() {
             return bad("runs outside any transaction".into());
         }
+        if p.ddl.is_some() {
+            match p.transactions.last() {
+                None => return bad("a DDL statement without its transaction".into()),
+                Some(t) if t.runs.0 != t.runs.1 => {
+                    return bad("the DDL transaction owns row changes".into())
+                }
+                Some(_) => {}
+            }
+        }
         Ok(ChangeBatch {
             mode: p.mode,
             compacted: p.compacted,
@@ -1073,6 +1118,8 @@ impl ChangeBatch {
             runs: p.runs,
             transactions: p.transactions,
             files: p.files,
+            ddl: p.ddl,
+            spare_ddl: None,
             by_version,
             open: None,
             spare: Vec::new(),
@@ -1089,6 +1136,7 @@ impl ChangeBatch {
             runs: self.runs,
             transactions: self.transactions,
             files: self.files,
+            ddl: self.ddl,
         }
     }
 
@@ -1108,6 +1156,9 @@ impl ChangeBatch {
         self.runs.clear();
         self.transactions.clear();
         self.files.clear();
+        if let Some(d) = self.ddl.take() {
+            self.spare_ddl = Some(d);
+        }
         self.by_version.clear();
         self.open = None;
         self.compacted = false;
@@ -1257,6 +1308,11 @@ impl ChangeBatch {
         if self.open.is_some() {
             return Err(BatchError::Transaction("begin inside an open transaction"));
         }
+        if self.ddl.is_some() {
+            return Err(BatchError::Transaction(
+                "a transaction after the DDL that ends the batch",
+            ));
+        }
         self.open = Some((gtid, timestamp, self.runs.len() as u32));
         Ok(())
     }
@@ -1267,6 +1323,11 @@ impl ChangeBatch {
     pub fn push_change(&mut self, id: SectionId, op: Op) -> Result<&mut TableSection, BatchError> {
         if self.open.is_none() && !self.compacted {
             return Err(BatchError::Transaction("change outside a transaction"));
+        }
+        if self.ddl.is_some() {
+            return Err(BatchError::Transaction(
+                "a change after the DDL that ends the batch",
+            ));
         }
         let section = self
             .sections
@@ -1348,6 +1409,31 @@ impl ChangeBatch {
         for r in self.runs.drain(first_run as usize..).rev() {
             self.sections[r.section as usize].truncate(r.first as usize);
         }
+    }
+
+    /// The DDL statement that the batch's last transaction stands for, if any: a sink
+    /// applies the other transactions, then this statement.
+    pub fn ddl(&self) -> Option<&Ddl> {
+        self.ddl.as_ref()
+    }
+
+    /// Ends the batch with a DDL transaction: a copy of `ddl` (into buffers kept from the
+    /// last one), with its GTID and commit timestamp, ending at `end_pos` of binlog
+    /// `file`. Nothing can be added after it.
+    pub fn push_ddl(
+        &mut self,
+        gtid: Option<Gtid>,
+        timestamp: u32,
+        ddl: &Ddl,
+        file: &str,
+        end_pos: u64,
+    ) -> Result<(), BatchError> {
+        self.begin_transaction(gtid, timestamp)?;
+        self.commit_transaction(file, end_pos)?;
+        let mut d = self.spare_ddl.take().unwrap_or_default();
+        d.copy_from(ddl);
+        self.ddl = Some(d);
+        Ok(())
     }
 
     /// The runs of transaction `t`.
@@ -1507,6 +1593,44 @@ mod tests {
         parts.offsets = vec![0, 2];
         parts.bytes = b"ab".to_vec();
         assert!(Column::from_parts(ValueKind::Text, 1, parts).is_err());
+    }
+
+    #[test]
+    fn a_ddl_ends_its_batch() {
+        let t = schema(1);
+        let mut b = ChangeBatch::new(ImageMode::Replica);
+        b.begin_transaction(None, 0).unwrap();
+        let s = b.section_for(&t);
+        b.push_change(s, Op::Insert).unwrap().push_image().unwrap();
+        b.commit_transaction("f", 9).unwrap();
+        let ddl = Ddl {
+            db: Some("d".into()),
+            sql: b"ALTER TABLE t1 ADD c INT".to_vec(),
+            charset: Some((33, 33, 8)),
+            sql_mode: Some(0),
+        };
+        b.push_ddl(Some("0-1-7".parse().unwrap()), 3, &ddl, "f", 20)
+            .unwrap();
+        assert_eq!(b.ddl(), Some(&ddl));
+        assert_eq!(b.transactions().len(), 2);
+        assert!(b.transaction_runs(&b.transactions()[1]).is_empty());
+        assert!(b.begin_transaction(None, 0).is_err());
+        assert!(b.push_change(s, Op::Insert).is_err());
+        let parts = b.clone().into_parts();
+        assert_eq!(ChangeBatch::from_parts(parts.clone()).unwrap(), b);
+        // The DDL transaction may not own rows, and needs a transaction at all.
+        let mut p = parts.clone();
+        p.transactions[0].runs = (0, 0);
+        p.transactions[1].runs = (0, 1);
+        assert!(ChangeBatch::from_parts(p).is_err());
+        let mut p = parts;
+        p.transactions.clear();
+        p.runs.clear();
+        p.sections.clear();
+        assert!(ChangeBatch::from_parts(p).is_err());
+        b.clear();
+        assert!(b.ddl().is_none());
+        b.begin_transaction(None, 0).unwrap();
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //!   their parameters, signedness, charset, primary key.
 //! - [`value`]: [`ValueRef`], a borrowed column value that represents every MySQL/MariaDB
 //!   type exactly.
+//! - [`statement`]: what a statement of a QUERY event is (DDL of which kind, a
+//!   statement-based data change, transaction control), read from its first words.
 //! - [`batch`]: [`ChangeBatch`], whole transactions of row changes in columnar form, one
 //!   section per table definition: the unit the codec encodes and the sinks apply. Its
 //!   buffers are reused between batches, so the hot path allocates nothing per row.
@@ -20,15 +22,17 @@
 pub mod batch;
 pub mod position;
 pub mod schema;
+pub mod statement;
 pub mod value;
 
 pub use batch::{
-    BatchError, BatchParts, Bitmap, Change, ChangeBatch, Column, ColumnParts, Image, ImageMode, Op,
-    Run, SectionId, TableSection, Transaction,
+    BatchError, BatchParts, Bitmap, Change, ChangeBatch, Column, ColumnParts, Ddl, Image,
+    ImageMode, Op, Run, SectionId, TableSection, Transaction,
 };
 pub use position::{
     BinlogPosition, Gtid, GtidMismatch, GtidSet, GtidState, MariaGtid, MariaGtidPos, MySqlGtid,
     ParsePositionError, SourcePosition, Tag, Uuid,
 };
 pub use schema::{ColumnSchema, ColumnType, SchemaVersion, TableSchema, ValueKind};
+pub use statement::{DdlKind, StatementKind};
 pub use value::{Date, DateTime, PackError, Time, Timestamp, ValueRef};

@@ -68,10 +68,12 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Row};
-use outflow_core::{ChangeBatch, Op, SchemaVersion, SourcePosition, TableSection};
+use outflow_core::{ChangeBatch, Ddl, Op, SchemaVersion, SourcePosition, TableSection};
 
 use crate::catalog::{load_collations, load_table, CatalogTable};
-use crate::ddl::{DdlKind, DdlOutcome, DdlPolicies, DdlPolicy, DdlStatement, ALREADY_APPLIED};
+use crate::ddl::{
+    DdlKind, DdlOutcome, DdlPolicies, DdlPolicy, ALREADY_APPLIED, ALREADY_APPLIED_IF_REDELIVERED,
+};
 use crate::literal::push_quoted;
 use crate::plan::TablePlan;
 use crate::sql::{qualified, typed, typed_first};
@@ -413,19 +415,24 @@ pub enum ApplyError {
         /// What the table holds.
         found: String,
     },
-    /// A DDL statement whose kind the policy says to stop on.
-    #[error("DDL stopped by policy: {kind} at {position}")]
+    /// A DDL statement whose kind the policy says to stop on (fatal until the policy or
+    /// the target changes: the stream resumes at this statement).
+    #[error("DDL stopped by policy: {kind} `{statement}` at {position}")]
     DdlStopped {
         /// Its kind.
         kind: DdlKind,
+        /// The statement, shortened.
+        statement: String,
         /// Source position.
         position: String,
     },
     /// A DDL statement failed on the target (fatal).
-    #[error("DDL ({kind}) failed at {position}")]
+    #[error("DDL ({kind}) `{statement}` failed at {position}")]
     Ddl {
         /// Its kind.
         kind: DdlKind,
+        /// The statement, shortened.
+        statement: String,
         /// Source position.
         position: String,
         /// The server's error.
@@ -841,16 +848,24 @@ impl Applier {
                 })
             }
         };
+        // The checkpoint already points at the batch's DDL: it may have run (see crate::ddl).
+        let redelivered = batch.ddl().is_some()
+            && first + 1 == n
+            && self.checkpoint.as_ref().is_some_and(|cp| cp.seq == seq);
+        // A batch that ends with a DDL: its rows first (in the schema before the DDL).
+        let rows_end = if batch.ddl().is_some() { n - 1 } else { n };
         self.prepare_plans(batch).await?;
         let mut changes = 0u64;
         if batch.is_compacted() || n == 0 {
-            changes += self.apply_chunk(seq, batch, first, n).await?;
+            if first < rows_end || n == 0 {
+                changes += self.apply_chunk(seq, batch, first, rows_end).await?;
+            }
         } else {
             let mut t = first;
-            while t < n {
+            while t < rows_end {
                 let mut end = t;
                 let mut size = 0usize;
-                while end < n {
+                while end < rows_end {
                     let txn = &batch.transactions()[end as usize];
                     let len: usize = batch
                         .transaction_runs(txn)
@@ -866,6 +881,20 @@ impl Applier {
                 changes += self.apply_chunk(seq, batch, t, end).await?;
                 t = end;
             }
+        }
+        if let Some(ddl) = batch.ddl() {
+            let at = rows_end;
+            let marked = self
+                .checkpoint
+                .as_ref()
+                .is_some_and(|cp| cp.seq == seq && cp.txns_applied == at);
+            if !marked {
+                // Records "this DDL is next" before it runs (a DDL-only batch).
+                self.apply_chunk(seq, batch, at, at).await?;
+            }
+            self.apply_ddl(ddl, position_text(batch, at), redelivered)
+                .await?;
+            self.apply_chunk(seq, batch, at, n).await?;
         }
         self.stats.frames += 1;
         Ok(Applied::Frame {
@@ -1106,7 +1135,12 @@ impl Applier {
         }
         let compacted = batch.is_compacted();
         let txns = batch.transactions();
+        // The DDL transaction has no rows (and a compacted batch's rows are not its own).
+        let ddl_at = batch.ddl().map(|_| txns.len() as u32 - 1);
         for t in first..end.max(first) {
+            if Some(t) == ddl_at {
+                continue;
+            }
             let runs = if compacted {
                 batch.runs()
             } else {
@@ -1159,11 +1193,8 @@ impl Applier {
         // The checkpoint, in the same transaction.
         let applied = if compacted { end } else { end.max(first) };
         let mut position = batch.start().clone();
-        let last = if compacted || applied == 0 {
-            txns.len()
-        } else {
-            applied as usize
-        };
+        // A compacted chunk covers its batch to `end`: all of it, or all but its DDL.
+        let last = applied as usize;
         for txn in &txns[..last.min(txns.len())] {
             batch
                 .commit_position(&mut position, txn)
@@ -1767,18 +1798,25 @@ impl Applier {
     }
 
     /// Applies, skips or stops on a DDL statement, by the policy for its kind; see
-    /// [`crate::ddl`]. Call it between frames, in stream order.
-    pub async fn apply_ddl(&mut self, ddl: &DdlStatement) -> Result<DdlOutcome, ApplyError> {
+    /// [`crate::ddl`]. `redelivered`: the checkpoint says it may have run already.
+    async fn apply_ddl(
+        &mut self,
+        ddl: &Ddl,
+        position: String,
+        redelivered: bool,
+    ) -> Result<DdlOutcome, ApplyError> {
         let kind = DdlKind::of(&ddl.sql);
+        let statement = || outflow_core::statement::shorten(&ddl.sql, 200);
         match self.cfg.ddl.policy(kind) {
             DdlPolicy::Stop => {
                 return Err(ApplyError::DdlStopped {
                     kind,
-                    position: ddl.position.clone(),
+                    statement: statement(),
+                    position,
                 })
             }
             DdlPolicy::Skip => {
-                tracing::info!(%kind, position = %ddl.position, "DDL skipped by policy");
+                tracing::warn!(%kind, statement = %statement(), %position, "DDL skipped by policy");
                 self.stats.ddl_skipped += 1;
                 return Ok(DdlOutcome::Skipped);
             }
@@ -1786,36 +1824,86 @@ impl Applier {
         }
         let fail = |source| ApplyError::Ddl {
             kind,
-            position: ddl.position.clone(),
+            statement: statement(),
+            position: position.clone(),
             source,
         };
-        // The statement text is in the source session's character set, which for DDL is
-        // almost always UTF-8; binary would store non-ASCII identifiers and comments as
-        // raw bytes in the data dictionary.
-        self.conn
-            .query_drop("SET NAMES utf8mb4")
-            .await
-            .map_err(fail)?;
-        let mut result = Ok(());
-        if let Some(db) = &ddl.db {
-            result = self
+        // The source session's context: the statement's text is in its client character
+        // set, and sql_mode changes what DDL means (ANSI_QUOTES, PIPES_AS_CONCAT, defaults of
+        // zero dates, ...). Collation ids are what the binlog carries; the server takes them
+        // as they are (as mysqlbinlog's output does).
+        let mut setup = match ddl.charset {
+            Some((client, connection, server)) => format!(
+                "SET @@session.character_set_client = {client}, \
+                 @@session.collation_connection = {connection}, \
+                 @@session.collation_server = {server}"
+            ),
+            None => "SET NAMES utf8mb4".to_string(),
+        };
+        if let Some(mode) = ddl.sql_mode {
+            setup.push_str(&format!(", @@session.sql_mode = {mode}"));
+        }
+        self.in_doubt = true;
+        let mut result = self.conn.query_drop(setup).await;
+        if let (Ok(()), Some(db)) = (&result, &ddl.db) {
+            result = match self
                 .conn
                 .query_drop(format!("USE {}", crate::sql::ident(db)))
-                .await;
+                .await
+            {
+                // A database statement does not need its default database (DROP DATABASE
+                // run from inside it, delivered again); any other statement does, and must
+                // not run in whatever database an earlier statement left selected.
+                Err(e)
+                    if server_code(&e) == Some(ER_BAD_DB)
+                        && matches!(
+                            kind,
+                            DdlKind::CreateDatabase
+                                | DdlKind::DropDatabase
+                                | DdlKind::AlterDatabase
+                        ) =>
+                {
+                    Ok(())
+                }
+                r => r,
+            };
         }
         if result.is_ok() {
-            result = self.conn.query_drop(ddl.sql.as_str()).await;
+            result = self.conn.query_drop(&ddl.sql[..]).await;
         }
-        let restore = self.conn.query_drop("SET NAMES binary").await;
+        let restore = self
+            .conn
+            .query_drop(
+                "SET NAMES binary, \
+                 SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'",
+            )
+            .await;
+        self.in_doubt = false;
         self.forget_catalog();
         let outcome = match result {
             Ok(()) => DdlOutcome::Applied,
-            Err(e) if server_code(&e).is_some_and(|c| ALREADY_APPLIED.contains(&c)) => {
+            Err(e)
+                if server_code(&e).is_some_and(|c| {
+                    ALREADY_APPLIED.contains(&c)
+                        || (redelivered && ALREADY_APPLIED_IF_REDELIVERED.contains(&c))
+                }) =>
+            {
+                tracing::info!(%kind, statement = %statement(), %position, error = %e,
+                    "DDL already applied on the target");
                 DdlOutcome::AlreadyApplied
+            }
+            Err(e) if server_code(&e).is_none() => {
+                return Err(ApplyError::Connection {
+                    what: format!("running DDL at {position}"),
+                    source: e,
+                })
             }
             Err(e) => return Err(fail(e)),
         };
-        restore.map_err(fail)?;
+        restore.map_err(|source| ApplyError::Connection {
+            what: "restoring the session after DDL".to_string(),
+            source,
+        })?;
         self.stats.ddl_applied += 1;
         Ok(outcome)
     }
@@ -1960,7 +2048,8 @@ fn duplicates(info: &str) -> Option<u64> {
 /// for a compacted one).
 pub(crate) fn position_text(batch: &ChangeBatch, t: u32) -> String {
     let txns = batch.transactions();
-    if batch.is_compacted() {
+    let ddl_txn = batch.ddl().is_some() && t as usize + 1 == txns.len();
+    if batch.is_compacted() && !ddl_txn {
         let first = txns.iter().find_map(|t| t.gtid.as_ref());
         let last = txns.iter().rev().find_map(|t| t.gtid.as_ref());
         return match (first, last) {

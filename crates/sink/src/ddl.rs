@@ -1,180 +1,26 @@
-//! DDL on the target: which kind a statement is, and what the user wants done with each
-//! kind (apply, skip or stop).
+//! DDL on the target: what the user wants done with each kind of statement (apply, skip or
+//! stop), and how a re-delivered statement is recognised.
 //!
-//! The change model (`outflow-core`) does not carry DDL statements yet: the binlog builder
-//! turns a DDL into an empty transaction that only advances the position. This module is
-//! the hook for when it does: whoever receives a DDL in stream order hands it to
-//! [`crate::Applier::apply_ddl`] between batches, which runs it, skips it or stops,
-//! by the policy for its [`DdlKind`].
+//! DDL reaches the sink in stream order, as the last transaction of a batch
+//! ([`outflow_core::ChangeBatch::ddl`]): [`crate::Applier::apply`] applies the batch's rows
+//! first, then runs, skips or stops on the statement by the policy for its [`DdlKind`],
+//! then advances the checkpoint past it. The statement runs verbatim, in the source
+//! session's default database, character set and `sql_mode`.
 //!
 //! Exactly once: MariaDB and MySQL commit DDL implicitly, so the statement cannot share a
-//! transaction with the checkpoint. A crash between the two re-delivers the DDL; the errors
-//! a second run of the same statement gives ("table exists", "duplicate column", "can't
-//! drop", ...) are then taken as "already applied" ([`DdlOutcome::AlreadyApplied`]).
+//! transaction with the checkpoint. Before it runs, the checkpoint records "this DDL is
+//! next" (the rows before it, or a checkpoint of its own); after it, a second target
+//! transaction moves the checkpoint past it. A crash in between re-delivers the DDL with
+//! the checkpoint pointing at it, so it may have run: the errors a second run of the same
+//! statement gives ("table exists", "duplicate column", "can't drop", "no such table" after
+//! a rename, ...) are then taken as "already applied" ([`DdlOutcome::AlreadyApplied`]).
+//! Statements that succeed twice (`TRUNCATE`, `MODIFY ... AFTER`) are harmless to repeat,
+//! since no later row was applied yet. Outside that case, only the errors that mean the
+//! target already has what the statement makes (a table that exists, a column or key that
+//! exists or is gone) count as applied: a target prepared with the schema beforehand then
+//! accepts the stream's `CREATE TABLE`.
 
-use std::fmt;
-
-/// The kinds of DDL a policy can name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DdlKind {
-    /// `CREATE [OR REPLACE] TABLE`.
-    CreateTable,
-    /// `ALTER TABLE` (columns, keys, options, rename).
-    AlterTable,
-    /// `DROP TABLE`.
-    DropTable,
-    /// `RENAME TABLE`.
-    RenameTable,
-    /// `TRUNCATE [TABLE]`.
-    TruncateTable,
-    /// `CREATE [UNIQUE|FULLTEXT|SPATIAL] INDEX`.
-    CreateIndex,
-    /// `DROP INDEX`.
-    DropIndex,
-    /// `CREATE DATABASE|SCHEMA`.
-    CreateDatabase,
-    /// `ALTER DATABASE|SCHEMA`.
-    AlterDatabase,
-    /// `DROP DATABASE|SCHEMA`.
-    DropDatabase,
-    /// Anything else (views, routines, triggers, grants, ...).
-    Other,
-}
-
-impl DdlKind {
-    /// Every kind, for configuration help and tests.
-    pub const ALL: [DdlKind; 11] = [
-        DdlKind::CreateTable,
-        DdlKind::AlterTable,
-        DdlKind::DropTable,
-        DdlKind::RenameTable,
-        DdlKind::TruncateTable,
-        DdlKind::CreateIndex,
-        DdlKind::DropIndex,
-        DdlKind::CreateDatabase,
-        DdlKind::AlterDatabase,
-        DdlKind::DropDatabase,
-        DdlKind::Other,
-    ];
-
-    /// The name used in configuration: `create_table`, `alter_table`, ...
-    pub fn name(self) -> &'static str {
-        match self {
-            DdlKind::CreateTable => "create_table",
-            DdlKind::AlterTable => "alter_table",
-            DdlKind::DropTable => "drop_table",
-            DdlKind::RenameTable => "rename_table",
-            DdlKind::TruncateTable => "truncate_table",
-            DdlKind::CreateIndex => "create_index",
-            DdlKind::DropIndex => "drop_index",
-            DdlKind::CreateDatabase => "create_database",
-            DdlKind::AlterDatabase => "alter_database",
-            DdlKind::DropDatabase => "drop_database",
-            DdlKind::Other => "other",
-        }
-    }
-
-    /// The kind a configuration name stands for.
-    pub fn from_name(name: &str) -> Option<DdlKind> {
-        DdlKind::ALL.into_iter().find(|k| k.name() == name)
-    }
-
-    /// Classifies a statement by its first words (comments and `/*! ... */` version
-    /// comments are skipped; their content is not read).
-    pub fn of(sql: &str) -> DdlKind {
-        let words = leading_words(sql, 6);
-        let w: Vec<&str> = words.iter().map(String::as_str).collect();
-        let skip = |w: &[&str], noise: &[&str]| -> usize {
-            w.iter().take_while(|x| noise.contains(x)).count()
-        };
-        match w.first().copied() {
-            Some("CREATE") => {
-                let rest = &w[1..];
-                let n = skip(
-                    rest,
-                    &[
-                        "OR",
-                        "REPLACE",
-                        "TEMPORARY",
-                        "UNIQUE",
-                        "FULLTEXT",
-                        "SPATIAL",
-                        "ONLINE",
-                        "OFFLINE",
-                    ],
-                );
-                match rest.get(n).copied() {
-                    Some("TABLE") => DdlKind::CreateTable,
-                    Some("INDEX") => DdlKind::CreateIndex,
-                    Some("DATABASE" | "SCHEMA") => DdlKind::CreateDatabase,
-                    _ => DdlKind::Other,
-                }
-            }
-            Some("ALTER") => {
-                let rest = &w[1..];
-                let n = skip(rest, &["ONLINE", "OFFLINE", "IGNORE"]);
-                match rest.get(n).copied() {
-                    Some("TABLE") => DdlKind::AlterTable,
-                    Some("DATABASE" | "SCHEMA") => DdlKind::AlterDatabase,
-                    _ => DdlKind::Other,
-                }
-            }
-            Some("DROP") => {
-                let rest = &w[1..];
-                let n = skip(rest, &["TEMPORARY", "ONLINE", "OFFLINE"]);
-                match rest.get(n).copied() {
-                    Some("TABLE" | "TABLES") => DdlKind::DropTable,
-                    Some("INDEX") => DdlKind::DropIndex,
-                    Some("DATABASE" | "SCHEMA") => DdlKind::DropDatabase,
-                    _ => DdlKind::Other,
-                }
-            }
-            Some("RENAME") if w.get(1) == Some(&"TABLE") || w.get(1) == Some(&"TABLES") => {
-                DdlKind::RenameTable
-            }
-            Some("TRUNCATE") => DdlKind::TruncateTable,
-            _ => DdlKind::Other,
-        }
-    }
-}
-
-impl fmt::Display for DdlKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// The first `n` words of `sql`, upper-cased, skipping whitespace and comments.
-fn leading_words(sql: &str, n: usize) -> Vec<String> {
-    let b = sql.as_bytes();
-    let mut i = 0;
-    let mut words = Vec::new();
-    while i < b.len() && words.len() < n {
-        let c = b[i];
-        if c.is_ascii_whitespace() {
-            i += 1;
-        } else if b[i..].starts_with(b"/*") {
-            i = match sql[i + 2..].find("*/") {
-                Some(end) => i + 2 + end + 2,
-                None => b.len(),
-            };
-        } else if b[i..].starts_with(b"--") || c == b'#' {
-            i = match sql[i..].find('\n') {
-                Some(end) => i + end + 1,
-                None => b.len(),
-            };
-        } else if c.is_ascii_alphabetic() || c == b'_' {
-            let start = i;
-            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
-                i += 1;
-            }
-            words.push(sql[start..i].to_ascii_uppercase());
-        } else {
-            break;
-        }
-    }
-    words
-}
+pub use outflow_core::DdlKind;
 
 /// What to do with a DDL statement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,18 +70,53 @@ impl DdlPolicies {
     }
 }
 
-/// A DDL statement from the source, in stream order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DdlStatement {
-    /// The default database the statement ran in on the source, if any.
-    pub db: Option<String>,
-    /// The statement text.
-    pub sql: String,
-    /// Where it was in the source's binlog (GTID and/or file:offset), for messages.
-    pub position: String,
+impl DdlPolicy {
+    /// `apply`, `skip` or `stop`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DdlPolicy::Apply => "apply",
+            DdlPolicy::Skip => "skip",
+            DdlPolicy::Stop => "stop",
+        }
+    }
 }
 
-/// What [`crate::Applier::apply_ddl`] did.
+impl std::str::FromStr for DdlPolicies {
+    type Err = String;
+
+    /// `kind=policy,...`, where kind is a [`DdlKind::name`] or `default` (the kinds not
+    /// named) and policy is `apply`, `skip` or `stop`; later entries win. Empty: apply all.
+    fn from_str(s: &str) -> Result<DdlPolicies, String> {
+        let mut out = DdlPolicies::default();
+        for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let (kind, policy) = entry
+                .split_once('=')
+                .ok_or_else(|| format!("DDL policy {entry:?}: expected kind=policy"))?;
+            let policy = match policy.trim() {
+                "apply" => DdlPolicy::Apply,
+                "skip" => DdlPolicy::Skip,
+                "stop" => DdlPolicy::Stop,
+                p => return Err(format!("DDL policy {p:?}: expected apply, skip or stop")),
+            };
+            match kind.trim() {
+                "default" => out.default = policy,
+                k => {
+                    let kind = DdlKind::from_name(k).ok_or_else(|| {
+                        let names: Vec<&str> = DdlKind::ALL.iter().map(|k| k.name()).collect();
+                        format!(
+                            "DDL kind {k:?}: expected default or one of {}",
+                            names.join(", ")
+                        )
+                    })?;
+                    out.overrides.push((kind, policy));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What the applier did with a DDL statement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DdlOutcome {
     /// It ran on the target.
@@ -246,7 +127,8 @@ pub enum DdlOutcome {
     AlreadyApplied,
 }
 
-/// Server errors that a second run of an already-applied DDL statement gives.
+/// Server errors that a second run of an already-applied DDL statement gives, and that
+/// mean the target already has what the statement makes.
 pub(crate) const ALREADY_APPLIED: &[u16] = &[
     1007, // database exists
     1008, // database does not exist (DROP DATABASE)
@@ -257,40 +139,17 @@ pub(crate) const ALREADY_APPLIED: &[u16] = &[
     1091, // can't DROP column or key: check that it exists
 ];
 
+/// Further errors a second run gives when the first one may have run (the checkpoint
+/// points at the statement): the old name is gone after a rename.
+pub(crate) const ALREADY_APPLIED_IF_REDELIVERED: &[u16] = &[
+    1054, // unknown column (CHANGE/RENAME COLUMN)
+    1146, // no such table (RENAME TABLE, ALTER TABLE ... RENAME)
+    1176, // key does not exist (RENAME INDEX)
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kinds_come_from_the_first_words() {
-        for (sql, kind) in [
-            ("CREATE TABLE t (a INT)", DdlKind::CreateTable),
-            ("create or replace table t (a int)", DdlKind::CreateTable),
-            (
-                "/* comment */ CREATE /*!32312 IF NOT EXISTS*/ TABLE t (a int)",
-                DdlKind::CreateTable,
-            ),
-            ("-- hi\nALTER TABLE t ADD b INT", DdlKind::AlterTable),
-            ("ALTER ONLINE IGNORE TABLE t ADD b INT", DdlKind::AlterTable),
-            ("DROP TABLE IF EXISTS a, b", DdlKind::DropTable),
-            ("DROP TEMPORARY TABLE a", DdlKind::DropTable),
-            ("RENAME TABLE a TO b", DdlKind::RenameTable),
-            ("TRUNCATE t", DdlKind::TruncateTable),
-            ("CREATE UNIQUE INDEX i ON t (a)", DdlKind::CreateIndex),
-            ("DROP INDEX i ON t", DdlKind::DropIndex),
-            ("CREATE SCHEMA s", DdlKind::CreateDatabase),
-            (
-                "ALTER DATABASE s CHARACTER SET utf8mb4",
-                DdlKind::AlterDatabase,
-            ),
-            ("DROP DATABASE s", DdlKind::DropDatabase),
-            ("CREATE VIEW v AS SELECT 1", DdlKind::Other),
-            ("GRANT ALL ON *.* TO x", DdlKind::Other),
-            ("", DdlKind::Other),
-        ] {
-            assert_eq!(DdlKind::of(sql), kind, "{sql}");
-        }
-    }
 
     #[test]
     fn policies_fall_back_to_the_default() {
@@ -304,8 +163,14 @@ mod tests {
         assert_eq!(p.policy(DdlKind::DropTable), DdlPolicy::Stop);
         assert_eq!(p.policy(DdlKind::TruncateTable), DdlPolicy::Skip);
         assert_eq!(p.policy(DdlKind::AlterTable), DdlPolicy::Apply);
-        for k in DdlKind::ALL {
-            assert_eq!(DdlKind::from_name(k.name()), Some(k));
+        let parsed: DdlPolicies = "drop_table=stop, truncate_table=skip".parse().unwrap();
+        assert_eq!(parsed, p);
+        let all: DdlPolicies = "default=skip,create_table=apply".parse().unwrap();
+        assert_eq!(all.policy(DdlKind::DropTable), DdlPolicy::Skip);
+        assert_eq!(all.policy(DdlKind::CreateTable), DdlPolicy::Apply);
+        assert_eq!("".parse::<DdlPolicies>().unwrap(), DdlPolicies::default());
+        for bad in ["drop_table", "drop_table=maybe", "drop_tables=stop"] {
+            assert!(bad.parse::<DdlPolicies>().is_err(), "{bad}");
         }
     }
 }

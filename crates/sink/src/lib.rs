@@ -24,4 +24,4 @@ pub use apply::{
     Applied, Applier, ApplyConfig, ApplyError, ApplyStats, Checkpoint, ConflictCounts,
     ConflictKind, ConflictPolicy,
 };
-pub use ddl::{DdlKind, DdlOutcome, DdlPolicies, DdlPolicy, DdlStatement};
+pub use ddl::{DdlKind, DdlOutcome, DdlPolicies, DdlPolicy};
