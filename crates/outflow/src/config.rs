@@ -114,6 +114,11 @@ pub struct SourceConfig {
     /// Default: 10000.
     #[arg(long = "snapshot-chunk-rows", value_name = "N")]
     pub snapshot_chunk_rows: Option<u32>,
+    /// A data change logged as a statement (`binlog_format=STATEMENT` or `MIXED`), which a
+    /// row-based relay cannot carry: `stop` naming the statement, position and GTID, or
+    /// `skip` it (counted and logged; the target misses that change). Default: `stop`.
+    #[arg(long = "on-statement", value_name = "stop|skip")]
+    pub on_statement: Option<String>,
 }
 
 /// `[filters]`, in the vocabulary of MariaDB's replication filters.
@@ -265,6 +270,15 @@ pub struct SinkConfig {
     /// naming the row and position, or `overwrite`. Default: `stop`.
     #[arg(long = "on-conflict", value_name = "stop|overwrite")]
     pub on_conflict: Option<String>,
+    /// What to do with DDL from the source, per kind: `KIND=POLICY,...` where KIND is
+    /// `create_table`, `alter_table`, `drop_table`, `rename_table`, `truncate_table`,
+    /// `create_index`, `drop_index`, `create_database`, `alter_database`,
+    /// `drop_database`, `other` (views, routines, triggers, accounts, ...) or `default`
+    /// (every kind not named), and POLICY is `apply` (run it verbatim, in stream order),
+    /// `skip` (logged and counted) or `stop` (the sink stops, naming the statement and its
+    /// position; it resumes there). Default: apply every kind, as a native replica does.
+    #[arg(long = "ddl", value_name = "KIND=POLICY,...")]
+    pub ddl: Option<String>,
 }
 
 /// A password that never shows in `Debug` output or logs.
@@ -381,6 +395,10 @@ pub struct Settings {
     pub target: Option<Database>,
     /// Conflict policy.
     pub on_conflict: ConflictPolicy,
+    /// DDL policy per kind.
+    pub ddl: outflow_sink::DdlPolicies,
+    /// Data changes logged as statements.
+    pub on_statement: outflow_codec::StatementPolicy,
 }
 
 /// Fills every `None` field of `$dst` from `$src`: the flags (`$dst`) win over the file.
@@ -416,7 +434,8 @@ impl Config {
             tls_key,
             tls13_only,
             heartbeat,
-            snapshot_chunk_rows
+            snapshot_chunk_rows,
+            on_statement
         );
         let (s, f) = (&mut self.filters, &file.filters);
         lay_over!(
@@ -450,7 +469,7 @@ impl Config {
             idle_timeout
         );
         let (s, f) = (&mut self.sink, &file.sink);
-        lay_over!(s, f, target, password_env, password_file, on_conflict);
+        lay_over!(s, f, target, password_env, password_file, on_conflict, ddl);
         self
     }
 
@@ -528,6 +547,18 @@ impl Config {
             "overwrite" => ConflictPolicy::Overwrite,
             c => bail!("on_conflict {c:?}: expected stop or overwrite"),
         };
+        let ddl = self
+            .sink
+            .ddl
+            .as_deref()
+            .unwrap_or("")
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("ddl: {e}"))?;
+        let on_statement = match self.source.on_statement.as_deref().unwrap_or("stop") {
+            "stop" => outflow_codec::StatementPolicy::Stop,
+            "skip" => outflow_codec::StatementPolicy::Skip,
+            c => bail!("on_statement {c:?}: expected stop or skip"),
+        };
         Ok(Settings {
             source,
             filters: self.filters.resolve()?,
@@ -553,6 +584,8 @@ impl Config {
             idle_timeout: duration(self.link.idle_timeout.as_deref(), "idle_timeout", "30s")?,
             target,
             on_conflict,
+            ddl,
+            on_statement,
         })
     }
 }
@@ -714,6 +747,15 @@ mod tests {
         assert_eq!(s.bandwidth_cap, Some(20_000_000));
         assert_eq!(s.spool_max_bytes, 10 * 1024 * 1024 * 1024);
         assert_eq!(s.on_conflict, ConflictPolicy::Stop);
+        assert_eq!(
+            s.ddl.policy(outflow_sink::DdlKind::DropDatabase),
+            outflow_sink::DdlPolicy::Stop
+        );
+        assert_eq!(
+            s.ddl.policy(outflow_sink::DdlKind::AlterTable),
+            outflow_sink::DdlPolicy::Apply
+        );
+        assert_eq!(s.on_statement, outflow_codec::StatementPolicy::Stop);
     }
 
     #[test]
@@ -741,6 +783,9 @@ mod tests {
             "[source]\nurl = \"postgres://u@h:3306\"\n",
             "[source]\nurl = \"mysql://u@h\"\nfrom = \"yesterday\"\n",
             "[sink]\non_conflict = \"ignore\"\n",
+            "[sink]\nddl = \"drop_table=maybe\"\n",
+            "[sink]\nddl = \"drop_tables=stop\"\n",
+            "[source]\non_statement = \"ignore\"\n",
         ] {
             let c: Config = toml::from_str(bad).unwrap();
             assert!(c.resolve().is_err(), "{bad:?} should not resolve");

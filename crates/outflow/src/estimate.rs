@@ -401,6 +401,8 @@ pub fn estimate(args: &EstimateArgs) -> anyhow::Result<Report> {
             ..EncoderConfig::default()
         },
         keep_frames: false,
+        // As the relay would: a statement-based change stops the estimate, naming it.
+        ..PipelineConfig::default()
     };
     let filter = outflow_source::Filter::new(&args.filters.resolve()?)?;
     let mut pipeline = Pipeline::new(cfg)?;

@@ -1394,6 +1394,32 @@ pub fn parse_column(name: &str, definition: &str) -> Result<ColumnDef, DdlError>
     Ok(c)
 }
 
+/// The table of a `CREATE ... INDEX ... ON t` or `DROP INDEX ... ON t` statement (which
+/// [`parse`] reads as [`Ddl::Other`]: indexes change no column), for filters.
+pub fn index_table(sql: &str) -> Option<TableRef> {
+    let toks = tokenize(sql).ok()?;
+    let mut p = P { toks, i: 0 };
+    if p.eat_kw("CREATE") {
+        p.eat_kws(&["OR", "REPLACE"]);
+        for kw in ["UNIQUE", "FULLTEXT", "SPATIAL", "ONLINE", "OFFLINE"] {
+            p.eat_kw(kw);
+        }
+    } else if !p.eat_kw("DROP") {
+        return None;
+    }
+    if !p.eat_kw("INDEX") {
+        return None;
+    }
+    // The first ON after the index name; anything before it is a name or IF [NOT] EXISTS.
+    while !p.at_end() {
+        if p.eat_kw("ON") {
+            return p.table_ref().ok();
+        }
+        p.i += 1;
+    }
+    None
+}
+
 /// What a statement is about, read from its first words; works on statements [`parse`]
 /// rejects, so an error can name the table.
 pub fn head(sql: &str) -> Head {
@@ -1415,6 +1441,24 @@ mod tests {
             } => columns,
             other => panic!("not a create with columns: {other:?}"),
         }
+    }
+
+    #[test]
+    fn index_statements_name_their_table() {
+        let t = |db: Option<&str>, name: &str| TableRef {
+            db: db.map(str::to_string),
+            name: name.into(),
+        };
+        assert_eq!(
+            index_table("CREATE UNIQUE INDEX IF NOT EXISTS `on` ON d.t (a)"),
+            Some(t(Some("d"), "t"))
+        );
+        assert_eq!(
+            index_table("drop index i on `t` algorithm=inplace"),
+            Some(t(None, "t"))
+        );
+        assert_eq!(index_table("CREATE TABLE t (a INT)"), None);
+        assert_eq!(index_table("DROP INDEX i"), None);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use outflow_binlog::decoder::TableHook;
-use outflow_binlog::{Decoded, Event, TableInfo};
+use outflow_binlog::{Decoded, Event, Query, TableInfo};
 
 use crate::filter::{Filter, TableDecision, TableFilterCache};
 use crate::schema::{
@@ -78,6 +78,23 @@ impl SourceTables {
             }
             _ => Ok(None),
         }
+    }
+
+    /// Whether the statement of a standalone QUERY event is to be shipped as DDL (see
+    /// [`SchemaTracker::ships_ddl`]); `true` when it cannot tell (the builder reports a
+    /// statement it cannot read).
+    pub fn ships_statement(&self, q: &Query<'_>) -> bool {
+        let mut buf = Vec::new();
+        let Ok(text) = q.inflate(&mut buf) else {
+            return true;
+        };
+        let Ok(t) = self.tracker.lock() else {
+            return true;
+        };
+        t.ships_ddl(
+            &String::from_utf8_lossy(q.schema),
+            &String::from_utf8_lossy(text),
+        )
     }
 
     /// Whether the rows of `table` are wanted (cached per table id).

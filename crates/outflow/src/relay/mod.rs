@@ -203,6 +203,7 @@ fn apply_config(settings: &Settings) -> outflow_sink::apply::ApplyConfig {
                 outflow_sink::apply::ConflictPolicy::Overwrite
             }
         },
+        ddl: settings.ddl.clone(),
         ..Default::default()
     }
 }
@@ -221,11 +222,13 @@ fn sink_reporter(
             last = (rows, std::time::Instant::now());
             eprintln!(
                 "sink: {} batches ({} duplicates), {} transactions, {rows} rows ({rate:.0}/s), \
-                 {} conflicts",
+                 {} conflicts, {} DDL applied, {} DDL skipped",
                 s.frames,
                 s.duplicate_frames,
                 s.transactions,
-                s.conflicts.total()
+                s.conflicts.total(),
+                s.ddl_applied,
+                s.ddl_skipped
             );
         }
     })

@@ -195,6 +195,16 @@ impl Visitor for SourceVisitor {
             pos: pos + u64::from(d.header.event_size),
         });
         self.tables.on_event(&self.at, d)?;
+        if let outflow_binlog::Event::Query(q) = &d.event {
+            // DDL on tables the filters leave out only advances the position.
+            if !q.is_begin()
+                && !q.is_commit()
+                && !q.is_rollback()
+                && !self.tables.ships_statement(q)
+            {
+                self.pipeline.exclude_next_statement();
+            }
+        }
         self.pipeline.event(pos, d)?;
         Ok(())
     }
@@ -446,6 +456,7 @@ fn pipeline_config(settings: &Settings) -> PipelineConfig {
         },
         compaction: settings.compaction,
         batch_bytes: settings.batch_bytes,
+        on_statement: settings.on_statement,
         ..PipelineConfig::default()
     };
     cfg.encoder.level = settings.zstd_level;
@@ -520,6 +531,7 @@ async fn stream_from(
     // All frames of one drain go into one spool record, so that a record always ends at
     // a position the tracker knows (see the module docs); the sink splits them again.
     let mut record: Vec<u8> = Vec::new();
+    let mut skipped_logged = 0u64;
     loop {
         let more = match replica.next(&mut visitor).await {
             Ok(more) => more,
@@ -582,6 +594,14 @@ async fn stream_from(
                 .map_err(|e| fatal(anyhow::Error::new(e).context("spool append")))?;
             before = after;
             let stats = visitor.pipeline.stats();
+            if stats.statements_skipped > skipped_logged {
+                tracing::warn!(
+                    skipped = stats.statements_skipped,
+                    "data changes logged as statements were skipped (on_statement = skip): \
+                     the target misses them"
+                );
+                skipped_logged = stats.statements_skipped;
+            }
             if let Ok(mut p) = progress.lock() {
                 p.frames = stats.frames;
                 p.wire_bytes += len;

@@ -381,6 +381,36 @@ impl SchemaTracker {
         self.record(at, cause, vec![change])
     }
 
+    /// Whether a standalone statement is to be shipped to the sink as DDL, by the filters:
+    /// a table statement if any table it names is kept (RENAME and CREATE ... LIKE name
+    /// two), an index statement if its table is, a database statement if its database is,
+    /// and any other statement (views, routines, grants, ...) if its default database is,
+    /// as native replication filters statements. Statements about temporary tables are
+    /// never shipped: row-based binlogs do not use them.
+    pub fn ships_ddl(&self, default_db: &str, sql: &str) -> bool {
+        let wants_db = |db: &str| self.scope.wants_db(&self.norm(db));
+        let wants = |t: &TableRef| match self.resolve(t, default_db) {
+            Some((db, name)) => self.scope.wants_table(&db, &name),
+            // No database: the statement fails on the source too; let the sink say so.
+            None => true,
+        };
+        match ddl::parse(sql) {
+            Ok(Ddl::Temporary) => false,
+            Ok(Ddl::CreateDatabase { name, .. } | Ddl::DropDatabase { name }) => wants_db(&name),
+            Ok(Ddl::AlterDatabase { name, .. }) => wants_db(name.as_deref().unwrap_or(default_db)),
+            Ok(d) if !d.tables().is_empty() => d.tables().into_iter().any(wants),
+            Ok(_) => match ddl::index_table(sql) {
+                Some(t) => wants(&t),
+                None => wants_db(default_db),
+            },
+            Err(_) => match ddl::head(sql) {
+                Head::Table(t) => wants(&t),
+                Head::Database(Some(db)) => wants_db(&db),
+                Head::Database(None) | Head::Other => wants_db(default_db),
+            },
+        }
+    }
+
     /// Follows one QUERY event: `default_db` is the event's database, `sql` its text.
     pub fn apply_query(
         &mut self,

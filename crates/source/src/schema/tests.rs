@@ -323,3 +323,36 @@ fn system_versioning_columns() {
         .unwrap();
     assert_eq!(names(&t, "d", "t"), ["a", "b"]);
 }
+
+#[test]
+fn ddl_ships_by_the_filters() {
+    let scope = Filter::new(&FilterConfig {
+        do_db: vec!["app".into()],
+        ignore_table: vec!["app.secret".into()],
+        ..Default::default()
+    })
+    .unwrap();
+    let t = SchemaTracker::new(SchemaState::default(), traits(), scope, 0);
+    for (db, sql, ships) in [
+        ("app", "CREATE TABLE t (a INT)", true),
+        ("app", "ALTER TABLE secret ADD b INT", false),
+        ("junk", "ALTER TABLE t ADD b INT", false),
+        ("junk", "ALTER TABLE app.t ADD b INT", true),
+        ("app", "RENAME TABLE t TO secret", true),
+        ("app", "RENAME TABLE secret TO junk.x", false),
+        ("app", "DROP TABLE secret, t", true),
+        ("app", "TRUNCATE secret", false),
+        ("app", "CREATE INDEX i ON secret (a)", false),
+        ("app", "CREATE INDEX i ON t (a)", true),
+        ("app", "DROP INDEX i ON junk.t", false),
+        ("", "CREATE DATABASE app", true),
+        ("app", "DROP DATABASE junk", false),
+        ("junk", "ALTER DATABASE app CHARACTER SET utf8mb4", true),
+        ("app", "CREATE VIEW v AS SELECT 1", true),
+        ("junk", "CREATE VIEW v AS SELECT 1", false),
+        ("app", "DROP TEMPORARY TABLE IF EXISTS t", false),
+        ("app", "ALTER TABLE secret FROBNICATE", false),
+    ] {
+        assert_eq!(t.ships_ddl(db, sql), ships, "{db}: {sql}");
+    }
+}
