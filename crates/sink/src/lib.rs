@@ -5,7 +5,9 @@
 //! The path of a batch: [`Applier::apply`] takes a frame's sequence number and its decoded
 //! batch, maps each table onto the target (module `plan`), turns the changes into few large
 //! statements that keep every row's order (module `stage`), writes values as exact SQL
-//! literals ([`literal`]), and commits them with the stream's checkpoint ([`apply`]).
+//! literals ([`literal`]), and commits them with the stream's checkpoint ([`apply`]). A
+//! batch that ends with a DDL statement gets it applied after its rows, by the policy for
+//! its kind ([`ddl`]).
 //!
 //! What it leaves to others: decoding frames (`outflow-codec`), the link and its
 //! acknowledgements (`outflow-transport`), and the process wiring and configuration (the

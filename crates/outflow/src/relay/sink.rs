@@ -5,7 +5,10 @@
 //! row) and the sender resumes after it; a batch delivered again is recognised by its
 //! sequence number against the checkpoint and skipped. A lost target connection is
 //! reconnected with backoff and the batch re-applied from the checkpoint, so neither a
-//! restart of this process nor of the target loses or repeats a change.
+//! restart of this process nor of the target loses or repeats a change. A frame that ends
+//! with a DDL statement goes through the same call: the applier runs the statement after
+//! the frame's rows, by the configured policy, and a `stop` policy ends the sink with an
+//! error naming the statement.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
