@@ -8,8 +8,7 @@ use anyhow::{bail, ensure, Context, Result};
 use outflow_codec::PipelineConfig;
 use outflow_core::ImageMode;
 use outflow_sink::{
-    ApplyConfig, ApplyError, ConflictKind, ConflictPolicy, DdlKind, DdlOutcome, DdlPolicies,
-    DdlPolicy, DdlStatement,
+    ApplyConfig, ApplyError, ConflictKind, ConflictPolicy, DdlKind, DdlPolicies, DdlPolicy,
 };
 use outflow_testkit::Server;
 
@@ -173,7 +172,9 @@ async fn ddl_follows_its_policy_and_runs_once() -> Result<()> {
     let after = start_changes(&src)?;
     let alter = "ALTER TABLE t ADD COLUMN z VARCHAR(10) DEFAULT 'new', DROP COLUMN c";
     src.run_sql_script(&format!(
-        "USE app; {alter}; UPDATE app.t SET z = CONCAT('z', id) WHERE id > 15;"
+        "USE app; {alter}; UPDATE app.t SET z = CONCAT('z', id) WHERE id > 15; \
+         CREATE TABLE scratch (id INT PRIMARY KEY); INSERT INTO scratch VALUES (1); \
+         TRUNCATE TABLE scratch; DROP TABLE scratch;"
     ))?;
     let files = changed_binlogs(&src, &before)?;
     let split = files.iter().position(|f| *f == after).context("split")?;
@@ -182,39 +183,41 @@ async fn ddl_follows_its_policy_and_runs_once() -> Result<()> {
         PipelineConfig::default(),
     )?;
 
-    let ddl = |sql: &str| DdlStatement {
-        db: Some("app".to_string()),
-        sql: sql.to_string(),
-        position: "test".to_string(),
-    };
-    let mut a = applier(
-        &target,
-        ApplyConfig {
-            ddl: DdlPolicies {
-                default: DdlPolicy::Apply,
-                overrides: vec![
-                    (DdlKind::DropTable, DdlPolicy::Stop),
-                    (DdlKind::TruncateTable, DdlPolicy::Skip),
-                ],
-            },
-            ..ApplyConfig::default()
+    let policies = |drop: DdlPolicy| ApplyConfig {
+        ddl: DdlPolicies {
+            default: DdlPolicy::Apply,
+            overrides: vec![
+                (DdlKind::DropTable, drop),
+                (DdlKind::TruncateTable, DdlPolicy::Skip),
+            ],
         },
-    )
-    .await?;
+        ..ApplyConfig::default()
+    };
+    let mut a = applier(&target, policies(DdlPolicy::Stop)).await?;
     let mut feed = Feed::new()?;
     for f in &parts[0] {
         feed.apply(&mut a, f).await?;
     }
-    ensure!(a.apply_ddl(&ddl(alter)).await? == DdlOutcome::Applied);
-    // Re-delivered after a crash between the DDL and its checkpoint: already applied.
-    ensure!(a.apply_ddl(&ddl(alter)).await? == DdlOutcome::AlreadyApplied);
+    // The DDL comes with the stream, in order: ALTER and CREATE run, TRUNCATE is skipped,
+    // DROP stops the stream, naming it.
+    let mut stopped = None;
     for f in &parts[1] {
-        feed.apply(&mut a, f).await?;
+        if let Err(e) = feed.apply(&mut a, f).await {
+            stopped = Some(e);
+            break;
+        }
     }
-    ensure!(a.apply_ddl(&ddl("TRUNCATE TABLE t")).await? == DdlOutcome::Skipped);
-    match a.apply_ddl(&ddl("DROP TABLE t")).await {
-        Err(ApplyError::DdlStopped { kind, .. }) => ensure!(kind == DdlKind::DropTable),
-        other => bail!("DROP TABLE under policy stop: {other:?}"),
+    match stopped
+        .as_ref()
+        .and_then(|e| e.downcast_ref::<ApplyError>())
+    {
+        Some(ApplyError::DdlStopped {
+            kind, statement, ..
+        }) => ensure!(
+            *kind == DdlKind::DropTable && statement.starts_with("DROP TABLE"),
+            "{statement}"
+        ),
+        other => bail!("DROP TABLE under policy stop: {other:?} ({stopped:?})"),
     }
     ensure!(
         a.stats().ddl_applied == 2 && a.stats().ddl_skipped == 1,
@@ -222,6 +225,26 @@ async fn ddl_follows_its_policy_and_runs_once() -> Result<()> {
         a.stats()
     );
     a.close().await;
+    assert_same(&src, &target, &["app.t"]).await?;
+    let rows: Vec<i32> = target.query_rows("SELECT id FROM app.scratch").await?;
+    ensure!(rows == [1], "TRUNCATE was not skipped: {rows:?}");
+
+    // The checkpoint points at the DROP: with the policy changed, it runs, once.
+    let mut a = applier(&target, policies(DdlPolicy::Apply)).await?;
+    let mut feed = Feed::new()?;
+    for f in parts.iter().flatten() {
+        feed.apply(&mut a, f).await?;
+    }
+    ensure!(
+        a.stats().ddl_applied == 1 && a.stats().ddl_skipped == 0,
+        "{:?}",
+        a.stats()
+    );
+    a.close().await;
+    let tables: Vec<String> = target
+        .query_rows("SELECT table_name FROM information_schema.tables WHERE table_schema = 'app'")
+        .await?;
+    ensure!(tables == ["t"], "{tables:?}");
     assert_same(&src, &target, &["app.t"]).await?;
     Ok(())
 }

@@ -153,6 +153,7 @@ pub struct BatchBuilder {
     snapshot_open: Option<SchemaVersion>,
     on_statement: StatementPolicy,
     exclude_next: bool,
+    ship_ddl: bool,
     statements_skipped: u64,
     ddl_scratch: Ddl,
 }
@@ -189,6 +190,7 @@ impl BatchBuilder {
             snapshot_open: None,
             on_statement: StatementPolicy::Stop,
             exclude_next: false,
+            ship_ddl: true,
             statements_skipped: 0,
             ddl_scratch: Ddl::default(),
         }
@@ -221,6 +223,12 @@ impl BatchBuilder {
     /// Sets what happens to data changes logged as statements (default: stop).
     pub fn set_on_statement(&mut self, policy: StatementPolicy) {
         self.on_statement = policy;
+    }
+
+    /// Whether DDL is shipped (default) or only advances the position, for a target whose
+    /// schema is managed elsewhere.
+    pub fn set_ship_ddl(&mut self, on: bool) {
+        self.ship_ddl = on;
     }
 
     /// Data changes logged as statements that were skipped by [`StatementPolicy::Skip`].
@@ -378,7 +386,7 @@ impl BatchBuilder {
                 return Err(self.statement_error(pos, sql));
             }
             StatementKind::Dml => self.statements_skipped += 1,
-            StatementKind::Ddl(_) if !exclude => {
+            StatementKind::Ddl(_) if !exclude && self.ship_ddl => {
                 let status = q.status();
                 let name = std::str::from_utf8(q.schema)
                     .map_err(|_| self.row_error(pos, "default database name is not UTF-8"))?;

@@ -37,6 +37,9 @@ pub struct PipelineConfig {
     pub keep_frames: bool,
     /// Data changes logged as statements: stop (default) or skip.
     pub on_statement: StatementPolicy,
+    /// Ship DDL statements (default); off, they only advance the position, for a target
+    /// whose schema is managed elsewhere.
+    pub ship_ddl: bool,
 }
 
 impl Default for PipelineConfig {
@@ -48,6 +51,7 @@ impl Default for PipelineConfig {
             encoder: EncoderConfig::default(),
             keep_frames: true,
             on_statement: StatementPolicy::Stop,
+            ship_ddl: true,
         }
     }
 }
@@ -139,6 +143,7 @@ impl Pipeline {
     pub fn new(cfg: PipelineConfig) -> Result<Pipeline, PipelineError> {
         let mut builder = BatchBuilder::new(cfg.mode);
         builder.set_on_statement(cfg.on_statement);
+        builder.set_ship_ddl(cfg.ship_ddl);
         Ok(Pipeline {
             last_event_size: 0,
             builder,
