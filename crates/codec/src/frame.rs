@@ -335,7 +335,7 @@ pub enum FrameError {
         /// Why.
         error: PayloadError,
     },
-    /// The DDL section of a version 2 frame is malformed.
+    /// The DDL section of a version 3 frame is malformed.
     #[error("frame {sequence}: DDL section: {reason}")]
     Ddl {
         /// The frame's sequence number.

@@ -308,7 +308,7 @@ fn ddl_batch(gtid: u64, db: Option<&str>, sql: &str) -> outflow_core::ChangeBatc
     };
     let end = 1000 + gtid * 100;
     let gtid = format!("0-1-{gtid}").parse().unwrap();
-    b.push_ddl(Some(gtid), 0, ddl, "binlog.000001", end)
+    b.push_ddl(Some(gtid), 0, &ddl, "binlog.000001", end)
         .unwrap();
     b
 }
