@@ -52,7 +52,7 @@ struct MemSink {
 impl SnapshotSink for MemSink {
     type Error = String;
 
-    fn begin_table(
+    async fn begin_table(
         &mut self,
         t: &TableSchema,
         _at: &BinlogPosition,

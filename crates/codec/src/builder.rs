@@ -36,7 +36,9 @@
 //!
 //! Initial-snapshot rows enter through [`BatchBuilder::begin_snapshot_chunk`],
 //! [`BatchBuilder::snapshot_row`] and [`BatchBuilder::end_snapshot_chunk`], as inserts in
-//! a batch marked [`ChangeBatch::is_snapshot`], with the same column rules.
+//! a batch marked [`ChangeBatch::is_snapshot`], with the same column rules. The snapshot's
+//! own statements (a `TRUNCATE TABLE` before a table is read again) enter through
+//! [`BatchBuilder::snapshot_ddl`], as a DDL ending a snapshot batch.
 //!
 //! Allocation: schemas are derived once per table definition; row values are written
 //! straight into the batch's reusable buffers, and the per-image scratch vectors are
@@ -747,6 +749,30 @@ impl BatchBuilder {
         Ok(())
     }
 
+    /// Ends the snapshot batch with `ddl`, the snapshot's own statement (a `TRUNCATE TABLE`
+    /// before a table is read again from its start): it carries no GTID and `at`, the
+    /// snapshot position of the rows that follow, as its end. The batch stays marked
+    /// [`ChangeBatch::is_snapshot`], which tells a sink that the statement is not the
+    /// user's DDL. Call it between chunks, on a batch that holds no binlog transactions.
+    pub fn snapshot_ddl(&mut self, ddl: &Ddl, at: &BinlogPosition) -> Result<(), BuildError> {
+        let err = |what: String| BuildError::Row {
+            file: at.file.clone(),
+            pos: at.pos,
+            gtid: "-".to_string(),
+            what: format!("snapshot statement: {what}"),
+        };
+        if self.snapshot_open.is_some() {
+            return Err(err("a snapshot chunk is open".into()));
+        }
+        if !self.batch.is_snapshot() && !self.batch.transactions().is_empty() {
+            return Err(err("the batch holds binlog transactions".into()));
+        }
+        self.batch.set_snapshot(true);
+        self.batch
+            .push_ddl(None, 0, ddl, &at.file, at.pos)
+            .map_err(|e| err(e.to_string()))
+    }
+
     /// Commits the open snapshot chunk; `at` is the table's snapshot position, recorded as
     /// the transaction's end.
     pub fn end_snapshot_chunk(&mut self, at: &BinlogPosition) -> Result<(), BuildError> {
@@ -1196,6 +1222,40 @@ mod tests {
         // Clearing ends the snapshot batch: the next one starts unmarked.
         b.clear_batch();
         assert!(!b.batch().is_snapshot());
+    }
+
+    #[test]
+    fn a_snapshot_statement_is_a_snapshot_frame_of_its_own() {
+        let mut b = BatchBuilder::new(ImageMode::Replica);
+        let t = table();
+        let at = BinlogPosition {
+            file: "binlog.000002".into(),
+            pos: 99,
+        };
+        let ddl = Ddl {
+            sql: b"TRUNCATE TABLE `d`.`t`".to_vec(),
+            ..Ddl::default()
+        };
+        b.begin_snapshot_chunk(&t).unwrap();
+        let e = b.snapshot_ddl(&ddl, &at).unwrap_err();
+        assert!(e.to_string().contains("a snapshot chunk is open"), "{e}");
+        b.end_snapshot_chunk(&at).unwrap();
+        b.clear_batch();
+
+        b.snapshot_ddl(&ddl, &at).unwrap();
+        let mut enc = Encoder::new(EncoderConfig::default()).unwrap();
+        let mut frame = Vec::new();
+        enc.encode(b.batch(), &mut frame).unwrap();
+        let mut dec = Decoder::new(Limits::default()).unwrap();
+        let mut got = ChangeBatch::new(ImageMode::Replica);
+        let h = dec.decode(&frame, &mut got).unwrap();
+        assert_eq!(h.version, crate::frame::VERSION_DDL);
+        assert!(got.is_snapshot(), "marked as the snapshot's own statement");
+        assert_eq!(got.ddl(), Some(&ddl));
+        assert_eq!(got.change_count(), 0);
+        let txn = &got.transactions()[0];
+        assert_eq!((txn.gtid, txn.end_pos), (None, 99));
+        assert_eq!(got.files()[txn.file as usize], "binlog.000002");
     }
 
     #[test]

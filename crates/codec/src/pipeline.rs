@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use outflow_binlog::walk::{RowsContext, Visitor};
 use outflow_binlog::{Decoded, RowIter, RowsEvent, TableInfo};
-use outflow_core::{BinlogPosition, ChangeBatch, ImageMode, TableSchema, ValueRef};
+use outflow_core::{BinlogPosition, ChangeBatch, Ddl, ImageMode, TableSchema, ValueRef};
 
 use crate::builder::{BatchBuilder, BuildError, RowGate, StatementPolicy};
 use crate::columns::ColumnPolicy;
@@ -185,6 +185,13 @@ impl Pipeline {
     /// `at` is the table's snapshot position.
     pub fn end_snapshot_chunk(&mut self, at: &BinlogPosition) -> Result<(), PipelineError> {
         self.builder.end_snapshot_chunk(at)?;
+        self.encode_batch()
+    }
+
+    /// Encodes the snapshot's own statement `ddl` as a frame of its own, marked as
+    /// snapshot (see [`BatchBuilder::snapshot_ddl`]); `at` is the table's snapshot position.
+    pub fn snapshot_ddl(&mut self, ddl: &Ddl, at: &BinlogPosition) -> Result<(), PipelineError> {
+        self.builder.snapshot_ddl(ddl, at)?;
         self.encode_batch()
     }
 

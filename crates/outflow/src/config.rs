@@ -277,6 +277,8 @@ pub struct SinkConfig {
     /// (every kind not named), and POLICY is `apply` (run it verbatim, in stream order),
     /// `skip` (logged and counted) or `stop` (the sink stops, naming the statement and its
     /// position; it resumes there). Default: apply every kind, as a native replica does.
+    /// The initial snapshot's own `TRUNCATE TABLE` (a table read again from its start
+    /// after a crash) always runs.
     #[arg(long = "ddl", value_name = "KIND=POLICY,...")]
     pub ddl: Option<String>,
 }

@@ -3,7 +3,9 @@
 //! that has only the schema. At the end every table is checksum-equal and `outflow verify`
 //! is clean. Column rules ride along: an excluded column stays untouched (NULL) on the
 //! target, a masked one holds SHA-256 of the source value, computed by the source server.
-//! The second test SIGKILLs the relay in the middle of the snapshot and restarts it.
+//! The second test SIGKILLs the relay in the middle of the snapshot and restarts it. The
+//! third kills it in the middle of a table with a VARCHAR key and one with no key, which
+//! must then be read again from their start after a TRUNCATE on the target.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,6 +21,7 @@ fn start_relay(
     spool: &std::path::Path,
     log: &std::path::Path,
     chunk_rows: u32,
+    extra: &[&str],
 ) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -34,6 +37,7 @@ fn start_relay(
         .args(["--do-db", "sbtest,app"])
         .args(["--exclude-column", "app.people.secret"])
         .args(["--mask-column", "app.people.email"])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -199,7 +203,7 @@ fn snapshot_under_load_then_stream_equals_source_with_column_rules() {
             let load = s.spawn(|| bench.run(&source));
             std::thread::sleep(Duration::from_millis(500));
             // The snapshot starts while sysbench writes.
-            relay = Some(start_relay(&source, &target, &spool, &log, 1000));
+            relay = Some(start_relay(&source, &target, &spool, &log, 1000, &[]));
             std::thread::sleep(Duration::from_millis(1500));
             rt.block_on(people_stream_changes(&source));
             load.join().unwrap()
@@ -256,7 +260,7 @@ fn relay_killed_mid_snapshot_resumes_and_equals_source() {
         std::thread::scope(|s| {
             let load = s.spawn(|| bench.run(&source));
             std::thread::sleep(Duration::from_millis(300));
-            let mut relay = start_relay(&source, &target, &spool, &log, 500);
+            let mut relay = start_relay(&source, &target, &spool, &log, 500, &[]);
             // Kill once some snapshot chunks are in the spool, before the snapshot is done.
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
@@ -287,7 +291,7 @@ fn relay_killed_mid_snapshot_resumes_and_equals_source() {
                 "killed before the snapshot ended: {text}"
             );
             std::thread::sleep(Duration::from_millis(300));
-            let relay = start_relay(&source, &target, &spool, &log, 500);
+            let relay = start_relay(&source, &target, &spool, &log, 500, &[]);
             rt.block_on(people_stream_changes(&source));
             (load.join().unwrap(), relay)
         })
@@ -295,4 +299,195 @@ fn relay_killed_mid_snapshot_resumes_and_equals_source() {
     let (report, mut relay) = workload;
     report.expect("sysbench run");
     converge(&rt, &source, &target, &mut relay, &log);
+}
+
+/// A VARCHAR primary key (the snapshot cannot continue after its last key) and no key.
+const RESTART_TABLES: &str = "CREATE TABLE app.vk (k VARCHAR(20) PRIMARY KEY, v INT, \
+                              pad VARCHAR(60)); CREATE TABLE app.nokey (a INT, b VARCHAR(60))";
+
+/// `db.table` → (rows, done) from the snapshot progress file.
+fn snapshot_progress(path: &std::path::Path) -> Vec<(String, u64, bool)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return Vec::new();
+    };
+    v["tables"]
+        .as_object()
+        .map(|t| {
+            t.iter()
+                .map(|(k, p)| {
+                    let rows = p["rows"].as_u64().unwrap_or(0);
+                    (k.clone(), rows, p["done"].as_bool().unwrap_or(false))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn count(server: &Server, sql: &str) -> u64 {
+    let rows: Vec<(u64,)> = server.query_rows(sql).await.unwrap();
+    rows[0].0
+}
+
+#[test]
+fn tables_cut_short_without_an_integer_key_are_truncated_and_read_again() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let source = Server::start(ServerConfig::new()).unwrap();
+    let target = Server::start(ServerConfig::new()).unwrap();
+    const ROWS: u32 = 20_000;
+    rt.block_on(async {
+        source
+            .exec(&format!(
+                "CREATE DATABASE app; USE app; {RESTART_TABLES}; \
+                 INSERT INTO app.vk SELECT CONCAT('k', LPAD(seq, 6, '0')), seq, \
+                 REPEAT('x', 50) FROM seq_1_to_{ROWS}; \
+                 INSERT INTO app.nokey SELECT seq, REPEAT('y', 50) FROM seq_1_to_{ROWS}"
+            ))
+            .await
+            .unwrap();
+        target
+            .exec(&format!("CREATE DATABASE app; {RESTART_TABLES}"))
+            .await
+            .unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let log = dir.path().join("outflow.log");
+    let progress = spool.join("snapshot-progress.json");
+    // The user's policy stops on TRUNCATE: the snapshot's own must run regardless.
+    let policy = ["--ddl", "truncate_table=stop"];
+
+    let mut relay = start_relay(&source, &target, &spool, &log, 100, &policy);
+    // Kill while both tables are cut short, once the target holds the rows deleted below.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let p = snapshot_progress(&progress);
+        let begun = |t: &str| p.iter().find(|(n, _, _)| n == t).cloned();
+        let (vk, nokey) = (begun("app.vk"), begun("app.nokey"));
+        if let (Some(vk), Some(nokey)) = (&vk, &nokey) {
+            assert!(
+                !vk.2 && !nokey.2,
+                "a table finished before the kill (make it larger): {p:?}"
+            );
+            let on_target = rt.block_on(async {
+                (
+                    count(&target, "SELECT COUNT(*) FROM app.vk WHERE k <= 'k000200'").await,
+                    count(&target, "SELECT COUNT(*) FROM app.nokey WHERE a <= 200").await,
+                )
+            });
+            if vk.1 >= 300 && on_target == (200, 200) {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the snapshot never got far enough: {p:?}; log:\n{}",
+            log_text(&log)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    relay.kill().unwrap();
+    relay.wait().unwrap();
+    let p = snapshot_progress(&progress);
+    assert!(
+        p.iter().all(|(_, _, done)| !done),
+        "killed before the tables were done: {p:?}"
+    );
+    // Rows the target already holds change or go on the source while the relay is down:
+    // the stream resumes after these changes, so only the re-read can carry them.
+    rt.block_on(async {
+        source
+            .exec(
+                "DELETE FROM app.vk WHERE k <= 'k000100'; \
+                 UPDATE app.vk SET v = -v WHERE k > 'k000100' AND k <= 'k000150'; \
+                 DELETE FROM app.nokey WHERE a <= 100; \
+                 UPDATE app.nokey SET b = 'changed' WHERE a > 100 AND a <= 150",
+            )
+            .await
+            .unwrap();
+    });
+    let after_changes: (String, u64) = rt.block_on(async {
+        let rows: Vec<(String, u64, String, String)> =
+            source.query_rows("SHOW MASTER STATUS").await.unwrap();
+        (rows[0].0.clone(), rows[0].1)
+    });
+
+    let mut relay = start_relay(&source, &target, &spool, &log, 100, &policy);
+    // A change after the restart reaches the target through the stream.
+    rt.block_on(async {
+        source
+            .exec("INSERT INTO app.vk VALUES ('zz', 1, 'new'); DELETE FROM app.nokey WHERE a = 500")
+            .await
+            .unwrap();
+    });
+    let tables = ["app.vk", "app.nokey"];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (want, got) = rt.block_on(async {
+            let mut want = Vec::new();
+            let mut got = Vec::new();
+            for t in tables {
+                want.push(source.checksum_table(t).await.unwrap());
+                got.push(target.checksum_table(t).await.unwrap());
+            }
+            (want, got)
+        });
+        if want == got {
+            break;
+        }
+        if let Ok(Some(status)) = relay.try_wait() {
+            panic!("outflow run exited with {status}; log:\n{}", log_text(&log));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "target never caught up: {got:?} vs {want:?}; log:\n{}",
+            log_text(&log)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    relay.kill().unwrap();
+    relay.wait().unwrap();
+    // The restart took the re-read path for both tables: each is one range read in a
+    // snapshot taken after the changes above, and the target ran one TRUNCATE per table.
+    let text = std::fs::read_to_string(&progress).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for t in tables {
+        let p = &v["tables"][t];
+        assert_eq!(p["done"], true, "{text}");
+        let segs = p["segments"].as_array().unwrap();
+        assert_eq!(segs.len(), 1, "{t}: {text}");
+        assert!(segs[0]["after_key"].is_null(), "{t}: {text}");
+        let at = &segs[0]["position"];
+        let at = (
+            at["file"].as_str().unwrap().to_string(),
+            at["pos"].as_u64().unwrap(),
+        );
+        assert!(
+            at >= after_changes,
+            "{t} read at {at:?}, before {after_changes:?}"
+        );
+    }
+    let truncates: Vec<(String, u64)> = rt
+        .block_on(target.query_rows("SHOW GLOBAL STATUS LIKE 'Com_truncate'"))
+        .unwrap();
+    assert_eq!(truncates[0].1, 2, "TRUNCATEs run on the target");
+    let rows = rt.block_on(count(&target, "SELECT COUNT(*) FROM app.vk"));
+    assert_eq!(rows, u64::from(ROWS) - 100 + 1);
+    let verify = Command::new(OUTFLOW)
+        .args([
+            "verify",
+            "--source",
+            &source.url(),
+            "--target",
+            &target.url(),
+        ])
+        .args(["--tables", "app.vk,app.nokey"])
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "verify: {}\n{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
 }

@@ -892,8 +892,13 @@ impl Applier {
                 // Records "this DDL is next" before it runs (a DDL-only batch).
                 self.apply_chunk(seq, batch, at, at).await?;
             }
-            self.apply_ddl(ddl, position_text(batch, at), redelivered)
-                .await?;
+            self.apply_ddl(
+                ddl,
+                position_text(batch, at),
+                redelivered,
+                batch.is_snapshot(),
+            )
+            .await?;
             self.apply_chunk(seq, batch, at, n).await?;
         }
         self.stats.frames += 1;
@@ -1799,15 +1804,38 @@ impl Applier {
 
     /// Applies, skips or stops on a DDL statement, by the policy for its kind; see
     /// [`crate::ddl`]. `redelivered`: the checkpoint says it may have run already.
+    /// `snapshot`: the statement is the initial snapshot's own (its frame is marked as
+    /// snapshot), always applied.
     async fn apply_ddl(
         &mut self,
         ddl: &Ddl,
         position: String,
         redelivered: bool,
+        snapshot: bool,
     ) -> Result<DdlOutcome, ApplyError> {
         let kind = DdlKind::of(&ddl.sql);
         let statement = || outflow_core::statement::shorten(&ddl.sql, 200);
-        match self.cfg.ddl.policy(kind) {
+        let policy = if snapshot {
+            // A table the snapshot reads again from its start: the target forgets the rows
+            // of the first read, which the stream will not correct. Not the user's DDL, so
+            // the user's policy does not apply: skipping it would leave stale rows.
+            if kind != DdlKind::TruncateTable {
+                return Err(ApplyError::BadChange {
+                    table: "-".to_string(),
+                    detail: format!(
+                        "a snapshot frame at {position} carries {kind} `{}`; the snapshot \
+                         ships only TRUNCATE TABLE",
+                        statement()
+                    ),
+                });
+            }
+            tracing::info!(statement = %statement(), %position,
+                "snapshot: table read again from its start; its earlier rows are truncated");
+            DdlPolicy::Apply
+        } else {
+            self.cfg.ddl.policy(kind)
+        };
+        match policy {
             DdlPolicy::Stop => {
                 return Err(ApplyError::DdlStopped {
                     kind,

@@ -19,6 +19,11 @@
 //! target already has what the statement makes (a table that exists, a column or key that
 //! exists or is gone) count as applied: a target prepared with the schema beforehand then
 //! accepts the stream's `CREATE TABLE`.
+//!
+//! The initial snapshot ships one statement of its own: `TRUNCATE TABLE` before a table is
+//! read again from its start, in a frame marked as snapshot. It is not the user's DDL, so no
+//! policy applies: it always runs (skipping it would leave rows the source no longer has),
+//! and a snapshot frame carrying any other kind of statement is refused.
 
 pub use outflow_core::DdlKind;
 

@@ -18,10 +18,23 @@
 //! [`Handoff`] (kept in the progress file, so it survives restarts) skips, per table and
 //! key range, the changes the rows already hold.
 //!
-//! A table that must be read again from its start (cut short, and its key is not all
-//! integers) needs the target to forget its earlier rows first. That needs the DDL path
-//! (a `TRUNCATE TABLE` shipped in the stream), which is not in the frame format yet: such
-//! a restart is refused with an error rather than leaving stale rows behind.
+//! # A table read again from its start
+//!
+//! A table cut short whose key is not all integers (or that has none, or whose first
+//! chunk never made it into the progress file) is read again from its start in a new
+//! consistent snapshot ([`SnapshotSink::begin_table`] with `restart`). The target may hold
+//! rows of the first read that the source has since changed or deleted, and the new read's
+//! position makes the stream skip those changes, so the target must forget them first.
+//! `begin_table` (asynchronous, like `chunk_done`, so it can wait for the spool) ships
+//! ``TRUNCATE TABLE `db`.`t` `` ([`snapshot::truncate_statement`]) as a DDL frame of its own,
+//! with the same discipline as a chunk (state saved, then the spool append), before the
+//! table's progress is saved and before any of its new rows; an empty table gets it too.
+//! The frame is marked as snapshot, like the chunks, carries no GTID and the table's new
+//! snapshot position as its end (as its chunks do), and the sink always runs it whatever
+//! its `truncate_table` policy says: it is the snapshot's own statement, not the user's.
+//! A crash before the progress is saved ships it again on the next run, and a sink that
+//! crashed between running it and moving its checkpoint runs it again: twice is harmless,
+//! since the rows that follow it are all read again.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -30,7 +43,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use outflow_codec::{Pipeline, PipelineConfig};
-use outflow_core::{BinlogPosition, TableSchema, ValueRef};
+use outflow_core::{BinlogPosition, Ddl, TableSchema, ValueRef};
 use outflow_replication::{ConnectOptions, StartPosition};
 use outflow_source::filter::Filter;
 use outflow_source::schema::history::HistoryStore;
@@ -70,16 +83,9 @@ struct SpoolSink {
 }
 
 impl SpoolSink {
-    async fn chunk_done_inner(&mut self, table: &TableSchema) -> Result<()> {
-        if !self.open {
-            return Ok(());
-        }
-        self.open = false;
-        let at = self
-            .positions
-            .get(&table.qualified_name())
-            .with_context(|| format!("no snapshot position for {}", table.qualified_name()))?;
-        self.pipeline.end_snapshot_chunk(at)?;
+    /// Appends the frames the pipeline holds as one spool record, with the stream's
+    /// discipline: the state naming the record's sequence number is saved first.
+    async fn ship(&mut self) -> Result<()> {
         let mut record = Vec::new();
         self.pipeline.drain_frames(|f| record.extend_from_slice(f));
         if record.is_empty() {
@@ -104,33 +110,58 @@ impl SpoolSink {
         }
         Ok(())
     }
+
+    async fn begin_table_inner(
+        &mut self,
+        table: &TableSchema,
+        at: &BinlogPosition,
+        restart: bool,
+    ) -> Result<()> {
+        self.positions.insert(table.qualified_name(), at.clone());
+        if restart {
+            tracing::info!(
+                table = %table.qualified_name(),
+                "snapshot: reading the table again from its start; the target forgets its \
+                 earlier rows first (TRUNCATE TABLE)"
+            );
+            let ddl = Ddl {
+                db: None,
+                sql: snapshot::truncate_statement(table).into_bytes(),
+                charset: None,
+                sql_mode: None,
+            };
+            self.pipeline.snapshot_ddl(&ddl, at)?;
+            self.ship().await?;
+        }
+        Ok(())
+    }
+
+    async fn chunk_done_inner(&mut self, table: &TableSchema) -> Result<()> {
+        if !self.open {
+            return Ok(());
+        }
+        self.open = false;
+        let at = self
+            .positions
+            .get(&table.qualified_name())
+            .with_context(|| format!("no snapshot position for {}", table.qualified_name()))?;
+        self.pipeline.end_snapshot_chunk(at)?;
+        self.ship().await
+    }
 }
 
 impl SnapshotSink for SpoolSink {
     type Error = String;
 
-    fn begin_table(
+    async fn begin_table(
         &mut self,
         table: &TableSchema,
         at: &BinlogPosition,
         restart: bool,
     ) -> Result<(), String> {
-        if restart {
-            // TODO: ship `TRUNCATE TABLE` through the DDL path of the frame format once it
-            // exists, then read the table again.
-            return Err(format!(
-                "{} was cut short by a crash and cannot continue after its last key (its \
-                 primary key is not all integers, or it has none); reading it again needs \
-                 the target to forget the rows it already got, which this version cannot \
-                 ship: truncate {} on the target, delete the table's entry from {}, and start \
-                 again",
-                table.qualified_name(),
-                table.qualified_name(),
-                progress_path(&self.state_dir).display()
-            ));
-        }
-        self.positions.insert(table.qualified_name(), at.clone());
-        Ok(())
+        self.begin_table_inner(table, at, restart)
+            .await
+            .map_err(|e| format!("{e:#}"))
     }
 
     fn row(&mut self, table: &TableSchema, values: &[ValueRef<'_>]) -> Result<(), String> {

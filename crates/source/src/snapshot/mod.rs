@@ -26,14 +26,18 @@
 //!
 //! # Resuming
 //!
-//! Progress is saved after every chunk the sink accepted: per table, the snapshot
-//! positions of its key ranges ([`Segment`]s), the last key read and the row count. After a
-//! crash, finished tables are skipped. A table cut short whose key is all integers is
-//! continued after its last key in a new snapshot, which adds a range with its own
-//! position; the handoff then decides per key. Any other table is read again from the
-//! start, and the sink is told to forget its earlier rows ([`SnapshotSink::begin_table`]
-//! with `restart`). The chunk in flight at the crash may reach the sink twice: sinks apply
-//! snapshot rows as upserts by primary key, which makes that harmless.
+//! Progress is saved when a table is begun (before the sink gets any of its rows) and
+//! after every chunk the sink accepted: per table, the snapshot positions of its key
+//! ranges ([`Segment`]s), the last key read and the row count. After a crash, finished
+//! tables are skipped. A table cut short whose key is all integers is continued after its
+//! last key in a new snapshot, which adds a range with its own position; the handoff then
+//! decides per key. Any other table begun before (no key, a key not all integers, or no
+//! key saved yet) is read again from the start in a new snapshot, and the sink is first
+//! told to forget its earlier rows ([`SnapshotSink::begin_table`] with `restart`; the relay
+//! ships [`truncate_statement`]), since rows it holds may have been changed or deleted on
+//! the source since, and the new range's position makes the stream skip those changes.
+//! The chunk in flight at the crash may reach the sink twice: sinks apply snapshot rows as
+//! upserts by primary key, which makes that harmless.
 //!
 //! # Prerequisites
 //!
@@ -138,13 +142,17 @@ pub trait SnapshotSink: Send + 'static {
     type Error: std::fmt::Display;
 
     /// A table's rows start; they reflect the binlog up to `at`. With `restart`, rows
-    /// delivered for this table before (an interrupted run) must be dropped.
+    /// delivered for this table before (an interrupted run) must be dropped, and a durable
+    /// sink makes that durable before the returned future completes: the table's progress
+    /// saved after it lets rows of the new read reach the sink. Called before the table is
+    /// read, so an empty table is begun too. Asynchronous for the same reason as
+    /// [`SnapshotSink::chunk_done`].
     fn begin_table(
         &mut self,
         table: &TableSchema,
         at: &BinlogPosition,
         restart: bool,
-    ) -> Result<(), Self::Error>;
+    ) -> impl std::future::Future<Output = Result<(), Self::Error>> + Send;
 
     /// One row, values in column order, borrowed for the call.
     fn row(&mut self, table: &TableSchema, values: &[ValueRef<'_>]) -> Result<(), Self::Error>;
@@ -376,6 +384,16 @@ fn sql(table: &str, what: &'static str) -> impl FnOnce(mysql_async::Error) -> Sn
 
 fn quote(ident: &str) -> String {
     format!("`{}`", ident.replace('`', "``"))
+}
+
+/// The statement that makes a target forget `table`'s rows before it is read again from its
+/// start ([`SnapshotSink::begin_table`] with `restart`): `TRUNCATE TABLE`, names quoted.
+pub fn truncate_statement(table: &TableSchema) -> String {
+    format!(
+        "TRUNCATE TABLE {}.{}",
+        quote(&table.db),
+        quote(&table.table)
+    )
 }
 
 /// Opens a consistent snapshot on `conn` and returns its binlog position.
@@ -623,6 +641,15 @@ async fn snapshot_table<S: SnapshotSink>(
             .last_key
             .as_ref()
             .map(|k| k.iter().filter_map(KeyValue::as_int).collect());
+        // A run that died before reading past the last key left a range that holds no
+        // rows: the new one replaces it.
+        if progress
+            .segments
+            .last()
+            .is_some_and(|s| s.after_key == after)
+        {
+            progress.segments.pop();
+        }
         progress.segments.push(Segment {
             after_key: after,
             position: at.clone(),
@@ -637,11 +664,16 @@ async fn snapshot_table<S: SnapshotSink>(
         let restart = !resume && (saved_rows_or_segments(&shared.progress, &qn).await);
         let mut sink = shared.sink.lock().await;
         sink.begin_table(t, &at, restart)
+            .await
             .map_err(|e| SnapshotError::Sink {
                 table: qn.clone(),
                 reason: e.to_string(),
             })?;
     }
+    // Recorded before any row reaches the sink: a crash from here on finds the table
+    // begun, so a new run that cannot continue it restarts it (the sink forgets its rows)
+    // rather than reading it again over rows that may be stale by then.
+    save_progress(shared, &qn, &progress).await?;
     let from = format!("{}.{}", quote(&t.db), quote(&t.table));
     let list = select_list(t);
     let order: Vec<String> = t
