@@ -334,7 +334,7 @@ fn tables_cut_short_without_an_integer_key_are_truncated_and_read_again() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let source = Server::start(ServerConfig::new()).unwrap();
     let target = Server::start(ServerConfig::new()).unwrap();
-    const ROWS: u32 = 20_000;
+    const ROWS: u32 = 40_000;
     rt.block_on(async {
         source
             .exec(&format!(
