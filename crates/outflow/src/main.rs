@@ -52,7 +52,24 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// Log lines go to stderr, beside the progress lines (stdout carries `inspect`/`tail`
+/// output). `OUTFLOW_LOG` takes tracing's filter syntax; the default shows outflow's own
+/// info, warnings and errors and only the dependencies' warnings.
+fn init_logging() {
+    const DEFAULT: &str = "warn,outflow=info,outflow_codec=info,outflow_replication=info,\
+                           outflow_sink=info,outflow_source=info,outflow_spool=info,\
+                           outflow_transport=info";
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OUTFLOW_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
 fn main() -> anyhow::Result<()> {
+    init_logging();
     let cli = Cli::parse();
     match cli.command {
         Command::Estimate(args) => estimate::run(&args),
