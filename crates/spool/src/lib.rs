@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tokio::sync::watch;
 
-pub use crate::io::{FsIo, MemIo, SpoolIo};
+pub use crate::io::{DirLock, FsIo, LockError, MemIo, SpoolIo};
 pub use crate::log::{Recovery, SpoolLog};
 
 /// When appended records are made durable.
@@ -43,7 +43,8 @@ pub enum FsyncPolicy {
 /// Spool settings.
 #[derive(Debug, Clone)]
 pub struct SpoolConfig {
-    /// Directory holding the segment files (created if missing). One spool per directory.
+    /// Directory holding the segment files (created if missing). One spool per directory:
+    /// opening takes an exclusive lock on `spool.lock` in it (see [`SpoolIo::lock_dir`]).
     pub dir: PathBuf,
     /// When appends are made durable. Default: [`FsyncPolicy::Always`].
     pub fsync: FsyncPolicy,
@@ -153,6 +154,18 @@ pub enum SpoolError {
         seq: u64,
         /// Sequence number expected.
         expected: u64,
+    },
+    /// Another process (or another open spool in this one) uses the directory. Two writers
+    /// would interleave records and truncate each other's tails.
+    #[error("spool directory {} is in use by {}", dir.display(), match holder {
+        Some(pid) => format!("process {pid}"),
+        None => "another process".to_string(),
+    })]
+    Locked {
+        /// The spool directory.
+        dir: PathBuf,
+        /// The holder's process id, if its lock file could be read.
+        holder: Option<u32>,
     },
     /// Settings that cannot work.
     #[error("spool configuration: {0}")]

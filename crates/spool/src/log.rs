@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::format::{self, Header, RecordReader, HEADER_LEN, MAGIC};
-use crate::io::{SegmentWriter, SpoolIo};
+use crate::io::{DirLock, LockError, SegmentWriter, SpoolIo, LOCK_FILE};
 use crate::{FsyncPolicy, SpoolConfig, SpoolError, SpoolStats};
 
 /// Share of the bound above which the spool warns that it is nearly full.
@@ -67,6 +67,8 @@ pub struct SpoolLog<I: SpoolIo> {
     cache_bytes: u64,
     warned: bool,
     recovery: Recovery,
+    /// Held for the spool's lifetime: no other process opens the directory meanwhile.
+    _lock: DirLock,
 }
 
 impl<I: SpoolIo> std::fmt::Debug for SpoolLog<I> {
@@ -101,6 +103,18 @@ impl<I: SpoolIo> SpoolLog<I> {
         let dir = config.dir.clone();
         io.create_dir_all(&dir)
             .map_err(io_err("creating spool directory", &dir))?;
+        // Before recovery, which truncates a torn tail that might be another writer's.
+        let lock = io.lock_dir(&dir).map_err(|e| match e {
+            LockError::Busy { holder } => SpoolError::Locked {
+                dir: dir.clone(),
+                holder,
+            },
+            LockError::Io(source) => SpoolError::Io {
+                what: "locking",
+                path: dir.join(LOCK_FILE),
+                source,
+            },
+        })?;
         let mut firsts = Vec::new();
         for name in io.list(&dir).map_err(io_err("listing", &dir))? {
             if let Some(first) = format::parse_segment_name(&name) {
@@ -167,6 +181,7 @@ impl<I: SpoolIo> SpoolLog<I> {
             cache_bytes: 0,
             warned: false,
             recovery,
+            _lock: lock,
         })
     }
 

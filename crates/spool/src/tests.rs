@@ -342,6 +342,80 @@ fn torn_tail_on_a_real_file_is_truncated() {
 }
 
 #[test]
+fn second_open_of_a_directory_is_refused() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let config = SpoolConfig::new(temp.path());
+    let first = Spool::open(config.clone()).expect("open");
+    let err = Spool::open(config.clone()).expect_err("second open while the first is alive");
+    match &err {
+        SpoolError::Locked { dir, holder } => {
+            assert_eq!(dir, temp.path());
+            assert_eq!(*holder, Some(std::process::id()));
+        }
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    let message = err.to_string();
+    assert!(
+        message.contains(&temp.path().display().to_string())
+            && message.contains(&format!("process {}", std::process::id())),
+        "{message}"
+    );
+    // The refused open changed nothing: the first spool still works.
+    drop(first);
+    let reopened = Spool::open(config).expect("reopen after the first is dropped");
+    assert_eq!(reopened.next_seq(), 1);
+}
+
+/// The kernel drops a flock when its holder dies, SIGKILL included, so a killed relay never
+/// leaves the directory locked. flock(1) holds the same kind of lock as the spool.
+#[test]
+fn a_killed_holder_releases_the_directory() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let config = SpoolConfig::new(temp.path());
+    // `-o`: the command does not inherit the lock, so killing flock(1) itself must free it.
+    let mut holder = match std::process::Command::new("flock")
+        .arg("-o")
+        .arg(temp.path().join(io::LOCK_FILE))
+        .args(["sleep", "30"])
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => {
+            eprintln!("skipped: flock(1) is not available ({e})");
+            return;
+        }
+    };
+    // Wait until flock(1) holds the lock.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match Spool::open(config.clone()) {
+            Err(SpoolError::Locked { .. }) => break,
+            Ok(spool) => drop(spool),
+            Err(e) => panic!("{e}"),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "flock(1) never took the lock"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    holder.kill().expect("SIGKILL");
+    holder.wait().expect("reap");
+    // flock(1)'s child shares the lock from fork until it closes its copy (`-o`), so a kill
+    // in between frees the lock only at that close, a moment later.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match Spool::open(config.clone()) {
+            Ok(_) => break,
+            Err(SpoolError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("open after the holder was killed: {e}"),
+        }
+    }
+}
+
+#[test]
 fn stats_report_age_of_oldest_unacked() {
     let io = MemIo::new();
     let mut log =
