@@ -11,9 +11,15 @@
 //! Both ends run in this process on one tokio runtime, so on a small machine they compete for
 //! the same cores, as a sender and receiver on one host would.
 //!
+//! After criterion's figures each function prints the CPU time both ends spent per payload
+//! byte (user + system, from getrusage, over every iteration including warm-up), which moves
+//! less than wall-clock throughput when other work shares the machine, and the UDP payload
+//! size MTU discovery reached.
+//!
 //! Run: `cargo bench --bench transport`. Set `OUTFLOW_BENCH_STREAMS`, `OUTFLOW_BENCH_BATCH`
-//! (bytes) and `OUTFLOW_BENCH_MTU` (largest UDP payload; loopback allows 65527) to try other
-//! stream counts, batch sizes and packet sizes.
+//! (bytes) and `OUTFLOW_BENCH_MTU` (largest UDP payload MTU discovery may reach; default 65527,
+//! of which loopback carries 65508 over IPv4; the link's Internet default is 1452) to try
+//! other stream counts, batch sizes and packet sizes.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,8 +45,40 @@ fn env_or(name: &str, default: usize) -> usize {
 fn link() -> LinkConfig {
     LinkConfig {
         streams: env_or("OUTFLOW_BENCH_STREAMS", 4) as u32,
-        max_udp_payload: env_or("OUTFLOW_BENCH_MTU", 1452) as u16,
+        max_udp_payload: env_or("OUTFLOW_BENCH_MTU", 65527) as u16,
         ..LinkConfig::default()
+    }
+}
+
+/// User plus system CPU time of this process so far (every thread).
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given, which is plain integers and
+    // valid zeroed.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// CPU time and payload bytes over a bench function's iterations.
+#[derive(Default)]
+struct CpuTally {
+    cpu: Duration,
+    bytes: u64,
+}
+
+impl CpuTally {
+    fn report(&self, what: &str) {
+        let secs = self.cpu.as_secs_f64();
+        println!(
+            "{what}: {:.2} ns CPU per payload byte (both ends), {:.0} MiB of payload per CPU-second, over {} MiB",
+            secs * 1e9 / self.bytes as f64,
+            self.bytes as f64 / secs / f64::from(1 << 20),
+            self.bytes >> 20,
+        );
     }
 }
 
@@ -65,7 +103,7 @@ fn localhost() -> SocketAddr {
 fn spool_to_ack(c: &mut Criterion, runtime: &tokio::runtime::Runtime, certs: &CertFiles) {
     let batch = env_or("OUTFLOW_BENCH_BATCH", 1 << 20);
     let dir = tempfile::tempdir().expect("tempdir");
-    let (spool, received) = runtime.block_on(async {
+    let (spool, received, metrics) = runtime.block_on(async {
         let receiver =
             Receiver::bind(localhost(), &TlsConfig::server_from(certs), link()).expect("bind");
         let addr = receiver.local_addr().expect("addr");
@@ -87,12 +125,14 @@ fn spool_to_ack(c: &mut Criterion, runtime: &tokio::runtime::Runtime, certs: &Ce
             link(),
         )
         .expect("sender");
+        let metrics = sender.metrics();
         tokio::spawn(async move { sender.run().await });
-        (spool, received)
+        (spool, received, metrics)
     });
     // One buffer, shared by every batch: the bench measures the link, not payload generation.
     let payload = Bytes::from(vec![0x5a; batch]);
     let batches = VOLUME / batch;
+    let mut tally = CpuTally::default();
     let mut group = c.benchmark_group("transport");
     group.throughput(Throughput::Bytes((batches * batch) as u64));
     group.sample_size(10);
@@ -105,7 +145,8 @@ fn spool_to_ack(c: &mut Criterion, runtime: &tokio::runtime::Runtime, certs: &Ce
         ),
         |b| {
             b.iter_custom(|iters| {
-                runtime.block_on(async {
+                let cpu = cpu_time();
+                let elapsed = runtime.block_on(async {
                     let start = Instant::now();
                     for _ in 0..iters {
                         let mut last = 0;
@@ -119,13 +160,22 @@ fn spool_to_ack(c: &mut Criterion, runtime: &tokio::runtime::Runtime, certs: &Ce
                         }
                     }
                     start.elapsed()
-                })
+                });
+                tally.cpu += cpu_time() - cpu;
+                tally.bytes += iters * (batches * batch) as u64;
+                elapsed
             })
         },
     );
     group.finish();
     let sent = received.load(Ordering::Relaxed);
     println!("spool_to_ack: {sent} payload bytes delivered in total");
+    tally.report("spool_to_ack");
+    let metrics = metrics.snapshot();
+    println!(
+        "spool_to_ack: UDP payload {} bytes, {} packets lost, {} congestion events",
+        metrics.udp_payload, metrics.lost_packets, metrics.congestion_events
+    );
 }
 
 fn raw_quinn(c: &mut Criterion, runtime: &tokio::runtime::Runtime, certs: &CertFiles) {
@@ -136,7 +186,15 @@ fn raw_quinn(c: &mut Criterion, runtime: &tokio::runtime::Runtime, certs: &CertF
             tls::server_crypto(&TlsConfig::server_from(certs)).expect("crypto"),
         );
         server.transport_config(Arc::new(link().transport().expect("transport")));
-        let endpoint = quinn::Endpoint::server(server, localhost()).expect("server");
+        let endpoint = quinn::Endpoint::new(
+            link()
+                .endpoint(quinn::EndpointConfig::default())
+                .expect("endpoint"),
+            Some(server),
+            std::net::UdpSocket::bind(localhost()).expect("bind"),
+            quinn::default_runtime().expect("runtime"),
+        )
+        .expect("server");
         let addr = endpoint.local_addr().expect("addr");
         let received = Arc::new(AtomicU64::new(0));
         let counter = received.clone();
@@ -160,7 +218,15 @@ fn raw_quinn(c: &mut Criterion, runtime: &tokio::runtime::Runtime, certs: &CertF
             tls::client_crypto(&TlsConfig::client_from(certs)).expect("crypto"),
         );
         client.transport_config(Arc::new(link().transport().expect("transport")));
-        let mut endpoint = quinn::Endpoint::client(localhost()).expect("client");
+        let mut endpoint = quinn::Endpoint::new(
+            link()
+                .endpoint(quinn::EndpointConfig::default())
+                .expect("endpoint"),
+            None,
+            std::net::UdpSocket::bind(localhost()).expect("bind"),
+            quinn::default_runtime().expect("runtime"),
+        )
+        .expect("client");
         endpoint.set_default_client_config(client);
         let conn = endpoint
             .connect(addr, "localhost")
@@ -171,6 +237,7 @@ fn raw_quinn(c: &mut Criterion, runtime: &tokio::runtime::Runtime, certs: &CertF
     });
     let payload = Bytes::from(vec![0x5a; chunk]);
     let per_stream = VOLUME / chunk / streams;
+    let mut tally = CpuTally::default();
     let mut group = c.benchmark_group("transport");
     group.throughput(Throughput::Bytes((per_stream * streams * chunk) as u64));
     group.sample_size(10);
@@ -179,7 +246,8 @@ fn raw_quinn(c: &mut Criterion, runtime: &tokio::runtime::Runtime, certs: &CertF
         format!("raw_quinn/chunk_{}k/streams_{streams}", chunk >> 10),
         |b| {
             b.iter_custom(|iters| {
-                runtime.block_on(async {
+                let cpu = cpu_time();
+                let elapsed = runtime.block_on(async {
                     let start = Instant::now();
                     for _ in 0..iters {
                         let target = received.load(Ordering::Relaxed)
@@ -203,11 +271,20 @@ fn raw_quinn(c: &mut Criterion, runtime: &tokio::runtime::Runtime, certs: &CertF
                         }
                     }
                     start.elapsed()
-                })
+                });
+                tally.cpu += cpu_time() - cpu;
+                tally.bytes += iters * (per_stream * streams * chunk) as u64;
+                elapsed
             })
         },
     );
     group.finish();
+    tally.report("raw_quinn");
+    let stats = conn.stats();
+    println!(
+        "raw_quinn: UDP payload {} bytes, {} packets lost, {} congestion events",
+        stats.path.current_mtu, stats.path.lost_packets, stats.path.congestion_events
+    );
 }
 
 fn benches(c: &mut Criterion) {

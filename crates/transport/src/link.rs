@@ -51,15 +51,20 @@ pub struct LinkConfig {
     pub reconnect_min: Duration,
     /// Longest delay between reconnection attempts. Default: 10 s.
     pub reconnect_max: Duration,
-    /// Let the kernel segment UDP sends (GSO) where it can. Default: true.
+    /// Let the kernel segment UDP sends (GSO) where it can; it can only up to a
+    /// `max_udp_payload` of 6550 (see [`LinkConfig::gso`]). Default: true.
     pub segmentation_offload: bool,
     /// UDP socket send and receive buffer sizes in bytes. Bursts beyond the receive buffer
     /// are dropped by the kernel and cost a retransmission, even on loopback. Linux caps the
     /// value at `net.core.rmem_max` / `wmem_max`; raise those for fast links. Default: 4 MiB.
     pub udp_buffer_bytes: usize,
-    /// Largest UDP payload MTU discovery may try, in bytes (1200..=65527). Bigger packets cost
-    /// less CPU per byte; the path decides what works (Ethernet: 1452 after IPv4 and UDP
-    /// headers, loopback: up to 65527). Default: 1452.
+    /// Largest UDP payload, in bytes (1200..=65527): what this end accepts and the upper bound
+    /// MTU discovery probes toward, from QUIC's safe 1200. Bigger packets cost less CPU per
+    /// byte; discovery finds what the path carries (Ethernet: 1472 after IPv4 and UDP headers,
+    /// jumbo frames: 8972, loopback: 65508) and black-hole detection falls back to 1200 if the
+    /// path shrinks. Above 6550 segmentation offload is turned off (see
+    /// [`LinkConfig::gso`]). Default: 1452, for Internet paths; raise it on a LAN with jumbo
+    /// frames or over loopback.
     pub max_udp_payload: u16,
 }
 
@@ -91,6 +96,12 @@ impl LinkConfig {
             VarInt::from_u64(v)
                 .map_err(|_| TransportError::Config(format!("{what} {v} is too large")))
         };
+        if !(1200..=65527).contains(&self.max_udp_payload) {
+            return Err(TransportError::Config(format!(
+                "max_udp_payload {} is outside 1200..=65527",
+                self.max_udp_payload
+            )));
+        }
         let mut t = TransportConfig::default();
         t.stream_receive_window(varint("stream_receive_window", self.stream_receive_window)?)
             .receive_window(varint("receive_window", self.receive_window)?)
@@ -109,8 +120,36 @@ impl LinkConfig {
                 mtu.upper_bound(self.max_udp_payload);
                 mtu
             }))
-            .enable_segmentation_offload(self.segmentation_offload);
+            .enable_segmentation_offload(self.gso());
         Ok(t)
+    }
+
+    /// Whether segmentation offload is used: when asked for, and only while quinn's batches of
+    /// up to 10 datagrams of `max_udp_payload` bytes fit the kernel's 64 KiB bound on one GSO
+    /// send. A bigger send fails with EMSGSIZE, which quinn-udp drops silently (it expects
+    /// that only of MTU probes), so every such batch would be lost; above that size a
+    /// datagram alone amortises the per-packet work anyway.
+    pub fn gso(&self) -> bool {
+        const QUINN_MAX_SEGMENTS: usize = 10;
+        const GSO_MAX_BYTES: usize = 65_507;
+        self.segmentation_offload
+            && usize::from(self.max_udp_payload) * QUINN_MAX_SEGMENTS <= GSO_MAX_BYTES
+    }
+
+    /// `base` with the largest UDP payload this end accepts, which the peer's MTU discovery
+    /// never probes beyond.
+    pub fn endpoint(
+        &self,
+        mut base: quinn::EndpointConfig,
+    ) -> Result<quinn::EndpointConfig, TransportError> {
+        base.max_udp_payload_size(self.max_udp_payload)
+            .map_err(|_| {
+                TransportError::Config(format!(
+                    "max_udp_payload {} is outside 1200..=65527",
+                    self.max_udp_payload
+                ))
+            })?;
+        Ok(base)
     }
 }
 
@@ -400,7 +439,7 @@ impl<I: SpoolIo> Sender<I> {
         .map_err(|_| TransportError::Config("bad local address".into()))?;
         let endpoint = endpoint(
             bind(local, config.udp_buffer_bytes)?,
-            quinn::EndpointConfig::default(),
+            config.endpoint(quinn::EndpointConfig::default())?,
             None,
         )?;
         let mut client = quinn::ClientConfig::new(tls::client_crypto(tls)?);
@@ -767,7 +806,7 @@ impl Receiver {
         server.transport_config(Arc::new(config.transport()?));
         let endpoint = endpoint(
             bind(addr, config.udp_buffer_bytes)?,
-            stable_reset_key(&tls.key)?,
+            config.endpoint(stable_reset_key(&tls.key)?)?,
             Some(server),
         )?;
         Ok(Receiver {
@@ -971,5 +1010,42 @@ impl Receiver {
             m.duplicates += u64::from(outcome == crate::protocol::BatchOutcome::Duplicate);
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segmentation_offload_only_while_a_batch_fits_one_gso_send() {
+        let with = |max_udp_payload| LinkConfig {
+            max_udp_payload,
+            ..LinkConfig::default()
+        };
+        assert!(with(1452).gso());
+        assert!(with(6550).gso());
+        assert!(!with(6551).gso());
+        assert!(!with(65527).gso());
+        let off = LinkConfig {
+            segmentation_offload: false,
+            ..with(1452)
+        };
+        assert!(!off.gso());
+    }
+
+    #[test]
+    fn udp_payload_out_of_range_is_a_config_error() {
+        for bad in [1199, 65528] {
+            let config = LinkConfig {
+                max_udp_payload: bad,
+                ..LinkConfig::default()
+            };
+            assert!(matches!(config.transport(), Err(TransportError::Config(_))));
+            assert!(matches!(
+                config.endpoint(quinn::EndpointConfig::default()),
+                Err(TransportError::Config(_))
+            ));
+        }
     }
 }

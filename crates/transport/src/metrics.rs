@@ -27,6 +27,8 @@ pub struct MetricsSnapshot {
     pub rtt: Duration,
     /// Time from sending a batch to its acknowledgement, latest sample (sender).
     pub ack_latency: Duration,
+    /// Largest UDP payload in use on the current path, in bytes, as MTU discovery found it.
+    pub udp_payload: u16,
     /// QUIC packets declared lost (each is retransmitted, as frames, by QUIC).
     pub lost_packets: u64,
     /// Congestion events (loss or ECN reactions).
@@ -78,6 +80,7 @@ impl Metrics {
         let closed = *self.closed.lock().unwrap_or_else(|e| e.into_inner());
         self.update(|m| {
             m.rtt = stats.path.rtt;
+            m.udp_payload = stats.path.current_mtu;
             m.wire_bytes_sent = closed.sent + stats.udp_tx.bytes;
             m.wire_bytes_received = closed.received + stats.udp_rx.bytes;
             m.lost_packets = closed.lost + stats.path.lost_packets;

@@ -55,6 +55,7 @@ pub fn spool_config(settings: &Settings, dir: PathBuf) -> SpoolConfig {
 pub fn link_config(settings: &Settings) -> LinkConfig {
     LinkConfig {
         idle_timeout: settings.idle_timeout,
+        max_udp_payload: settings.max_udp_payload,
         ..LinkConfig::default()
     }
 }
