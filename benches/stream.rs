@@ -20,6 +20,15 @@
 //!
 //! After criterion, one more timed pass each prints a table with MB/s, rows/s and heap
 //! allocations per event (counted in a separate pass on a single-threaded runtime).
+//!
+//! `OUTFLOW_BENCH_TXN_MB=1024 cargo bench --bench stream` measures something else instead
+//! (issue 4's bound): peak RSS while one transaction of that many MB streams. A fresh server
+//! commits one `INSERT ... SELECT` of 8000-byte rows (MariaDB cuts it into row events of
+//! `binlog_row_event_max_size`), then the live reader streams it with every value decoded,
+//! twice: in this process (a `Replica` session; VmHWM from /proc/self/status, reset just
+//! before), and as an `outflow tail --stop-at-end` child (JSON lines) writing to
+//! /dev/null (its VmHWM, polled; needs `cargo build --release -p outflow` first). The bound is
+//! 256 MB.
 
 mod alloc_count;
 mod support;
@@ -233,6 +242,10 @@ async fn io_thread_pass(b: &Backlog, replica: &Server) -> Result<Duration> {
 }
 
 fn main() -> Result<()> {
+    if let Ok(mb) = std::env::var("OUTFLOW_BENCH_TXN_MB") {
+        let mb = mb.parse().context("OUTFLOW_BENCH_TXN_MB: megabytes")?;
+        return big_transaction(mb);
+    }
     let input = support::binlog()?;
     let backlog = backlog_server(&input.path)?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -352,6 +365,179 @@ fn summary(rt: &tokio::runtime::Runtime, b: &Backlog, rows: u64, events: u64) ->
     println!(
         "rows/s counts the backlog's {rows} row changes over each client's time (only \
          'outflow decode' decodes them)."
+    );
+    Ok(())
+}
+
+/// Bytes of each row's value in the big transaction.
+const BIG_ROW: u64 = 8000;
+/// Issue 4's bound on the reader's memory ("256 MB", taken as MiB).
+const RSS_BOUND: u64 = 256 << 20;
+
+/// A `/proc/PID/status` field in bytes (`VmHWM`, `VmRSS`), for `pid` or this process.
+fn proc_status_bytes(pid: Option<u32>, field: &str) -> Result<u64> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/status"),
+        None => "/proc/self/status".to_string(),
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .with_context(|| format!("{field} in {path}"))?;
+    let kb: u64 = line
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .with_context(|| format!("{field} in {path}: {line:?}"))?;
+    Ok(kb << 10)
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1 << 20)
+}
+
+/// Peak RSS of the live reader while one transaction of `mb` megabytes streams.
+fn big_transaction(total_mb: u64) -> Result<()> {
+    let rows = total_mb * 1_000_000 / BIG_ROW;
+    let server = Server::start(
+        ServerConfig::new()
+            .max_binlog_size(1 << 30)
+            .option("max_binlog_cache_size", 16u64 << 30)
+            .option("max_binlog_stmt_cache_size", 16u64 << 30),
+    )?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (file, pos, commit_took) = rt.block_on(async {
+        let mut conn = server.admin_conn().await?;
+        conn.query_drop(
+            "CREATE DATABASE big; \
+             CREATE TABLE big.t (id INT PRIMARY KEY, v BLOB) ENGINE=InnoDB",
+        )
+        .await?;
+        let status: mysql_async::Row = conn
+            .query_first("SHOW MASTER STATUS")
+            .await?
+            .context("no master status")?;
+        let file: String = status.get("File").context("File")?;
+        let pos: u64 = status.get("Position").context("Position")?;
+        let start = Instant::now();
+        // One statement under autocommit: one transaction.
+        conn.query_drop(format!(
+            "INSERT INTO big.t SELECT seq, REPEAT(CHAR(65 + seq % 26), {BIG_ROW}) \
+             FROM big.seq_1_to_{rows}"
+        ))
+        .await?;
+        let took = start.elapsed();
+        let _ = conn.disconnect().await;
+        anyhow::Ok((file, pos, took))
+    })?;
+    let binlog_bytes: u64 = server
+        .binlog_files()?
+        .iter()
+        .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    println!(
+        "big transaction: {rows} rows of {BIG_ROW} bytes in one INSERT ... SELECT, committed in \
+         {:.1} s; binlog now {:.1} MiB, the transaction from {file}:{pos}",
+        commit_took.as_secs_f64(),
+        mib(binlog_bytes)
+    );
+
+    // In this process: a Replica session decoding every value.
+    let mut o = ConnectOptions::new("127.0.0.1", server.port(), SUPERUSER, SUPERUSER_PASSWORD);
+    o.tls.mode = TlsMode::Disabled;
+    o.non_blocking = true;
+    o.server_id = 7_000_003;
+    let from = StartPosition::File {
+        file: file.clone(),
+        pos,
+    };
+    let before = proc_status_bytes(None, "VmRSS")?;
+    // Writing 5 to clear_refs resets VmHWM to the current RSS (Linux 4.0+).
+    std::fs::write("/proc/self/clear_refs", "5").context("resetting VmHWM")?;
+    let start = Instant::now();
+    let (decoded, events) = rt.block_on(async {
+        let mut replica = outflow_replication::Replica::connect(o, &from).await?;
+        let mut decoded = Decode::default();
+        let mut events = 0u64;
+        while replica
+            .next(&mut decoded)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+        {
+            events += 1;
+        }
+        replica.close().await;
+        anyhow::Ok((decoded, events))
+    })?;
+    let took = start.elapsed();
+    let peak = proc_status_bytes(None, "VmHWM")?;
+    ensure!(
+        decoded.rows == rows,
+        "decoded {} rows of {rows}",
+        decoded.rows
+    );
+    println!(
+        "in process (Replica, every value decoded): {events} events, {} rows in {:.1} s \
+         ({:.0} MiB/s); RSS before {:.1} MiB, peak {:.1} MiB (bound {:.0} MiB): {}",
+        decoded.rows,
+        took.as_secs_f64(),
+        mib(binlog_bytes) / took.as_secs_f64(),
+        mib(before),
+        mib(peak),
+        mib(RSS_BOUND),
+        if peak < RSS_BOUND { "within" } else { "OVER" }
+    );
+
+    // `outflow tail` as its own process.
+    let exe = std::env::current_exe()?;
+    let outflow = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("outflow"))
+        .filter(|p| p.exists());
+    let Some(outflow) = outflow else {
+        println!("outflow tail: skipped, no outflow binary next to the bench's target directory (cargo build --release -p outflow)");
+        return Ok(());
+    };
+    let start = Instant::now();
+    let mut child = Command::new(&outflow)
+        .arg("tail")
+        .arg("--source")
+        .arg(format!(
+            "mysql://{SUPERUSER}:{SUPERUSER_PASSWORD}@127.0.0.1:{}",
+            server.port()
+        ))
+        .args(["--tls-mode", "disabled", "--server-id", "7000004"])
+        .arg("--from")
+        .arg(format!("file:{file}:{pos}"))
+        .arg("--stop-at-end")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {}", outflow.display()))?;
+    let pid = child.id();
+    let mut peak = 0;
+    let status = loop {
+        // VmHWM only grows; the last reading before exit is the peak up to ~20 ms before.
+        if let Ok(hwm) = proc_status_bytes(Some(pid), "VmHWM") {
+            peak = peak.max(hwm);
+        }
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    ensure!(status.success(), "outflow tail failed: {status}");
+    println!(
+        "outflow tail (JSON lines) > /dev/null: done in {:.1} s; peak RSS {:.1} MiB (bound {:.0} MiB): {}",
+        start.elapsed().as_secs_f64(),
+        mib(peak),
+        mib(RSS_BOUND),
+        if peak < RSS_BOUND { "within" } else { "OVER" }
     );
     Ok(())
 }
