@@ -245,7 +245,7 @@ pub struct LinkConfig {
     pub idle_timeout: Option<String>,
     /// Largest UDP payload in bytes (1200-65527) that MTU discovery may reach from QUIC's safe
     /// 1200; set the same on both sides. Bigger packets cost less CPU per byte: raise it to
-    /// 8972 on a LAN with jumbo frames, or 65527 over loopback. Default: 1452 (Internet paths).
+    /// 8972 on a LAN with jumbo frames, or 16384 over loopback. Default: 1452 (Internet paths).
     #[arg(long = "max-udp-payload", value_name = "BYTES")]
     pub max_udp_payload: Option<u16>,
 }
