@@ -11,11 +11,9 @@
 //! - `OUTFLOW_BENCH_APPLY_THREADS`: the applier's connection counts to measure, each on a
 //!   target of its own (default `1,2,4`).
 //!
-//! Why not the decode bench's cached binlog: it holds the workload only, and a replica
-//! needs the state the workload started from. So the run builds it: a source gets the
-//! sysbench `prepare` (4 tables of 100,000 rows, as in `support`), every target follows it
-//! as a native replica, then the replicas stop and the targets leave, and the source runs
-//! the workload into fresh binlog files: the backlog.
+//! The backlog and the targets' starting state come from `catchup` (shared with the `e2e`
+//! bench): every target follows the sysbench `prepare` as a native replica, then the
+//! source runs the workload into fresh binlog files.
 //!
 //! What is timed:
 //! - outflow: decoding each frame and applying it (the sink's whole work); making the
@@ -31,8 +29,8 @@
 //! counted during its timed pass and printed per row change.
 
 mod alloc_count;
+mod catchup;
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -41,59 +39,16 @@ use outflow_binlog::walk::Walker;
 use outflow_codec::{Decoder, Limits, Pipeline, PipelineConfig};
 use outflow_core::ChangeBatch;
 use outflow_sink::{Applier, ApplyConfig};
-use outflow_testkit::{
-    replicate, wait_caught_up, ParallelMode, ReplicationOpts, Server, ServerConfig, Sysbench,
-    Workload,
-};
+use outflow_testkit::{gtid_pos_covers, wait_caught_up, ParallelMode, Server};
+
+use catchup::{config, cpu_secs, env_u64, TABLES};
 
 #[global_allocator]
 static GLOBAL: alloc_count::CountingAlloc = alloc_count::CountingAlloc;
 
-const TABLES: [&str; 4] = [
-    "sbtest.sbtest1",
-    "sbtest.sbtest2",
-    "sbtest.sbtest3",
-    "sbtest.sbtest4",
-];
-
-/// Transactions per sysbench run (fresh seed each), as in `support`.
-const BATCH_EVENTS: u64 = 20_000;
-
-fn env_u64(name: &str, default: u64) -> Result<u64> {
-    match std::env::var(name) {
-        Ok(v) => v.parse().with_context(|| format!("{name}={v:?}")),
-        Err(_) => Ok(default),
-    }
-}
-
-fn config() -> ServerConfig {
-    ServerConfig::new()
-        .max_binlog_size(1 << 30)
-        .option("innodb_buffer_pool_size", "512M")
-        .option("innodb_log_file_size", "256M")
-}
-
 struct Row {
     name: String,
     secs: f64,
-}
-
-/// CPU seconds used so far by all live threads of process `pid` (`self` for this one),
-/// from `/proc/PID/task/*/schedstat` (nanoseconds on CPU, no clock-tick rounding).
-fn cpu_secs(pid: &str) -> f64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return f64::NAN;
-    };
-    let mut ns = 0u64;
-    for t in tasks.flatten() {
-        let stat = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
-        ns += stat
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
-    }
-    ns as f64 / 1e9
 }
 
 fn main() -> Result<()> {
@@ -128,62 +83,11 @@ async fn run() -> Result<()> {
     let mut all = vec![&native1, &native4, &replay];
     all.extend(outflows.iter());
 
-    println!("preparing: sysbench prepare, 4 tables x 100,000 rows, followed by every target");
-    let t = Instant::now();
-    for r in &all {
-        replicate(&source, r, ReplicationOpts::default()).await?;
-    }
-    let bench = Sysbench::new(Workload::OltpWriteOnly)
-        .tables(4)
-        .table_size(100_000)
-        .threads(4);
-    bench.prepare(&source)?;
-    for r in &all {
-        wait_caught_up(&source, r, Duration::from_secs(600)).await?;
-        r.exec("STOP SLAVE").await?;
-    }
+    catchup::prepare(&source, &all).await?;
     for r in outflows.iter().chain([&replay]) {
         r.exec("RESET SLAVE ALL").await?;
     }
-    println!("  {:.1} s", t.elapsed().as_secs_f64());
-
-    source.flush_binary_logs().await?;
-    let first = source
-        .binlog_files()?
-        .pop()
-        .context("no binlog after FLUSH")?;
-    println!("backlog: sysbench oltp_write_only, {events} transactions, 4 threads");
-    let t = Instant::now();
-    let mut done = 0;
-    let mut seed = 0;
-    while done < events {
-        seed += 1;
-        let n = BATCH_EVENTS.min(events - done);
-        Sysbench {
-            rand_seed: seed,
-            events: Some(n),
-            ..bench.clone()
-        }
-        .run(&source)?;
-        done += n;
-    }
-    source.flush_binary_logs().await?;
-    let files = source.binlog_files()?;
-    let start = files
-        .iter()
-        .position(|f| *f == first)
-        .context("workload binlog gone")?;
-    let backlog: Vec<PathBuf> = files[start..files.len() - 1].to_vec();
-    let binlog_bytes: u64 = backlog
-        .iter()
-        .map(|f| std::fs::metadata(f).map(|m| m.len()))
-        .sum::<std::io::Result<u64>>()?;
-    println!(
-        "  {:.1} s, {:.1} MB of binlog in {} files",
-        t.elapsed().as_secs_f64(),
-        binlog_bytes as f64 / 1e6,
-        backlog.len()
-    );
+    let backlog = catchup::backlog(&source, events).await?;
 
     // The source side's work, not timed with the apply.
     let t = Instant::now();
@@ -192,7 +96,7 @@ async fn run() -> Result<()> {
         ..PipelineConfig::default()
     })?;
     let mut walker = Walker::new();
-    for f in &backlog {
+    for f in &backlog.files {
         pipeline.set_file(&f.file_name().context("name")?.to_string_lossy());
         outflow::inspect::walk_file(f, &mut walker, &mut pipeline)?;
     }
@@ -202,10 +106,12 @@ async fn run() -> Result<()> {
     let stats = pipeline.stats().clone();
     let (txns, rows) = (stats.transactions, stats.rows_in);
     println!(
-        "frames: {} of {frame_mb} MiB binlog each, {:.1} MB on the wire, {txns} transactions, \
-         {rows} row changes; made in {:.1} s (source side, not in the figures below)",
+        "frames: {} of {frame_mb} MiB binlog each, {:.1} MB on the wire ({:.2}% of the \
+         binlog), {txns} transactions, {rows} row changes; made in {:.1} s (source side, not \
+         in the figures below)",
         frames.len(),
         stats.wire_bytes as f64 / 1e6,
+        100.0 * stats.wire_bytes as f64 / backlog.binlog_bytes as f64,
         t.elapsed().as_secs_f64()
     );
 
@@ -235,6 +141,16 @@ async fn run() -> Result<()> {
         );
         let allocs = alloc_count::count();
         let s = *applier.stats();
+        let reached = applier
+            .last_applied()
+            .and_then(|c| c.gtid.clone())
+            .unwrap_or_default();
+        ensure!(
+            gtid_pos_covers(&reached, &backlog.gtid_after).unwrap_or(false),
+            "outflow, {n} connection(s): the checkpoint names {reached:?}, short of the \
+             source's {}",
+            backlog.gtid_after
+        );
         applier.close().await;
         results.push(Row {
             name: format!("outflow, {n} connection(s), {frame_mb} MiB frames"),
@@ -272,7 +188,7 @@ async fn run() -> Result<()> {
     let t = Instant::now();
     let mut dump = Command::new("mariadb-binlog")
         .arg("--no-defaults")
-        .args(&backlog)
+        .args(&backlog.files)
         .stdout(Stdio::piped())
         .spawn()
         .context("starting mariadb-binlog")?;

@@ -48,10 +48,8 @@ use outflow_codec::{
     TableDictionary,
 };
 use outflow_core::ImageMode;
-use outflow_testkit::mysql_async::prelude::Queryable;
-use outflow_testkit::mysql_async::Row;
 use outflow_testkit::{
-    replicate, ReplicationOpts, Server, ServerConfig, Sysbench, UseGtid, Workload,
+    io_thread_bytes, replicate, ReplicationOpts, Server, ServerConfig, Sysbench, UseGtid, Workload,
 };
 
 /// Bytes handed to the event buffer at a time (what `outflow estimate` reads at a time).
@@ -390,46 +388,7 @@ fn native_bytes(file: &Path, compressed: bool) -> Result<(u64, u64)> {
             ..ReplicationOpts::default()
         };
         replicate(&source, &replica, opts).await?;
-        let mut src = source.pool().get_conn().await?;
-        let mut rep = replica.pool().get_conn().await?;
-        let sent = |rows: Vec<(String, String)>| -> Result<u64> {
-            Ok(rows.first().context("no Bytes_sent")?.1.parse()?)
-        };
-        let before = sent(src.query("SHOW GLOBAL STATUS LIKE 'Bytes_sent'").await?)?;
-        rep.query_drop("START SLAVE IO_THREAD").await?;
-        let deadline = Instant::now() + Duration::from_secs(600);
-        loop {
-            let master: Vec<Row> = src.query("SHOW MASTER STATUS").await?;
-            let m = master.first().context("no master status")?;
-            let (file, pos): (String, u64) = (
-                m.get("File").context("File")?,
-                m.get("Position").context("Position")?,
-            );
-            let slave: Vec<Row> = rep.query("SHOW SLAVE STATUS").await?;
-            let s = slave.first().context("no slave status")?;
-            let read_file: String = s.get("Master_Log_File").context("Master_Log_File")?;
-            let read_pos: u64 = s
-                .get("Read_Master_Log_Pos")
-                .context("Read_Master_Log_Pos")?;
-            let errno: u64 = s.get("Last_IO_Errno").unwrap_or(0);
-            ensure!(errno == 0, "replica IO error {errno}");
-            if read_file == file && read_pos >= pos {
-                break;
-            }
-            ensure!(Instant::now() < deadline, "replica did not catch up");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let after = sent(src.query("SHOW GLOBAL STATUS LIKE 'Bytes_sent'").await?)?;
-        // Cross-check from the other end: what the replica wrote to its relay logs.
-        let mut relay = 0;
-        for e in std::fs::read_dir(replica.data_dir())? {
-            let e = e?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.contains("relay-bin.") && !name.ends_with(".index") {
-                relay += e.metadata()?.len();
-            }
-        }
-        Ok((after - before, relay))
+        Ok(io_thread_bytes(&source, &replica, Duration::from_secs(600)).await?)
     })
 }
 

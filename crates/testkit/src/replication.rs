@@ -146,6 +146,10 @@ pub struct SlaveStatus {
     pub last_sql_error: String,
     /// `Gtid_IO_Pos`: the last GTID received from the source.
     pub gtid_io_pos: String,
+    /// `Master_Log_File`: the source binlog the IO thread reads.
+    pub master_log_file: String,
+    /// `Read_Master_Log_Pos`: how far the IO thread has read in it.
+    pub read_master_log_pos: u64,
 }
 
 impl Server {
@@ -176,6 +180,8 @@ impl Server {
             last_sql_errno: number("Last_SQL_Errno"),
             last_sql_error: text("Last_SQL_Error"),
             gtid_io_pos: text("Gtid_IO_Pos"),
+            master_log_file: text("Master_Log_File"),
+            read_master_log_pos: number("Read_Master_Log_Pos"),
         }))
     }
 }
@@ -253,6 +259,85 @@ pub async fn wait_caught_up(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// What a native replica's IO thread costs on the wire: starts the IO thread of `replica`
+/// (replication set up by [`replicate`] with `start: false`, or stopped) and waits until it
+/// has read `source`'s binlog up to the current end (`SHOW MASTER STATUS`), then returns
+/// the growth of the source's `Bytes_sent` meanwhile, and, as a cross-check from the other
+/// end, the size of the replica's relay logs.
+///
+/// `Bytes_sent` counts every client of the source, so the source should be otherwise idle;
+/// this function's own status queries add a few KB. The SQL thread is left alone, so the
+/// replica only fetches: with `slave_compressed_protocol` on either side the bytes are the
+/// compressed protocol's.
+pub async fn io_thread_bytes(
+    source: &Server,
+    replica: &Server,
+    timeout: Duration,
+) -> Result<(u64, u64), KitError> {
+    let end = source.binlog_position().await?;
+    let before = bytes_sent(source).await?;
+    replica.exec("START SLAVE IO_THREAD").await?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let status = replica.slave_status().await?.ok_or_else(|| {
+            replica.unexpected(
+                "SHOW SLAVE STATUS",
+                "no replication configured on this server".to_string(),
+            )
+        })?;
+        if status.last_io_errno != 0 {
+            return Err(KitError::ReplicationBroken {
+                source_port: source.port(),
+                replica_port: replica.port(),
+                io_running: status.io_running,
+                io_error: status.last_io_error,
+                sql_running: status.sql_running,
+                sql_error: none_if_empty(status.last_sql_error),
+            });
+        }
+        // Binlog names sort in order (`binlog.000012` after `binlog.000011`).
+        let read = (status.master_log_file.as_str(), status.read_master_log_pos);
+        if read >= (end.file.as_str(), end.position) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(replica.unexpected(
+                "SHOW SLAVE STATUS",
+                format!(
+                    "the IO thread read {}:{} after {timeout:?}, short of {}:{}",
+                    read.0, read.1, end.file, end.position
+                ),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sent = bytes_sent(source).await? - before;
+    let mut relay = 0;
+    let dir = replica.data_dir();
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        replica.unexpected(
+            "reading the data directory",
+            format!("{}: {e}", dir.display()),
+        )
+    })?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.contains("relay-bin.") && !name.ends_with(".index") {
+            relay += entry.metadata().map(|m| m.len()).unwrap_or(0);
+        }
+    }
+    Ok((sent, relay))
+}
+
+/// The source's `Bytes_sent` status counter: bytes sent to all clients since start.
+pub async fn bytes_sent(server: &Server) -> Result<u64, KitError> {
+    const SQL: &str = "SHOW GLOBAL STATUS LIKE 'Bytes_sent'";
+    let rows: Vec<(String, String)> = server.query_rows(SQL).await?;
+    rows.first()
+        .and_then(|(_, v)| v.parse().ok())
+        .ok_or_else(|| server.unexpected(SQL, format!("no number in {rows:?}")))
 }
 
 fn none_if_empty(text: String) -> String {

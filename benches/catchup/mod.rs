@@ -1,0 +1,145 @@
+//! What the catch-up benches (`apply`, `e2e`) share: a sysbench `oltp_write_only` source
+//! whose targets start from the state after `prepare`, then a backlog of transactions in
+//! fresh binlog files that every target catches up from; server settings; CPU time.
+//!
+//! Why not the decode bench's cached binlog: it holds the workload only, and a replica
+//! needs the state the workload started from. So a run builds both: the source gets the
+//! sysbench `prepare` (4 tables of 100,000 rows, as in `support`), every target follows it
+//! as a native replica, then the replicas stop, and the source runs the workload into fresh
+//! binlog files: the backlog.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use outflow_testkit::{replicate, wait_caught_up, ReplicationOpts, Server, ServerConfig};
+use outflow_testkit::{Sysbench, Workload};
+
+/// The sysbench tables.
+pub const TABLES: [&str; 4] = [
+    "sbtest.sbtest1",
+    "sbtest.sbtest2",
+    "sbtest.sbtest3",
+    "sbtest.sbtest4",
+];
+
+/// Transactions per sysbench run (fresh seed each), as in `support`.
+const BATCH_EVENTS: u64 = 20_000;
+
+/// `name` parsed, or `default` when it is not set.
+pub fn env_u64(name: &str, default: u64) -> Result<u64> {
+    match std::env::var(name) {
+        Ok(v) => v.parse().with_context(|| format!("{name}={v:?}")),
+        Err(_) => Ok(default),
+    }
+}
+
+/// Every server of a catch-up bench: the kit's defaults (`innodb_flush_log_at_trx_commit=2`,
+/// `sync_binlog=0`), one binlog file up to 1 GiB, and a buffer pool that holds the tables,
+/// so that no run is bound by page reads.
+pub fn config() -> ServerConfig {
+    ServerConfig::new()
+        .option("tmpdir", ".")
+        .max_binlog_size(1 << 30)
+        .option("innodb_buffer_pool_size", "512M")
+        .option("innodb_log_file_size", "256M")
+}
+
+/// CPU seconds used so far by all live threads of process `pid` (`self` for this one),
+/// from `/proc/PID/task/*/schedstat` (nanoseconds on CPU, no clock-tick rounding).
+pub fn cpu_secs(pid: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return f64::NAN;
+    };
+    let mut ns = 0u64;
+    for t in tasks.flatten() {
+        let stat = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+        ns += stat
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    ns as f64 / 1e9
+}
+
+/// The workload: 4 tables of 100,000 rows, 4 client threads.
+pub fn sysbench() -> Sysbench {
+    Sysbench::new(Workload::OltpWriteOnly)
+        .tables(4)
+        .table_size(100_000)
+        .threads(4)
+}
+
+/// Runs the sysbench `prepare` on `source` with every one of `targets` following it as a
+/// native replica, then stops their replication (configured still, so `START SLAVE`
+/// resumes it from there).
+pub async fn prepare(source: &Server, targets: &[&Server]) -> Result<()> {
+    println!("preparing: sysbench prepare, 4 tables x 100,000 rows, followed by every target");
+    let t = Instant::now();
+    for r in targets {
+        replicate(source, r, ReplicationOpts::default()).await?;
+    }
+    sysbench().prepare(source)?;
+    for r in targets {
+        wait_caught_up(source, r, Duration::from_secs(600)).await?;
+        r.exec("STOP SLAVE").await?;
+    }
+    println!("  {:.1} s", t.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The binlog a bench catches up from.
+pub struct Backlog {
+    /// Its files, in order, each closed (the source has moved on to the next).
+    pub files: Vec<PathBuf>,
+    /// Their bytes together.
+    pub binlog_bytes: u64,
+    /// The source's `gtid_binlog_pos` after the last of them.
+    pub gtid_after: String,
+}
+
+/// Runs `events` sysbench transactions on `source` into fresh binlog files.
+pub async fn backlog(source: &Server, events: u64) -> Result<Backlog> {
+    source.flush_binary_logs().await?;
+    let first = source
+        .binlog_files()?
+        .pop()
+        .context("no binlog after FLUSH")?;
+    println!("backlog: sysbench oltp_write_only, {events} transactions, 4 threads");
+    let t = Instant::now();
+    let (mut done, mut seed) = (0, 0);
+    while done < events {
+        seed += 1;
+        let n = BATCH_EVENTS.min(events - done);
+        Sysbench {
+            rand_seed: seed,
+            events: Some(n),
+            ..sysbench()
+        }
+        .run(source)?;
+        done += n;
+    }
+    source.flush_binary_logs().await?;
+    let files = source.binlog_files()?;
+    let start = files
+        .iter()
+        .position(|f| *f == first)
+        .context("workload binlog gone")?;
+    let files: Vec<PathBuf> = files[start..files.len() - 1].to_vec();
+    let binlog_bytes = files
+        .iter()
+        .map(|f| std::fs::metadata(f).map(|m| m.len()))
+        .sum::<std::io::Result<u64>>()?;
+    println!(
+        "  {:.1} s, {:.1} MB of binlog in {} files",
+        t.elapsed().as_secs_f64(),
+        binlog_bytes as f64 / 1e6,
+        files.len()
+    );
+    Ok(Backlog {
+        files,
+        binlog_bytes,
+        gtid_after: source.gtid_binlog_pos().await?,
+    })
+}

@@ -1,0 +1,404 @@
+//! End to end: a sysbench `oltp_write_only` backlog caught up into a fresh target by the
+//! real `outflow run` process (binlog dump, decode, codec, spool, loopback QUIC with mutual
+//! TLS, exactly-once apply), next to native MariaDB replication with one SQL thread and
+//! with 4 optimistic parallel threads, in the same run, from the same backlog, each target
+//! starting from the same state. Then wire bytes (outflow's UDP bytes against what a native
+//! replica fetches, with and without `slave_compressed_protocol`), `outflow verify` of
+//! every target against the source, and a table.
+//!
+//! Run with `cargo bench --bench e2e`. Environment:
+//! - `OUTFLOW_BENCH_E2E_EVENTS`: sysbench transactions in the backlog (default 180,000,
+//!   about 400 MB of binlog: the issue's reference backlog is 177,950 transactions);
+//! - `OUTFLOW_BENCH_E2E_ARGS`: extra flags for `outflow run`, split at spaces (e.g.
+//!   `--batch-bytes 16MiB`), to measure a setting against the defaults;
+//! - `OUTFLOW_BIN`: the `outflow` binary; by default the bench builds it first with
+//!   `cargo build --release -p outflow` and runs what cargo reports.
+//!
+//! What is timed, each alone on the machine:
+//! - native: `START SLAVE` until the replica's `gtid_slave_pos` covers the source's last
+//!   GTID (the kit's `wait_caught_up`, polling every 20 ms); the IO thread fetches while
+//!   the SQL thread(s) apply, as in production;
+//! - outflow: from spawning `outflow run --from gtid:<before the backlog>` until the
+//!   target's checkpoint row names the source's last GTID (polled every 20 ms): process
+//!   start, schema load and QUIC handshake included.
+//!
+//! Wire bytes: for native replication, the source's `Bytes_sent` growth over a run (so the
+//! source must be otherwise idle; the polling adds a few hundred KB at most); with
+//! `slave_compressed_protocol`, an extra replica's IO thread only fetches the backlog
+//! (`outflow_testkit::io_thread_bytes`). For outflow, the UDP payload bytes its link sent
+//! and received (QUIC headers, acknowledgements and retransmissions included), read from
+//! the progress line `outflow run` prints every 5 s, the first one after the catch-up.
+//!
+//! CPU seconds of the outflow process, of the source and of the target `mariadbd` are
+//! printed for each run: on a 2-core machine they say where the time goes.
+
+mod catchup;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use outflow_binlog::walk::Walker;
+use outflow_testkit::{
+    bytes_sent, gtid_pos_covers, io_thread_bytes, parse_gtid_pos, wait_caught_up, ParallelMode,
+    Server,
+};
+
+use catchup::{config, cpu_secs, env_u64, TABLES};
+
+/// One target's line in the table.
+struct Line {
+    name: String,
+    /// Seconds to catch up; `None` for the fetch-only row.
+    secs: Option<f64>,
+    wire_bytes: u64,
+    verify: String,
+}
+
+fn main() -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(run())
+}
+
+/// The `outflow` binary: `OUTFLOW_BIN`, or what `cargo build --release -p outflow` built.
+fn outflow_bin() -> Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("OUTFLOW_BIN") {
+        return Ok(bin.into());
+    }
+    println!("building the outflow binary: cargo build --release -p outflow");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["build", "--release", "-p", "outflow", "--bin", "outflow"])
+        .args(["--message-format", "json-render-diagnostics"])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo build")?;
+    ensure!(
+        out.status.success(),
+        "cargo build --release -p outflow failed"
+    );
+    // The compiler-artifact message of the binary names the executable.
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "outflow" {
+            if let Some(exe) = msg["executable"].as_str() {
+                return Ok(exe.into());
+            }
+        }
+    }
+    bail!("cargo build reported no outflow executable")
+}
+
+/// `outflow verify` of every sysbench table of `target` against `source`: `clean` and its
+/// summary, or an error with the whole report if it found differences.
+fn verify(bin: &Path, source: &Server, target: &Server) -> Result<String> {
+    let out = Command::new(bin)
+        .args([
+            "verify",
+            "--source",
+            &source.url(),
+            "--target",
+            &target.url(),
+        ])
+        .args(["--tables", &TABLES.join(",")])
+        .output()
+        .context("running outflow verify")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "outflow verify failed ({}):\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = stdout.lines().last().unwrap_or_default();
+    let tables = summary
+        .trim_start_matches("verify: ")
+        .split(',')
+        .next()
+        .unwrap_or_default();
+    Ok(format!("clean ({tables})"))
+}
+
+/// The last GTID the target's checkpoint row names, if there is one yet.
+async fn checkpoint_gtid(target: &Server) -> Option<String> {
+    target
+        .query_scalar::<Option<String>>(
+            "SELECT gtid FROM outflow.checkpoint WHERE stream = 'default' \
+             AND txns_applied = txns_in_frame",
+        )
+        .await
+        .ok()
+        .flatten()
+}
+
+/// The number after `key: ` in `line` (the link metrics' `Debug` form).
+fn field(line: &str, key: &str) -> Option<u64> {
+    let at = line.find(&format!("{key}: "))? + key.len() + 2;
+    let digits: String = line[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+fn source_lines(log: &Path) -> Vec<String> {
+    let Ok(file) = std::fs::File::open(log) else {
+        return Vec::new();
+    };
+    BufReader::new(file)
+        .lines()
+        .map_while(std::io::Result::ok)
+        .filter(|l| l.starts_with("source: "))
+        .collect()
+}
+
+/// Stops a child process we started and reaps it.
+fn stop(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+async fn run() -> Result<()> {
+    let events = env_u64("OUTFLOW_BENCH_E2E_EVENTS", 180_000)?;
+    let extra: Vec<String> = std::env::var("OUTFLOW_BENCH_E2E_ARGS")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let bin = outflow_bin()?;
+    println!("outflow: {}", bin.display());
+
+    let source = Server::start(config())?;
+    let native1 = Server::start(config().slave_parallel_threads(0))?;
+    let native4 = Server::start(
+        config()
+            .slave_parallel_threads(4)
+            .slave_parallel_mode(ParallelMode::Optimistic),
+    )?;
+    let compressed = Server::start(config().slave_compressed_protocol(true))?;
+    // Like the replicas, which do not log what they apply (`log_slave_updates` off).
+    let target = Server::start(config().log_bin(false))?;
+
+    catchup::prepare(&source, &[&native1, &native4, &compressed, &target]).await?;
+    target.exec("RESET SLAVE ALL").await?;
+    let before = source.gtid_binlog_pos().await?;
+    let backlog = catchup::backlog(&source, events).await?;
+
+    // What the backlog holds, from the files (not timed).
+    let mut stats = outflow::inspect::Stats::default();
+    let mut walker = Walker::new();
+    for f in &backlog.files {
+        outflow::inspect::walk_file(f, &mut walker, &mut stats)?;
+    }
+    let rows = stats.total_rows;
+    let (b, a) = (
+        parse_gtid_pos(&before).map_err(anyhow::Error::msg)?,
+        parse_gtid_pos(&backlog.gtid_after).map_err(anyhow::Error::msg)?,
+    );
+    let txns: u64 = a
+        .iter()
+        .map(|(d, s)| s - b.get(d).copied().unwrap_or(0))
+        .sum();
+    println!(
+        "  {txns} transactions, {rows} row changes, GTIDs {before} .. {}",
+        backlog.gtid_after
+    );
+
+    let source_pid = source.pid().map(|p| p.to_string()).unwrap_or_default();
+    let mut lines = Vec::new();
+
+    // Native replication, one replica at a time.
+    for (name, r) in [
+        ("native replica, 1 SQL thread", &native1),
+        ("native replica, 4 parallel threads", &native4),
+    ] {
+        let pid = r.pid().map(|p| p.to_string()).unwrap_or_default();
+        let (cpu_src, cpu_rep) = (cpu_secs(&source_pid), cpu_secs(&pid));
+        let sent = bytes_sent(&source).await?;
+        let t = Instant::now();
+        r.exec("START SLAVE").await?;
+        wait_caught_up(&source, r, Duration::from_secs(3600)).await?;
+        let secs = t.elapsed().as_secs_f64();
+        let wire = bytes_sent(&source).await? - sent;
+        println!(
+            "{name}: {secs:.2} s; CPU: {:.2} s in the replica, {:.2} s in the source",
+            cpu_secs(&pid) - cpu_rep,
+            cpu_secs(&source_pid) - cpu_src
+        );
+        lines.push(Line {
+            name: name.to_string(),
+            secs: Some(secs),
+            wire_bytes: wire,
+            verify: String::new(),
+        });
+    }
+
+    let (wire, relay) = io_thread_bytes(&source, &compressed, Duration::from_secs(600)).await?;
+    println!(
+        "native replica with slave_compressed_protocol, IO thread only: source Bytes_sent \
+         {wire}, relay logs {relay}"
+    );
+    lines.push(Line {
+        name: "native, slave_compressed_protocol (fetch)".to_string(),
+        secs: None,
+        wire_bytes: wire,
+        verify: "-".to_string(),
+    });
+
+    // outflow run, from the GTID before the backlog.
+    let work = tempfile::tempdir()?;
+    let log = work.path().join("outflow-run.log");
+    let mut cmd = Command::new(&bin);
+    cmd.args(["run", "--source", &source.url(), "--target", &target.url()])
+        .args([
+            "--tls-mode",
+            "disabled",
+            "--from",
+            &format!("gtid:{before}"),
+        ])
+        .arg("--spool")
+        .arg(work.path().join("spool"))
+        .args(&extra)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?);
+    println!(
+        "outflow run --from gtid:{before} --spool <tmp> {}",
+        extra.join(" ")
+    );
+    let target_pid = target.pid().map(|p| p.to_string()).unwrap_or_default();
+    let (cpu_src, cpu_tgt) = (cpu_secs(&source_pid), cpu_secs(&target_pid));
+    let t = Instant::now();
+    let mut relay_proc = cmd.spawn().context("starting outflow run")?;
+    let relay_pid = relay_proc.id().to_string();
+    let deadline = t + Duration::from_secs(3600);
+    let (secs, cpu_relay) = loop {
+        if let Some(gtid) = checkpoint_gtid(&target).await {
+            if gtid_pos_covers(&gtid, &backlog.gtid_after).map_err(anyhow::Error::msg)? {
+                break (t.elapsed().as_secs_f64(), cpu_secs(&relay_pid));
+            }
+        }
+        if let Some(status) = relay_proc.try_wait()? {
+            bail!(
+                "outflow run exited ({status}):\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        if Instant::now() > deadline {
+            stop(&mut relay_proc);
+            bail!("outflow did not catch up within an hour");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    println!(
+        "outflow run: {secs:.2} s; CPU: {cpu_relay:.2} s in outflow, {:.2} s in the target, \
+         {:.2} s in the source",
+        cpu_secs(&target_pid) - cpu_tgt,
+        cpu_secs(&source_pid) - cpu_src
+    );
+    // The link's totals: the first progress line printed after the catch-up.
+    let seen = source_lines(&log).len();
+    let wait = Instant::now();
+    let last = loop {
+        let now = source_lines(&log);
+        if now.len() > seen {
+            break now.last().cloned().unwrap_or_default();
+        }
+        if wait.elapsed() > Duration::from_secs(15) {
+            stop(&mut relay_proc);
+            bail!(
+                "no progress line from outflow run after the catch-up:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    stop(&mut relay_proc);
+    println!("  progress, as outflow run printed it every 5 s:");
+    for l in std::fs::read_to_string(&log)?.lines() {
+        if l.starts_with("source: ") || l.starts_with("sink: ") {
+            // The link's full metrics make the line long; the counts are enough here.
+            let short = l.split(", link ").next().unwrap_or(l);
+            println!("    {short}");
+        }
+    }
+    let (Some(payload), Some(sent), Some(received)) = (
+        field(&last, "payload_bytes"),
+        field(&last, "wire_bytes_sent"),
+        field(&last, "wire_bytes_received"),
+    ) else {
+        bail!("cannot read the link metrics in {last:?}");
+    };
+    println!(
+        "outflow link: {payload} batch payload bytes, {sent} UDP bytes sent, {received} \
+         received (acknowledgements)"
+    );
+    lines.push(Line {
+        name: "outflow run (source -> QUIC -> sink)".to_string(),
+        secs: Some(secs),
+        wire_bytes: sent + received,
+        verify: String::new(),
+    });
+
+    // Every target against the source.
+    for (line, server) in lines
+        .iter_mut()
+        .filter(|l| l.verify.is_empty())
+        .zip([&native1, &native4, &target])
+    {
+        line.verify = verify(&bin, &source, server)?;
+    }
+
+    let reference = |prefix: &str| {
+        lines
+            .iter()
+            .find(|l| l.name.starts_with(prefix))
+            .and_then(|l| l.secs)
+            .unwrap_or(f64::NAN)
+    };
+    let (one, four) = (
+        reference("native replica, 1"),
+        reference("native replica, 4"),
+    );
+    println!(
+        "\nbacklog: {txns} transactions, {rows} row changes, {:.1} MB of binlog; load \
+         average at the end {}",
+        backlog.binlog_bytes as f64 / 1e6,
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!(
+        "{:<42} {:>8} {:>9} {:>9} {:>8} {:>8} {:>12} {:>8}  verify",
+        "catch-up", "seconds", "txn/s", "rows/s", "vs 1 thr", "vs 4 thr", "wire bytes", "% binlog"
+    );
+    for l in &lines {
+        let timing = match l.secs {
+            Some(s) => format!(
+                "{s:>8.2} {:>9.0} {:>9.0} {:>7.2}x {:>7.2}x",
+                txns as f64 / s,
+                rows as f64 / s,
+                one / s,
+                four / s
+            ),
+            None => format!("{:>8} {:>9} {:>9} {:>8} {:>8}", "-", "-", "-", "-", "-"),
+        };
+        println!(
+            "{:<42} {timing} {:>12} {:>7.2}%  {}",
+            l.name,
+            l.wire_bytes,
+            100.0 * l.wire_bytes as f64 / backlog.binlog_bytes as f64,
+            l.verify
+        );
+    }
+    Ok(())
+}
