@@ -39,7 +39,6 @@ pub fn env_u64(name: &str, default: u64) -> Result<u64> {
 /// so that no run is bound by page reads.
 pub fn config() -> ServerConfig {
     ServerConfig::new()
-        .option("tmpdir", ".")
         .max_binlog_size(1 << 30)
         .option("innodb_buffer_pool_size", "512M")
         .option("innodb_log_file_size", "256M")
