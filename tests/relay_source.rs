@@ -2,6 +2,7 @@
 //! -> spool, stopped and restarted, with every change in the spool exactly once.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use outflow::config::Config;
 use outflow::relay::source::{stream_to_spool, SourceProgress, SourceState};
@@ -116,4 +117,41 @@ fn source_side_spools_every_change_once_across_restarts() {
     run();
     assert_eq!(spooled_changes(&spool_dir, &s), second);
     assert!(SourceState::load(dir.path()).unwrap().is_some());
+}
+
+/// The last batch of a burst ships within about `batch_delay` once the source goes quiet,
+/// not when the next heartbeat happens to arrive (the streaming loop only looks at the
+/// clock when an event comes in, so the source side asks for heartbeats that often).
+#[test]
+fn a_partial_batch_ships_while_the_source_is_idle() {
+    let server = Server::start(ServerConfig::new()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(&server, dir.path());
+    // Far longer than the wait below: the batch must not wait for a configured heartbeat.
+    s.source.as_mut().expect("source settings").heartbeat = Duration::from_secs(60);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        server
+            .exec(
+                "CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(20)); \
+                 INSERT INTO app.t VALUES (1,'a')",
+            )
+            .await
+            .unwrap();
+        let spool = Spool::open(spool_config(&s, dir.path().join("spool"))).unwrap();
+        let progress = Arc::new(Mutex::new(SourceProgress::default()));
+        let shipped = async {
+            while spool.next_seq() == 1 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::select! {
+            r = stream_to_spool(&s, dir.path(), &spool, false, progress) => {
+                panic!("the source side stopped: {r:?}")
+            }
+            r = tokio::time::timeout(Duration::from_secs(10), shipped) => {
+                r.expect("no batch in the spool 10 s after the source went quiet");
+            }
+        }
+    });
 }

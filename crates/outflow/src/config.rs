@@ -107,7 +107,8 @@ pub struct SourceConfig {
     #[arg(long = "tls13-only", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub tls13_only: Option<bool>,
     /// Heartbeat period the server is asked for, e.g. `5s`; a silent link is declared dead
-    /// after two periods. Default: 5s.
+    /// after two periods. The source side asks for `batch_delay` instead when that is
+    /// shorter, so that a partial batch ships on time while the source is idle. Default: 5s.
     #[arg(long = "heartbeat", value_name = "DURATION")]
     pub heartbeat: Option<String>,
     /// Rows per initial-snapshot chunk: one keyset SELECT, one frame, one progress save.

@@ -398,7 +398,15 @@ pub async fn stream_to_spool(
     let mut last_resume: Option<StartPosition> = None;
     loop {
         let db = &s.servers[server_index];
-        let opts = connect_options(db, s, stop_at_end)?;
+        let mut opts = connect_options(db, s, stop_at_end)?;
+        // The loop flushes a partial batch only when an event arrives, so an idle source
+        // must send heartbeats at least every batch_delay, or the last batch of a burst
+        // waits a whole heartbeat period (5 s by default). Dead-link detection keeps the
+        // configured period.
+        if !settings.batch_delay.is_zero() {
+            opts.read_timeout = opts.effective_read_timeout();
+            opts.heartbeat = opts.heartbeat.min(settings.batch_delay);
+        }
         let from = last_resume.clone().unwrap_or_else(|| start.clone());
         let outcome = stream_from(
             settings,
