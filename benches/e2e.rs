@@ -11,6 +11,9 @@
 //!   about 400 MB of binlog: the reference backlog is 177,950 transactions);
 //! - `OUTFLOW_BENCH_E2E_ARGS`: extra flags for `outflow run`, split at spaces (e.g.
 //!   `--batch-bytes 16MiB`), to measure a setting against the defaults;
+//! - `OUTFLOW_BENCH_E2E_WRAP`: a command that runs `outflow run`, split at spaces, for
+//!   profiling (e.g. `strace -f -tt -o FILE`); its CPU time is then counted as outflow's;
+//! - `OUTFLOW_BENCH_E2E_LOG`: keep `outflow run`'s log (its standard error) in this file;
 //! - `OUTFLOW_BIN`: the `outflow` binary; by default the bench builds it first with
 //!   `cargo build --release -p outflow` and runs what cargo reports.
 //!
@@ -72,7 +75,25 @@ fn outflow_bin() -> Result<PathBuf> {
     }
     println!("building the outflow binary: cargo build --release -p outflow");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(cargo)
+    let mut build = Command::new(cargo);
+    // Cargo gives a bench the variables of its own package; build scripts that watch one
+    // of them (ring's watches CARGO_MANIFEST_DIR) would see a change and rebuild the tree.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_MANIFEST_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "OUT_DIR",
+            ]
+            .contains(&key.as_ref())
+        {
+            build.env_remove(key.as_ref());
+        }
+    }
+    let out = build
         .args(["build", "--release", "-p", "outflow", "--bin", "outflow"])
         .args(["--message-format", "json-render-diagnostics"])
         .stderr(Stdio::inherit())
@@ -255,7 +276,19 @@ async fn run() -> Result<()> {
     // outflow run, from the GTID before the backlog.
     let work = tempfile::tempdir()?;
     let log = work.path().join("outflow-run.log");
-    let mut cmd = Command::new(&bin);
+    let wrap: Vec<String> = std::env::var("OUTFLOW_BENCH_E2E_WRAP")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let mut cmd = match wrap.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(&bin);
+            c
+        }
+        None => Command::new(&bin),
+    };
     cmd.args(["run", "--source", &source.url(), "--target", &target.url()])
         .args([
             "--tls-mode",
@@ -320,6 +353,9 @@ async fn run() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     stop(&mut relay_proc);
+    if let Some(keep) = std::env::var_os("OUTFLOW_BENCH_E2E_LOG") {
+        std::fs::copy(&log, &keep).context("copying the outflow run log")?;
+    }
     println!("  progress, as outflow run printed it every 5 s:");
     for l in std::fs::read_to_string(&log)?.lines() {
         if l.starts_with("source: ") || l.starts_with("sink: ") {
