@@ -246,7 +246,8 @@ pub struct LinkConfig {
     pub idle_timeout: Option<String>,
     /// Largest UDP payload in bytes (1200-65527) that MTU discovery may reach from QUIC's safe
     /// 1200; set the same on both sides. Bigger packets cost less CPU per byte: raise it to
-    /// 8972 on a LAN with jumbo frames, or 16384 over loopback. Default: 1452 (Internet paths).
+    /// 8972 on a LAN with jumbo frames, or 16384 over loopback. Default: 1452 (Internet paths);
+    /// 16384 for `outflow run`, whose link is loopback.
     #[arg(long = "max-udp-payload", value_name = "BYTES")]
     pub max_udp_payload: Option<u16>,
 }
@@ -399,8 +400,9 @@ pub struct Settings {
     pub quic_server_name: Option<String>,
     /// QUIC idle timeout.
     pub idle_timeout: Duration,
-    /// Largest UDP payload MTU discovery may reach, in bytes.
-    pub max_udp_payload: u16,
+    /// Largest UDP payload MTU discovery may reach, in bytes, when given (see
+    /// [`crate::relay::link_config`] for the defaults).
+    pub max_udp_payload: Option<u16>,
     /// The target database, when given.
     pub target: Option<Database>,
     /// Conflict policy.
@@ -593,9 +595,10 @@ impl Config {
             quic_key: self.link.key.clone(),
             quic_server_name: self.link.server_name.clone(),
             idle_timeout: duration(self.link.idle_timeout.as_deref(), "idle_timeout", "30s")?,
-            max_udp_payload: match self.link.max_udp_payload.unwrap_or(1452) {
-                n @ 1200..=65527 => n,
-                n => bail!("max_udp_payload {n} is outside 1200-65527"),
+            max_udp_payload: match self.link.max_udp_payload {
+                None => None,
+                Some(n @ 1200..=65527) => Some(n),
+                Some(n) => bail!("max_udp_payload {n} is outside 1200-65527"),
             },
             target,
             on_conflict,
@@ -771,7 +774,7 @@ mod tests {
             outflow_sink::DdlPolicy::Apply
         );
         assert_eq!(s.on_statement, outflow_codec::StatementPolicy::Stop);
-        assert_eq!(s.max_udp_payload, 1452);
+        assert_eq!(s.max_udp_payload, Some(1452));
     }
 
     #[test]

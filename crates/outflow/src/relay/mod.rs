@@ -51,11 +51,19 @@ pub fn spool_config(settings: &Settings, dir: PathBuf) -> SpoolConfig {
     c
 }
 
+/// Largest UDP payload by default: safe on Internet paths (QUIC starts at 1200 and discovers
+/// up to this).
+const DEFAULT_UDP_PAYLOAD: u16 = 1452;
+/// `outflow run`'s default: its link is loopback, where 16384-byte packets cost half the CPU
+/// per byte and bigger ones overflow a busy receiver's socket buffer (`cargo bench --bench
+/// transport`, README).
+const LOOPBACK_UDP_PAYLOAD: u16 = 16384;
+
 /// The link settings of `settings`.
 pub fn link_config(settings: &Settings) -> LinkConfig {
     LinkConfig {
         idle_timeout: settings.idle_timeout,
-        max_udp_payload: settings.max_udp_payload,
+        max_udp_payload: settings.max_udp_payload.unwrap_or(DEFAULT_UDP_PAYLOAD),
         ..LinkConfig::default()
     }
 }
@@ -269,6 +277,7 @@ pub async fn run_both(mut settings: Settings) -> Result<()> {
         .spool_dir
         .clone()
         .context("outflow run needs --spool DIR")?;
+    settings.max_udp_payload.get_or_insert(LOOPBACK_UDP_PAYLOAD);
     let cert_dir = dir.join("certs");
     let files = outflow_transport::certs::CertFiles::in_dir(&cert_dir);
     if !files.ca.exists() {
