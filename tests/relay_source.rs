@@ -155,3 +155,40 @@ fn a_partial_batch_ships_while_the_source_is_idle() {
         }
     });
 }
+
+/// The retention warning: a source keeping binlogs for one day and a shipping window that
+/// next opens days from now is at risk; seven days of retention is not; neither is a
+/// schedule that is always open.
+#[tokio::test]
+async fn binlog_retention_shorter_than_the_wait_for_a_window_is_warned() {
+    let server = Server::start(ServerConfig::new().expire_logs_days(1)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let now = jiff::Timestamp::now();
+    // A window that opens for one minute, three days from today (UTC).
+    let day = now.to_zoned(jiff::tz::TimeZone::UTC).date() + jiff::ToSpan::days(3);
+    let name = match day.weekday() {
+        jiff::civil::Weekday::Monday => "Mon",
+        jiff::civil::Weekday::Tuesday => "Tue",
+        jiff::civil::Weekday::Wednesday => "Wed",
+        jiff::civil::Weekday::Thursday => "Thu",
+        jiff::civil::Weekday::Friday => "Fri",
+        jiff::civil::Weekday::Saturday => "Sat",
+        jiff::civil::Weekday::Sunday => "Sun",
+    };
+    let mut s = settings(&server, dir.path());
+    assert_eq!(outflow::relay::retention_risk(&s, now).await.unwrap(), None);
+    s.windows = vec![format!("{name} 12:00-12:01 UTC")];
+    let warning = outflow::relay::retention_risk(&s, now)
+        .await
+        .unwrap()
+        .expect("one day of retention, days until the window");
+    assert!(warning.contains("1day"), "{warning}");
+
+    let week = Server::start(ServerConfig::new().expire_logs_days(7)).unwrap();
+    let mut s7 = settings(&week, dir.path());
+    s7.windows = s.windows.clone();
+    assert_eq!(
+        outflow::relay::retention_risk(&s7, now).await.unwrap(),
+        None
+    );
+}

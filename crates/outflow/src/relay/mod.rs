@@ -163,12 +163,77 @@ pub async fn run_source(settings: Settings) -> Result<()> {
             }
         })
     };
+    let retention = tokio::spawn(watch_retention(settings.clone()));
     let result = tokio::select! {
         r = source::stream_to_spool(&settings, &dir, &spool, false, progress) => r,
         r = sender.run() => r.context("the link failed"),
     };
     reporter.abort();
+    retention.abort();
     result
+}
+
+/// A warning when the source's binlog retention (`binlog_expire_logs_seconds`, else
+/// `expire_logs_days`) is shorter than the wait for the next shipping window at `now`:
+/// outside a window the spool fills, reading the binlog stops at the spool's bound, and the
+/// events not yet read must still be on the source when shipping resumes. `None` when the
+/// schedule is always open, retention is off, or the window is near enough.
+pub async fn retention_risk(settings: &Settings, now: jiff::Timestamp) -> Result<Option<String>> {
+    if settings.windows.is_empty() {
+        return Ok(None);
+    }
+    let schedule = Schedule::parse(&settings.windows).context("shipping windows")?;
+    let s = settings
+        .source
+        .as_ref()
+        .context("the source side needs --source")?;
+    let opts = source::connect_options(&s.servers[0], s, true)?;
+    let mut conn = source::sql_conn(&opts).await?;
+    use mysql_async::prelude::Queryable;
+    // MariaDB 10.6+ and MySQL 8 have the seconds; older servers only the days.
+    let seconds: Option<u64> = conn
+        .query_first("SELECT @@binlog_expire_logs_seconds")
+        .await
+        .ok()
+        .flatten();
+    let seconds = match seconds {
+        Some(s) if s > 0 => s,
+        _ => {
+            let days: Option<f64> = conn
+                .query_first("SELECT @@expire_logs_days")
+                .await
+                .context("reading the source's expire_logs_days")?;
+            (days.unwrap_or(0.0) * 86_400.0) as u64
+        }
+    };
+    let _ = conn.disconnect().await;
+    if seconds == 0 {
+        return Ok(None);
+    }
+    let retention = Duration::from_secs(seconds);
+    Ok(schedule.retention_at_risk(now, retention).then(|| {
+        let next = schedule
+            .next_open(now)
+            .map_or_else(|| "never".to_string(), |t| t.to_string());
+        format!(
+            "the source keeps binlogs for {} but the next shipping window opens at {next}:              binlogs written now may expire before they are read (raise the spool's bound,              the source's retention, or open a window sooner)",
+            humantime::format_duration(retention)
+        )
+    }))
+}
+
+/// Logs [`retention_risk`] at start and hourly (retention and windows can change).
+async fn watch_retention(settings: Settings) {
+    loop {
+        match retention_risk(&settings, jiff::Timestamp::now()).await {
+            Ok(Some(warning)) => tracing::warn!("{warning}"),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "could not check the source's binlog retention")
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
 }
 
 /// The initial snapshot's part of the progress line: tables, rows, rate and ETA.
