@@ -9,7 +9,8 @@
 //! - [`value`]: [`ValueRef`], a borrowed column value that represents every MySQL/MariaDB
 //!   type exactly.
 //! - [`statement`]: what a statement of a QUERY event is (DDL of which kind, a
-//!   statement-based data change, transaction control), read from its first words.
+//!   statement-based data change, transaction control), read from its first words; and
+//!   [`SnapshotStatement`], the only statements the initial snapshot ships itself.
 //! - [`batch`]: [`ChangeBatch`], whole transactions of row changes in columnar form, one
 //!   section per table definition: the unit the codec encodes and the sinks apply. Its
 //!   buffers are reused between batches, so the hot path allocates nothing per row.
@@ -34,5 +35,5 @@ pub use position::{
     ParsePositionError, SourcePosition, Tag, Uuid,
 };
 pub use schema::{ColumnSchema, ColumnType, SchemaVersion, TableSchema, ValueKind};
-pub use statement::{DdlKind, StatementKind};
+pub use statement::{DdlKind, SnapshotStatement, SnapshotStatementError, StatementKind};
 pub use value::{Date, DateTime, PackError, Time, Timestamp, ValueRef};

@@ -187,6 +187,237 @@ impl fmt::Display for DdlKind {
     }
 }
 
+/// A statement the initial snapshot ships to the target itself, in a frame marked as
+/// snapshot, so that the target forgets rows of an interrupted earlier read which the
+/// stream will not correct (see `outflow_source::snapshot`). Sinks accept exactly these
+/// shapes there and nothing else: [`SnapshotStatement::parse`] takes only the text
+/// [`SnapshotStatement`]'s `Display` writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotStatement {
+    /// ``TRUNCATE TABLE `db`.`t` ``: the table is read again from its start.
+    Truncate {
+        /// Database.
+        db: String,
+        /// Table.
+        table: String,
+    },
+    /// ``DELETE FROM `db`.`t` WHERE (`k1`, `k2`) > (v1, v2)``: the table continues after its
+    /// last recorded key, and rows above it can only be the target's copy of a chunk that
+    /// was shipped but not recorded before a crash.
+    DeleteAfter {
+        /// Database.
+        db: String,
+        /// Table.
+        table: String,
+        /// The primary key's columns, in key order (all integers).
+        columns: Vec<String>,
+        /// The last recorded key, one value per column, each within `i64::MIN..=u64::MAX`.
+        after: Vec<i128>,
+    },
+}
+
+/// Why a text is no [`SnapshotStatement`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a snapshot statement: {0}")]
+pub struct SnapshotStatementError(String);
+
+/// Backquotes an identifier, doubling backquotes inside it.
+fn ident(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+impl SnapshotStatement {
+    /// `db.table` of the statement, for messages.
+    pub fn qualified_name(&self) -> String {
+        let (SnapshotStatement::Truncate { db, table }
+        | SnapshotStatement::DeleteAfter { db, table, .. }) = self;
+        format!("{db}.{table}")
+    }
+
+    /// Reads `sql`, which must be exactly what `Display` writes for some statement (names
+    /// quoted, single spaces, integers in decimal within `i64::MIN..=u64::MAX`).
+    pub fn parse(sql: &[u8]) -> Result<SnapshotStatement, SnapshotStatementError> {
+        let bad = |what: &str| SnapshotStatementError(what.to_string());
+        let text = std::str::from_utf8(sql).map_err(|_| bad("not UTF-8"))?;
+        let mut c = Cursor { rest: text };
+        let parsed = if c.eat("TRUNCATE TABLE ") {
+            let (db, table) = c.table()?;
+            SnapshotStatement::Truncate { db, table }
+        } else if c.eat("DELETE FROM ") {
+            let (db, table) = c.table()?;
+            c.expect(" WHERE (")?;
+            let mut columns = vec![c.ident()?];
+            while c.eat(", ") {
+                columns.push(c.ident()?);
+            }
+            c.expect(") > (")?;
+            let mut after = vec![c.int()?];
+            while c.eat(", ") {
+                after.push(c.int()?);
+            }
+            c.expect(")")?;
+            if columns.len() != after.len() {
+                return Err(bad("as many key values as key columns"));
+            }
+            SnapshotStatement::DeleteAfter {
+                db,
+                table,
+                columns,
+                after,
+            }
+        } else {
+            return Err(bad("TRUNCATE TABLE or DELETE FROM"));
+        };
+        if !c.rest.is_empty() {
+            return Err(bad("text after the statement"));
+        }
+        // One spelling per statement: no leading zeros, no `-0`.
+        if parsed.to_string() != text {
+            return Err(bad("a non-canonical spelling"));
+        }
+        Ok(parsed)
+    }
+
+    /// The SQL a MariaDB/MySQL target runs for it. `DeleteAfter` expands the row
+    /// comparison into `(k1 > v1) OR (k1 = v1 AND k2 > v2) ...`: MariaDB 10.11 reads the
+    /// whole table for `(k1, k2) > (v1, v2)` (EXPLAIN: type ALL) but a range of the primary
+    /// key for the expanded form, and the rows to delete are at most a chunk.
+    pub fn target_sql(&self) -> String {
+        match self {
+            SnapshotStatement::Truncate { .. } => self.to_string(),
+            SnapshotStatement::DeleteAfter {
+                db,
+                table,
+                columns,
+                after,
+            } => {
+                let ors: Vec<String> = (0..columns.len())
+                    .map(|i| {
+                        let mut terms: Vec<String> = (0..i)
+                            .map(|j| format!("{} = {}", ident(&columns[j]), after[j]))
+                            .collect();
+                        terms.push(format!("{} > {}", ident(&columns[i]), after[i]));
+                        format!("({})", terms.join(" AND "))
+                    })
+                    .collect();
+                format!(
+                    "DELETE FROM {}.{} WHERE {}",
+                    ident(db),
+                    ident(table),
+                    ors.join(" OR ")
+                )
+            }
+        }
+    }
+}
+
+impl fmt::Display for SnapshotStatement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SnapshotStatement::Truncate { db, table } => {
+                write!(f, "TRUNCATE TABLE {}.{}", ident(db), ident(table))
+            }
+            SnapshotStatement::DeleteAfter {
+                db,
+                table,
+                columns,
+                after,
+            } => {
+                let columns: Vec<String> = columns.iter().map(|c| ident(c)).collect();
+                let after: Vec<String> = after.iter().map(i128::to_string).collect();
+                write!(
+                    f,
+                    "DELETE FROM {}.{} WHERE ({}) > ({})",
+                    ident(db),
+                    ident(table),
+                    columns.join(", "),
+                    after.join(", ")
+                )
+            }
+        }
+    }
+}
+
+/// Reads a [`SnapshotStatement`] left to right.
+struct Cursor<'a> {
+    rest: &'a str,
+}
+
+impl Cursor<'_> {
+    fn eat(&mut self, s: &str) -> bool {
+        match self.rest.strip_prefix(s) {
+            Some(r) => {
+                self.rest = r;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn expect(&mut self, s: &str) -> Result<(), SnapshotStatementError> {
+        if self.eat(s) {
+            Ok(())
+        } else {
+            Err(SnapshotStatementError(format!("`{s}` expected")))
+        }
+    }
+
+    /// A backquoted name (`` `` `` inside is one backquote); never empty.
+    fn ident(&mut self) -> Result<String, SnapshotStatementError> {
+        self.expect("`")?;
+        let mut out = String::new();
+        let mut chars = self.rest.char_indices();
+        while let Some((i, ch)) = chars.next() {
+            if ch != '`' {
+                out.push(ch);
+                continue;
+            }
+            if self.rest[i + 1..].starts_with('`') {
+                out.push('`');
+                chars.next();
+                continue;
+            }
+            self.rest = &self.rest[i + 1..];
+            if out.is_empty() {
+                return Err(SnapshotStatementError("an empty name".into()));
+            }
+            return Ok(out);
+        }
+        Err(SnapshotStatementError("an unterminated name".into()))
+    }
+
+    fn table(&mut self) -> Result<(String, String), SnapshotStatementError> {
+        let db = self.ident()?;
+        self.expect(".")?;
+        Ok((db, self.ident()?))
+    }
+
+    /// A decimal integer within `i64::MIN..=u64::MAX`: every MySQL integer column's range.
+    fn int(&mut self) -> Result<i128, SnapshotStatementError> {
+        let neg = usize::from(self.rest.starts_with('-'));
+        let digits = self.rest[neg..]
+            .bytes()
+            .take_while(u8::is_ascii_digit)
+            .count();
+        // 20 digits hold u64::MAX; more cannot be in range (and would overflow i128 parsing
+        // only far later, but there is no reason to try).
+        if digits == 0 || digits > 20 {
+            return Err(SnapshotStatementError("an integer key value".into()));
+        }
+        let (num, rest) = self.rest.split_at(neg + digits);
+        let v: i128 = num
+            .parse()
+            .map_err(|_| SnapshotStatementError("an integer key value".into()))?;
+        if v < i128::from(i64::MIN) || v > i128::from(u64::MAX) {
+            return Err(SnapshotStatementError(
+                "a key value outside the integer column range".into(),
+            ));
+        }
+        self.rest = rest;
+        Ok(v)
+    }
+}
+
 /// Words read from the start of a statement.
 const MAX_WORDS: usize = 6;
 /// Longer words are no keyword this module looks for; they read as "".
@@ -331,6 +562,73 @@ mod tests {
             StatementKind::of(b"ALTER TABLE t COMMENT '\xe9'"),
             StatementKind::Ddl(DdlKind::AlterTable)
         );
+    }
+
+    #[test]
+    fn snapshot_statements_round_trip_and_nothing_else_parses() {
+        let trunc = SnapshotStatement::Truncate {
+            db: "d`b".into(),
+            table: "t".into(),
+        };
+        assert_eq!(trunc.to_string(), "TRUNCATE TABLE `d``b`.`t`");
+        assert_eq!(trunc.target_sql(), trunc.to_string());
+        let del = SnapshotStatement::DeleteAfter {
+            db: "app".into(),
+            table: "ik".into(),
+            columns: vec!["a".into(), "b`x".into(), "c".into()],
+            after: vec![i128::from(i64::MIN), i128::from(u64::MAX), 0],
+        };
+        let text = del.to_string();
+        assert_eq!(
+            text,
+            "DELETE FROM `app`.`ik` WHERE (`a`, `b``x`, `c`) > \
+             (-9223372036854775808, 18446744073709551615, 0)"
+        );
+        assert_eq!(
+            del.target_sql(),
+            "DELETE FROM `app`.`ik` WHERE (`a` > -9223372036854775808) OR \
+             (`a` = -9223372036854775808 AND `b``x` > 18446744073709551615) OR \
+             (`a` = -9223372036854775808 AND `b``x` = 18446744073709551615 AND `c` > 0)"
+        );
+        for s in [&trunc, &del] {
+            assert_eq!(
+                &SnapshotStatement::parse(s.to_string().as_bytes()).unwrap(),
+                s
+            );
+        }
+        assert_eq!(del.qualified_name(), "app.ik");
+        let one = "DELETE FROM `d`.`t` WHERE (`id`) > (-5)";
+        assert_eq!(
+            SnapshotStatement::parse(one.as_bytes())
+                .unwrap()
+                .target_sql(),
+            "DELETE FROM `d`.`t` WHERE (`id` > -5)"
+        );
+        for bad in [
+            "",
+            "TRUNCATE TABLE `d`.`t`;",
+            "TRUNCATE TABLE `d`.`t`; DROP TABLE `d`.`t`",
+            "truncate table `d`.`t`",
+            "TRUNCATE TABLE `d`",
+            "TRUNCATE TABLE d.t",
+            "TRUNCATE TABLE `d`.``",
+            "TRUNCATE TABLE `d`.`t",
+            "DROP TABLE `d`.`t`",
+            "DELETE FROM `d`.`t`",
+            "DELETE FROM `d`.`t` WHERE (`a`) > ('x')",
+            "DELETE FROM `d`.`t` WHERE (`a`) > (1 OR 1=1)",
+            "DELETE FROM `d`.`t` WHERE (`a`) > (1) OR 1=1",
+            "DELETE FROM `d`.`t` WHERE (`a`, `b`) > (1)",
+            "DELETE FROM `d`.`t` WHERE (`a`) > (01)",
+            "DELETE FROM `d`.`t` WHERE (`a`) > (-0)",
+            "DELETE FROM `d`.`t` WHERE (`a`) > (18446744073709551616)",
+            "DELETE FROM `d`.`t` WHERE (`a`) > (-9223372036854775809)",
+            "DELETE FROM `d`.`t` WHERE (`a`) > (1e3)",
+            "DELETE FROM `d`.`t` WHERE (`a`)>(1)",
+        ] {
+            assert!(SnapshotStatement::parse(bad.as_bytes()).is_err(), "{bad}");
+        }
+        assert!(SnapshotStatement::parse(b"TRUNCATE TABLE `\xff`.`t`").is_err());
     }
 
     #[test]

@@ -23,13 +23,26 @@ fn start_relay(
     chunk_rows: u32,
     extra: &[&str],
 ) -> Child {
+    let mut cmd = Command::new(OUTFLOW);
+    start_relay_with(&mut cmd, source, target, spool, log, chunk_rows, extra)
+}
+
+/// [`start_relay`] on a command the caller prepared (environment).
+fn start_relay_with(
+    cmd: &mut Command,
+    source: &Server,
+    target: &Server,
+    spool: &std::path::Path,
+    log: &std::path::Path,
+    chunk_rows: u32,
+    extra: &[&str],
+) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .unwrap();
-    Command::new(OUTFLOW)
-        .args(["run", "--source", &source.url(), "--target", &target.url()])
+    cmd.args(["run", "--source", &source.url(), "--target", &target.url()])
         .args(["--tls-mode", "disabled", "--from", "start", "--spool"])
         .arg(spool)
         .args(["--batch-delay", "50ms"])
@@ -138,6 +151,64 @@ fn log_text(log: &std::path::Path) -> String {
     std::fs::read_to_string(log).unwrap_or_default()
 }
 
+/// `outflow verify` over `tables` (comma-separated) finds the target equal to the source.
+fn verify_clean(source: &Server, target: &Server, tables: &str) {
+    let verify = Command::new(OUTFLOW)
+        .args([
+            "verify",
+            "--source",
+            &source.url(),
+            "--target",
+            &target.url(),
+        ])
+        .args(["--tables", tables])
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "verify: {}\n{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}
+
+/// Waits until every table of `tables` is checksum-equal on both sides, failing if the
+/// relay exits or `secs` pass.
+fn wait_tables_equal(
+    rt: &tokio::runtime::Runtime,
+    source: &Server,
+    target: &Server,
+    tables: &[&str],
+    relay: &mut Child,
+    log: &std::path::Path,
+    secs: u64,
+) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let (want, got) = rt.block_on(async {
+            let mut want = Vec::new();
+            let mut got = Vec::new();
+            for t in tables {
+                want.push(source.checksum_table(t).await.unwrap());
+                got.push(target.checksum_table(t).await.unwrap());
+            }
+            (want, got)
+        });
+        if want == got {
+            return;
+        }
+        if let Ok(Some(status)) = relay.try_wait() {
+            panic!("outflow run exited with {status}; log:\n{}", log_text(log));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "target never caught up: {got:?} vs {want:?}; log:\n{}",
+            log_text(log)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 /// Waits until the target equals the source, then stops the relay and runs `verify`.
 fn converge(
     rt: &tokio::runtime::Runtime,
@@ -169,23 +240,7 @@ fn converge(
     }
     relay.kill().unwrap();
     relay.wait().unwrap();
-    let verify = Command::new(OUTFLOW)
-        .args([
-            "verify",
-            "--source",
-            &source.url(),
-            "--target",
-            &target.url(),
-        ])
-        .args(["--tables", "sbtest.sbtest1,sbtest.sbtest2"])
-        .output()
-        .unwrap();
-    assert!(
-        verify.status.success(),
-        "verify: {}\n{}",
-        String::from_utf8_lossy(&verify.stdout),
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    verify_clean(source, target, "sbtest.sbtest1,sbtest.sbtest2");
 }
 
 #[test]
@@ -421,30 +476,7 @@ fn tables_cut_short_without_an_integer_key_are_truncated_and_read_again() {
             .unwrap();
     });
     let tables = ["app.vk", "app.nokey"];
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (want, got) = rt.block_on(async {
-            let mut want = Vec::new();
-            let mut got = Vec::new();
-            for t in tables {
-                want.push(source.checksum_table(t).await.unwrap());
-                got.push(target.checksum_table(t).await.unwrap());
-            }
-            (want, got)
-        });
-        if want == got {
-            break;
-        }
-        if let Ok(Some(status)) = relay.try_wait() {
-            panic!("outflow run exited with {status}; log:\n{}", log_text(&log));
-        }
-        assert!(
-            Instant::now() < deadline,
-            "target never caught up: {got:?} vs {want:?}; log:\n{}",
-            log_text(&log)
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    wait_tables_equal(&rt, &source, &target, &tables, &mut relay, &log, 60);
     relay.kill().unwrap();
     relay.wait().unwrap();
     // The restart took the re-read path for both tables: each is one range read in a
@@ -473,21 +505,234 @@ fn tables_cut_short_without_an_integer_key_are_truncated_and_read_again() {
     assert_eq!(truncates[0].1, 2, "TRUNCATEs run on the target");
     let rows = rt.block_on(count(&target, "SELECT COUNT(*) FROM app.vk"));
     assert_eq!(rows, u64::from(ROWS) - 100 + 1);
-    let verify = Command::new(OUTFLOW)
-        .args([
-            "verify",
-            "--source",
-            &source.url(),
-            "--target",
-            &target.url(),
-        ])
-        .args(["--tables", "app.vk,app.nokey"])
-        .output()
-        .unwrap();
-    assert!(
-        verify.status.success(),
-        "verify: {}\n{}",
-        String::from_utf8_lossy(&verify.stdout),
-        String::from_utf8_lossy(&verify.stderr)
+    verify_clean(&source, &target, "app.vk,app.nokey");
+}
+
+/// A composite integer key: signed and unsigned columns, negative and past `i64::MAX`
+/// values, so the statement that drops rows after the last key quotes every kind.
+const INT_KEY_TABLE: &str = "CREATE TABLE app.ik (a INT NOT NULL, b BIGINT UNSIGNED NOT NULL, \
+                             v INT, pad VARCHAR(60), PRIMARY KEY (a, b))";
+
+/// `(a, b)` of the rows at positions `from..from + n` in key order (0-based).
+async fn keys_at(server: &Server, from: u32, n: u32) -> Vec<(i32, u64)> {
+    server
+        .query_rows(&format!(
+            "SELECT a, b FROM app.ik ORDER BY a, b LIMIT {from}, {n}"
+        ))
+        .await
+        .unwrap()
+}
+
+fn key_list(keys: &[(i32, u64)]) -> String {
+    keys.iter()
+        .map(|(a, b)| format!("({a},{b})"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The window between a chunk's spool append and its progress save: the relay exits right
+/// there (test hook), so the spool holds chunk 3 while the progress names chunk 2's last
+/// key `K`. Rows of chunk 3 are then deleted on the source; the restart continues after `K`
+/// at a later position, whose handoff skips those deletes. The target must still lose
+/// them: the snapshot drops the rows above `K` before reading them again.
+#[test]
+fn a_chunk_shipped_but_not_recorded_is_dropped_before_the_table_continues() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let source = Server::start(ServerConfig::new()).unwrap();
+    let target = Server::start(ServerConfig::new()).unwrap();
+    const ROWS: u32 = 1000;
+    const CHUNK: u32 = 100;
+    rt.block_on(async {
+        source
+            .exec(&format!(
+                "CREATE DATABASE app; USE app; {INT_KEY_TABLE}; \
+                 INSERT INTO app.ik SELECT CAST(seq DIV 10 AS SIGNED) - 50, \
+                 18446744073709551615 - seq MOD 10, \
+                 seq, REPEAT('x', 50) FROM seq_1_to_{ROWS}"
+            ))
+            .await
+            .unwrap();
+        target
+            .exec(&format!("CREATE DATABASE app; {INT_KEY_TABLE}"))
+            .await
+            .unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let log = dir.path().join("outflow.log");
+    let progress = spool.join("snapshot-progress.json");
+    // The user's policies stop on every DDL: the snapshot's own statement runs regardless.
+    let policy = ["--ddl", "default=stop"];
+
+    let mut relay = Command::new(OUTFLOW);
+    relay.env("OUTFLOW_DANGER_TEST_EXIT_AFTER_SNAPSHOT_CHUNK", "3");
+    let status = {
+        let mut child =
+            start_relay_with(&mut relay, &source, &target, &spool, &log, CHUNK, &policy);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the exit hook never fired; log:\n{}",
+                log_text(&log)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    assert_eq!(status.code(), Some(86), "log:\n{}", log_text(&log));
+    let p = snapshot_progress(&progress);
+    assert_eq!(
+        p,
+        vec![("app.ik".to_string(), u64::from(2 * CHUNK), false)],
+        "the progress names chunk 2's last key; log:\n{}",
+        log_text(&log)
     );
+    // Chunk 3 (key order 200..300) is in the spool only: some of its rows go, some change;
+    // rows of chunk 1 (below the last key) change too, which the stream carries.
+    // Chunk 2's last key, where the restart continues.
+    let k = rt.block_on(keys_at(&source, 2 * CHUNK - 1, 1))[0];
+    rt.block_on(async {
+        let chunk3 = keys_at(&source, 2 * CHUNK, CHUNK).await;
+        let gone: Vec<_> = chunk3.iter().step_by(9).copied().collect();
+        let changed: Vec<_> = chunk3.iter().skip(4).step_by(20).copied().collect();
+        let early = keys_at(&source, 10, 3).await;
+        source
+            .exec(&format!(
+                "DELETE FROM app.ik WHERE (a, b) IN ({}); \
+                 UPDATE app.ik SET v = -v WHERE (a, b) IN ({}); \
+                 DELETE FROM app.ik WHERE (a, b) IN ({})",
+                key_list(&gone),
+                key_list(&changed),
+                key_list(&early)
+            ))
+            .await
+            .unwrap();
+    });
+
+    let mut relay = start_relay(&source, &target, &spool, &log, CHUNK, &policy);
+    rt.block_on(async {
+        source
+            .exec("INSERT INTO app.ik VALUES (-2147483648, 0, 1, 'min'), (7, 5, 2, 'new')")
+            .await
+            .unwrap();
+    });
+    wait_tables_equal(&rt, &source, &target, &["app.ik"], &mut relay, &log, 60);
+    relay.kill().unwrap();
+    relay.wait().unwrap();
+    // The restart continued after chunk 2's last key (a second range), after dropping the
+    // rows above it on the target.
+    let text = std::fs::read_to_string(&progress).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let segs = v["tables"]["app.ik"]["segments"].as_array().unwrap();
+    assert_eq!(segs.len(), 2, "{text}");
+    assert_eq!(
+        segs[1]["after_key"],
+        serde_json::json!([k.0, k.1]),
+        "{text}"
+    );
+    let logged = log_text(&log);
+    assert!(
+        logged.contains(&format!(
+            "DELETE FROM `app`.`ik` WHERE (`a`, `b`) > ({}, {})",
+            k.0, k.1
+        )),
+        "{logged}"
+    );
+    verify_clean(&source, &target, "app.ik");
+}
+
+/// A frame marked as snapshot holding `sql` as its statement, as the relay ships it.
+fn snapshot_statement_batch(sql: &str) -> outflow_core::ChangeBatch {
+    let mut b = outflow_core::ChangeBatch::new(outflow_core::ImageMode::Replica);
+    b.set_snapshot(true);
+    let ddl = outflow_core::Ddl {
+        sql: sql.as_bytes().to_vec(),
+        ..outflow_core::Ddl::default()
+    };
+    b.push_ddl(None, 0, &ddl, "binlog.000001", 4).unwrap();
+    b
+}
+
+/// The sink side of the snapshot's own statements: run whatever the DDL policy says,
+/// harmless when delivered again, and nothing but their exact shapes accepted.
+#[test]
+fn the_sink_runs_only_the_snapshots_own_statements_and_twice_is_harmless() {
+    use outflow_sink::{Applied, Applier, ApplyConfig, DdlPolicies, DdlPolicy};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let target = Server::start(ServerConfig::new()).unwrap();
+    rt.block_on(async {
+        target
+            .exec(&format!(
+                "CREATE DATABASE app; {INT_KEY_TABLE}; CREATE TABLE app.other (id INT); \
+                 INSERT INTO app.other VALUES (1); \
+                 INSERT INTO app.ik (a, b) VALUES (-2, 18446744073709551615), (-1, 5), \
+                 (-1, 18446744073709551614), (-1, 18446744073709551615), (0, 0), (3, 1)"
+            ))
+            .await
+            .unwrap();
+        let keys = || async {
+            let k: Vec<(i32, u64)> = target
+                .query_rows("SELECT a, b FROM app.ik ORDER BY a, b")
+                .await
+                .unwrap();
+            k
+        };
+        let kept = vec![(-2, u64::MAX), (-1, 5), (-1, u64::MAX - 1)];
+        let cfg = ApplyConfig {
+            ddl: DdlPolicies::all(DdlPolicy::Stop),
+            ..ApplyConfig::default()
+        };
+        let delete = snapshot_statement_batch(
+            "DELETE FROM `app`.`ik` WHERE (`a`, `b`) > (-1, 18446744073709551614)",
+        );
+        let mut a = Applier::connect(target.opts(), cfg.clone()).await.unwrap();
+        a.apply(1, &delete).await.unwrap();
+        assert_eq!(keys().await, kept);
+        a.close().await;
+
+        // A crash between the statement and its checkpoint: it runs again, harmlessly.
+        target
+            .exec("UPDATE outflow.checkpoint SET seq = 1, txns_applied = 0, txns_in_frame = 1")
+            .await
+            .unwrap();
+        let mut a = Applier::connect(target.opts(), cfg.clone()).await.unwrap();
+        assert!(matches!(
+            a.apply(1, &delete).await.unwrap(),
+            Applied::Frame { .. }
+        ));
+        assert_eq!(keys().await, kept);
+        assert_eq!(a.apply(1, &delete).await.unwrap(), Applied::Duplicate);
+        // The snapshot's TRUNCATE runs under a policy that stops on every DDL.
+        a.apply(2, &snapshot_statement_batch("TRUNCATE TABLE `app`.`other`"))
+            .await
+            .unwrap();
+        assert_eq!(count(&target, "SELECT COUNT(*) FROM app.other").await, 0);
+        assert_eq!(a.stats().ddl_applied, 0, "not the user's DDL");
+        a.close().await;
+
+        for bad in [
+            "DELETE FROM `app`.`ik`",
+            "DELETE FROM `app`.`ik` WHERE (`a`) > (-1) OR 1 = 1",
+            "DELETE FROM `app`.`ik` WHERE (`a`, `b`) > ('x', 1)",
+            "TRUNCATE TABLE `app`.`ik`; DROP TABLE `app`.`ik`",
+            "DROP TABLE `app`.`ik`",
+            "TRUNCATE app.ik",
+        ] {
+            let mut a = Applier::connect(target.opts(), cfg.clone()).await.unwrap();
+            let e = a
+                .apply(3, &snapshot_statement_batch(bad))
+                .await
+                .unwrap_err();
+            assert!(
+                e.to_string().contains("not a snapshot statement"),
+                "{bad}: {e}"
+            );
+            assert!(!e.is_retryable(), "{bad}: {e}");
+            a.close().await;
+        }
+        assert_eq!(keys().await, kept);
+    });
 }

@@ -68,7 +68,9 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Row};
-use outflow_core::{ChangeBatch, Ddl, Op, SchemaVersion, SourcePosition, TableSection};
+use outflow_core::{
+    ChangeBatch, Ddl, Op, SchemaVersion, SnapshotStatement, SourcePosition, TableSection,
+};
 
 use crate::catalog::{load_collations, load_table, CatalogTable};
 use crate::ddl::{
@@ -892,13 +894,13 @@ impl Applier {
                 // Records "this DDL is next" before it runs (a DDL-only batch).
                 self.apply_chunk(seq, batch, at, at).await?;
             }
-            self.apply_ddl(
-                ddl,
-                position_text(batch, at),
-                redelivered,
-                batch.is_snapshot(),
-            )
-            .await?;
+            if batch.is_snapshot() {
+                self.apply_snapshot_statement(ddl, position_text(batch, at))
+                    .await?;
+            } else {
+                self.apply_ddl(ddl, position_text(batch, at), redelivered)
+                    .await?;
+            }
             self.apply_chunk(seq, batch, at, n).await?;
         }
         self.stats.frames += 1;
@@ -1802,39 +1804,64 @@ impl Applier {
         Ok(())
     }
 
+    /// Runs the initial snapshot's own statement (its frame is marked as snapshot), which
+    /// makes the target forget rows of an interrupted earlier read: exactly one of the
+    /// shapes of [`SnapshotStatement`], anything else refused. Not the user's DDL, so no
+    /// DDL policy applies (skipping it would leave rows the source no longer has); see
+    /// [`crate::ddl`]. Running it twice (a crash before the checkpoint moved past it) is
+    /// harmless: no row after it was applied yet, and the rows it drops all come again.
+    async fn apply_snapshot_statement(
+        &mut self,
+        ddl: &Ddl,
+        position: String,
+    ) -> Result<(), ApplyError> {
+        let statement = SnapshotStatement::parse(&ddl.sql).map_err(|e| ApplyError::BadChange {
+            table: "-".to_string(),
+            detail: format!(
+                "a snapshot frame at {position} carries `{}`: {e}",
+                outflow_core::statement::shorten(&ddl.sql, 200)
+            ),
+        })?;
+        let what = match statement {
+            SnapshotStatement::Truncate { .. } => "the snapshot's TRUNCATE TABLE",
+            SnapshotStatement::DeleteAfter { .. } => "the snapshot's DELETE after its last key",
+        };
+        self.in_doubt = true;
+        let result = self.conn.query_drop(statement.target_sql()).await;
+        self.in_doubt = false;
+        match result {
+            Ok(()) => {}
+            Err(source) if server_code(&source).is_none() => {
+                return Err(ApplyError::Connection {
+                    what: format!("running {what} at {position}"),
+                    source,
+                })
+            }
+            Err(source) => {
+                return Err(ApplyError::Statement {
+                    table: statement.qualified_name(),
+                    what,
+                    position,
+                    source,
+                })
+            }
+        }
+        tracing::info!(%statement, %position, rows = self.conn.affected_rows(),
+            "snapshot: a table is read again; the target forgot the rows of the earlier read");
+        Ok(())
+    }
+
     /// Applies, skips or stops on a DDL statement, by the policy for its kind; see
     /// [`crate::ddl`]. `redelivered`: the checkpoint says it may have run already.
-    /// `snapshot`: the statement is the initial snapshot's own (its frame is marked as
-    /// snapshot), always applied.
     async fn apply_ddl(
         &mut self,
         ddl: &Ddl,
         position: String,
         redelivered: bool,
-        snapshot: bool,
     ) -> Result<DdlOutcome, ApplyError> {
         let kind = DdlKind::of(&ddl.sql);
         let statement = || outflow_core::statement::shorten(&ddl.sql, 200);
-        let policy = if snapshot {
-            // A table the snapshot reads again from its start: the target forgets the rows
-            // of the first read, which the stream will not correct. Not the user's DDL, so
-            // the user's policy does not apply: skipping it would leave stale rows.
-            if kind != DdlKind::TruncateTable {
-                return Err(ApplyError::BadChange {
-                    table: "-".to_string(),
-                    detail: format!(
-                        "a snapshot frame at {position} carries {kind} `{}`; the snapshot \
-                         ships only TRUNCATE TABLE",
-                        statement()
-                    ),
-                });
-            }
-            tracing::info!(statement = %statement(), %position,
-                "snapshot: table read again from its start; its earlier rows are truncated");
-            DdlPolicy::Apply
-        } else {
-            self.cfg.ddl.policy(kind)
-        };
+        let policy = self.cfg.ddl.policy(kind);
         match policy {
             DdlPolicy::Stop => {
                 return Err(ApplyError::DdlStopped {

@@ -20,10 +20,16 @@
 //! exists or is gone) count as applied: a target prepared with the schema beforehand then
 //! accepts the stream's `CREATE TABLE`.
 //!
-//! The initial snapshot ships one statement of its own: `TRUNCATE TABLE` before a table is
-//! read again from its start, in a frame marked as snapshot. It is not the user's DDL, so no
-//! policy applies: it always runs (skipping it would leave rows the source no longer has),
-//! and a snapshot frame carrying any other kind of statement is refused.
+//! The initial snapshot ships statements of its own, in frames marked as snapshot, which
+//! make the target forget rows of an interrupted earlier read ([`outflow_core::SnapshotStatement`]):
+//! ``TRUNCATE TABLE `db`.`t` `` before a table is read again from its start, and
+//! ``DELETE FROM `db`.`t` WHERE (key columns) > (last key)`` before a table with an integer
+//! key continues after its last recorded key. They are not the user's DDL (the second is
+//! no DDL at all), so they bypass this module: no policy applies, they always run
+//! (skipping them would leave rows the source no longer has), and a snapshot frame
+//! carrying any other text is refused. The sink parses the statement and runs its own
+//! rendering of it (the `DELETE`'s row comparison expanded, so that the target reads a
+//! range of the key). They are harmless to run twice, as a re-delivery after a crash does.
 
 pub use outflow_core::DdlKind;
 

@@ -9,8 +9,8 @@
 //! ([`super::source`]): the [`SourceState`] naming the frame's sequence number is saved
 //! (with `snapshot` set), then the frame is appended to the spool, and only once the
 //! append returned does `chunk_done` return and the snapshot library save its progress
-//! file. A crash between any two steps re-reads at most that chunk, whose rows the sink
-//! upserts again. On start, a state with `snapshot` set means "continue the snapshot":
+//! file. A crash between any two steps re-reads at most that chunk: the sink upserts its
+//! rows again, after dropping the copy it may hold already (see below). On start, a state with `snapshot` set means "continue the snapshot":
 //! finished tables are skipped and a table cut short continues after its last key (or is
 //! read again, see below).
 //!
@@ -18,23 +18,35 @@
 //! [`Handoff`] (kept in the progress file, so it survives restarts) skips, per table and
 //! key range, the changes the rows already hold.
 //!
-//! # A table read again from its start
+//! # A table read again
 //!
-//! A table cut short whose key is not all integers (or that has none, or whose first
-//! chunk never made it into the progress file) is read again from its start in a new
-//! consistent snapshot ([`SnapshotSink::begin_table`] with `restart`). The target may hold
-//! rows of the first read that the source has since changed or deleted, and the new read's
-//! position makes the stream skip those changes, so the target must forget them first.
-//! `begin_table` (asynchronous, like `chunk_done`, so it can wait for the spool) ships
-//! ``TRUNCATE TABLE `db`.`t` `` ([`snapshot::truncate_statement`]) as a DDL frame of its own,
-//! with the same discipline as a chunk (state saved, then the spool append), before the
-//! table's progress is saved and before any of its new rows; an empty table gets it too.
-//! The frame is marked as snapshot, like the chunks, carries no GTID and the table's new
-//! snapshot position as its end (as its chunks do), and the sink always runs it whatever
-//! its `truncate_table` policy says: it is the snapshot's own statement, not the user's.
-//! A crash before the progress is saved ships it again on the next run, and a sink that
-//! crashed between running it and moving its checkpoint runs it again: twice is harmless,
-//! since the rows that follow it are all read again.
+//! A table cut short is read again, wholly or in part, in a new consistent snapshot whose
+//! position makes the stream skip the table's earlier changes, so the target must first
+//! forget the rows of the earlier read that the source may have changed or deleted since
+//! ([`SnapshotSink::begin_table`] with a [`TableStart`] other than `Fresh`; the library's
+//! docs give the argument):
+//!
+//! - a table whose key is not all integers (or that has none, or whose first chunk never
+//!   made it into the progress file) is read again from its start, after
+//!   ``TRUNCATE TABLE `db`.`t` ``;
+//! - a table with an integer key continues after its last recorded key `K`, after
+//!   ``DELETE FROM `db`.`t` WHERE (key columns) > (K)``, which drops the target's copy of
+//!   a chunk that reached the spool before a crash but never reached the progress file.
+//!
+//! `begin_table` (asynchronous, like `chunk_done`, so it can wait for the spool) ships the
+//! statement ([`TableStart::forget_statement`]) as a DDL frame of its own, with the same
+//! discipline as a chunk (state saved, then the spool append), before the table's progress
+//! is saved and before any of its new rows; an empty table gets it too. The frame is
+//! marked as snapshot, like the chunks, carries no GTID and the table's new snapshot
+//! position as its end (as its chunks do), and the sink always runs it whatever its DDL
+//! policy says: it is the snapshot's own statement, not the user's, and the sink accepts
+//! exactly these two shapes in a snapshot frame. A crash before the progress is saved
+//! ships it again on the next run, and a sink that crashed between running it and moving
+//! its checkpoint runs it again: twice is harmless, since the rows it drops are all read
+//! again after it.
+//!
+//! Crash tests reach the window between a chunk's spool append and its progress save
+//! through [`EXIT_AFTER_CHUNK_ENV`].
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -47,13 +59,35 @@ use outflow_core::{BinlogPosition, Ddl, TableSchema, ValueRef};
 use outflow_replication::{ConnectOptions, StartPosition};
 use outflow_source::filter::Filter;
 use outflow_source::schema::history::HistoryStore;
-use outflow_source::snapshot::{self, Handoff, SnapshotConfig, SnapshotProgress, SnapshotSink};
+use outflow_source::snapshot::{
+    self, Handoff, SnapshotConfig, SnapshotProgress, SnapshotSink, TableStart,
+};
 use outflow_spool::Spool;
 
 use super::source::{SourceProgress, SourceState};
 
 /// Databases never snapshotted: the server's own.
 const SYSTEM_DBS: [&str; 4] = ["mysql", "sys", "information_schema", "performance_schema"];
+
+/// Test hook, for crash tests only: with `N` here, the process exits (code
+/// [`EXIT_AFTER_CHUNK_CODE`], no cleanup) right after the `N`th snapshot chunk of this run
+/// is appended to the spool, before the snapshot library saves that chunk's progress: the
+/// one window where the spool holds a chunk the progress does not name. The name says
+/// `DANGER`: it kills the relay on purpose.
+pub const EXIT_AFTER_CHUNK_ENV: &str = "OUTFLOW_DANGER_TEST_EXIT_AFTER_SNAPSHOT_CHUNK";
+
+/// The exit code of the [`EXIT_AFTER_CHUNK_ENV`] hook.
+pub const EXIT_AFTER_CHUNK_CODE: i32 = 86;
+
+fn exit_after_chunk() -> Result<Option<u64>> {
+    match std::env::var(EXIT_AFTER_CHUNK_ENV) {
+        Ok(v) => v
+            .parse()
+            .map(Some)
+            .with_context(|| format!("{EXIT_AFTER_CHUNK_ENV}={v:?}: not a chunk count")),
+        Err(_) => Ok(None),
+    }
+}
 
 /// Where the snapshot's progress (and so the handoff) is kept, beside the source state.
 pub fn progress_path(state_dir: &Path) -> PathBuf {
@@ -80,6 +114,10 @@ struct SpoolSink {
     positions: HashMap<String, BinlogPosition>,
     open: bool,
     progress: Arc<Mutex<SourceProgress>>,
+    /// Snapshot chunks appended to the spool by this process.
+    chunks_shipped: u64,
+    /// From [`EXIT_AFTER_CHUNK_ENV`] (tests only).
+    exit_after_chunk: Option<u64>,
 }
 
 impl SpoolSink {
@@ -115,18 +153,19 @@ impl SpoolSink {
         &mut self,
         table: &TableSchema,
         at: &BinlogPosition,
-        restart: bool,
+        start: &TableStart,
     ) -> Result<()> {
         self.positions.insert(table.qualified_name(), at.clone());
-        if restart {
+        if let Some(statement) = start.forget_statement(table) {
             tracing::info!(
                 table = %table.qualified_name(),
-                "snapshot: reading the table again from its start; the target forgets its \
-                 earlier rows first (TRUNCATE TABLE)"
+                %statement,
+                "snapshot: the table is read again (from its start, or after its last \
+                 recorded key); the target forgets the rows of the earlier read first"
             );
             let ddl = Ddl {
                 db: None,
-                sql: snapshot::truncate_statement(table).into_bytes(),
+                sql: statement.to_string().into_bytes(),
                 charset: None,
                 sql_mode: None,
             };
@@ -146,7 +185,18 @@ impl SpoolSink {
             .get(&table.qualified_name())
             .with_context(|| format!("no snapshot position for {}", table.qualified_name()))?;
         self.pipeline.end_snapshot_chunk(at)?;
-        self.ship().await
+        self.ship().await?;
+        self.chunks_shipped += 1;
+        if self.exit_after_chunk == Some(self.chunks_shipped) {
+            // Test hook (see `EXIT_AFTER_CHUNK_ENV`): the chunk is durable in the spool and
+            // its progress not saved, the window a crash can hit.
+            tracing::warn!(
+                chunks = self.chunks_shipped,
+                "{EXIT_AFTER_CHUNK_ENV}: exiting before the snapshot progress is saved"
+            );
+            std::process::exit(EXIT_AFTER_CHUNK_CODE);
+        }
+        Ok(())
     }
 }
 
@@ -157,9 +207,9 @@ impl SnapshotSink for SpoolSink {
         &mut self,
         table: &TableSchema,
         at: &BinlogPosition,
-        restart: bool,
+        start: &TableStart,
     ) -> Result<(), String> {
-        self.begin_table_inner(table, at, restart)
+        self.begin_table_inner(table, at, start)
             .await
             .map_err(|e| format!("{e:#}"))
     }
@@ -233,6 +283,8 @@ pub async fn run(
         positions: HashMap::new(),
         open: false,
         progress: progress.clone(),
+        chunks_shipped: 0,
+        exit_after_chunk: exit_after_chunk()?,
     };
     let pool = mysql_async::Pool::new(super::source::sql_opts(opts));
     tracing::info!(tables = tables.len(), "initial snapshot");

@@ -33,11 +33,27 @@
 //! last key in a new snapshot, which adds a range with its own position; the handoff then
 //! decides per key. Any other table begun before (no key, a key not all integers, or no
 //! key saved yet) is read again from the start in a new snapshot, and the sink is first
-//! told to forget its earlier rows ([`SnapshotSink::begin_table`] with `restart`; the relay
-//! ships [`truncate_statement`]), since rows it holds may have been changed or deleted on
-//! the source since, and the new range's position makes the stream skip those changes.
-//! The chunk in flight at the crash may reach the sink twice: sinks apply snapshot rows as
-//! upserts by primary key, which makes that harmless.
+//! told to forget its earlier rows ([`TableStart::Restart`]; the relay ships
+//! `TRUNCATE TABLE`), since rows it holds may have been changed or deleted on the source
+//! since, and the new range's position makes the stream skip those changes.
+//!
+//! A continued table has the same hazard on a smaller scale. A chunk reaches the sink
+//! (durably, for a durable sink) before the progress naming its last key is saved, so a
+//! crash in between leaves the sink holding rows above the recorded last key `K`, read at
+//! the old position `P1`. The new range after `K` is read at `P2`, and the stream skips its
+//! changes before `P2`: a row of that chunk deleted on the source between `P1` and `P2` is
+//! neither read again nor deleted by the stream. So the sink is first told to drop every
+//! row above `K` ([`TableStart::After`]; the relay ships
+//! ``DELETE FROM `db`.`t` WHERE (key columns) > (K)``), before the new range is saved and
+//! before any of its rows. That drops nothing it should keep: the stream starts only once
+//! every table's snapshot is done, so no binlog change of this table has reached the sink
+//! yet, and every chunk of the table that was recorded lies at or below `K` (chunks follow
+//! key order), so a row above `K` can only come from a chunk that was never recorded,
+//! whose range the new read covers. Dropping them twice (a crash before the new range is
+//! saved, or a sink re-running the statement) is harmless for the same reason. Updated
+//! rows of that chunk would be harmless anyway (the new read upserts them). The chunk in
+//! flight may otherwise reach the sink twice: sinks apply snapshot rows as upserts by
+//! primary key, which makes that harmless.
 //!
 //! # Prerequisites
 //!
@@ -54,8 +70,8 @@ use std::time::{Duration, Instant};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Pool, Row, Value};
 use outflow_core::{
-    BinlogPosition, ColumnType, Date, DateTime, GtidState, SourcePosition, TableSchema, Time,
-    Timestamp, ValueKind, ValueRef,
+    BinlogPosition, ColumnType, Date, DateTime, GtidState, SnapshotStatement, SourcePosition,
+    TableSchema, Time, Timestamp, ValueKind, ValueRef,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
@@ -141,17 +157,18 @@ pub trait SnapshotSink: Send + 'static {
     /// The sink's error.
     type Error: std::fmt::Display;
 
-    /// A table's rows start; they reflect the binlog up to `at`. With `restart`, rows
-    /// delivered for this table before (an interrupted run) must be dropped, and a durable
-    /// sink makes that durable before the returned future completes: the table's progress
-    /// saved after it lets rows of the new read reach the sink. Called before the table is
-    /// read, so an empty table is begun too. Asynchronous for the same reason as
+    /// A table's rows start; they reflect the binlog up to `at`. `start` says which rows
+    /// delivered for this table before (an interrupted run) must be dropped
+    /// ([`TableStart::forget_statement`] says it in SQL), and a durable sink makes that
+    /// durable before the returned future completes: the table's progress saved after it
+    /// lets rows of the new read reach the sink. Called before the table is read, so an
+    /// empty table is begun too. Asynchronous for the same reason as
     /// [`SnapshotSink::chunk_done`].
     fn begin_table(
         &mut self,
         table: &TableSchema,
         at: &BinlogPosition,
-        restart: bool,
+        start: &TableStart,
     ) -> impl std::future::Future<Output = Result<(), Self::Error>> + Send;
 
     /// One row, values in column order, borrowed for the call.
@@ -386,14 +403,43 @@ fn quote(ident: &str) -> String {
     format!("`{}`", ident.replace('`', "``"))
 }
 
-/// The statement that makes a target forget `table`'s rows before it is read again from its
-/// start ([`SnapshotSink::begin_table`] with `restart`): `TRUNCATE TABLE`, names quoted.
-pub fn truncate_statement(table: &TableSchema) -> String {
-    format!(
-        "TRUNCATE TABLE {}.{}",
-        quote(&table.db),
-        quote(&table.table)
-    )
+/// How a table's read starts ([`SnapshotSink::begin_table`]), and so which rows an earlier,
+/// interrupted read delivered that the sink must drop first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableStart {
+    /// Nothing of the table was delivered before.
+    Fresh,
+    /// Read again from its start (a key not all integers, no key, or no key recorded yet):
+    /// drop every row delivered before.
+    Restart,
+    /// Continued after its last recorded key (the integer key columns' values, in key
+    /// order): drop the rows delivered before whose key lies above it. Those can only be a
+    /// chunk shipped before the crash whose progress was never saved; the new read at a
+    /// later position brings back the ones that still exist, and the stream skips the
+    /// range's changes before that position, deletes included.
+    After(Vec<i128>),
+}
+
+impl TableStart {
+    /// The statement that makes a SQL target drop what `self` says, if anything:
+    /// `TRUNCATE TABLE` to restart, `DELETE ... WHERE (key) > (last key)` to continue.
+    pub fn forget_statement(&self, table: &TableSchema) -> Option<SnapshotStatement> {
+        let (db, name) = (table.db.clone(), table.table.clone());
+        match self {
+            TableStart::Fresh => None,
+            TableStart::Restart => Some(SnapshotStatement::Truncate { db, table: name }),
+            TableStart::After(after) => Some(SnapshotStatement::DeleteAfter {
+                db,
+                table: name,
+                columns: table
+                    .primary_key
+                    .iter()
+                    .map(|&k| table.columns[usize::from(k)].name.clone())
+                    .collect(),
+                after: after.clone(),
+            }),
+        }
+    }
 }
 
 /// Opens a consistent snapshot on `conn` and returns its binlog position.
@@ -628,7 +674,14 @@ async fn snapshot_table<S: SnapshotSink>(
         && t.primary_key
             .iter()
             .all(|&k| matches!(t.columns[usize::from(k)].ty, ColumnType::Int { .. }));
-    let resume = saved.last_key.is_some() && int_key;
+    // The last recorded key, when the table can continue after it: every key column an
+    // integer, and the saved values integers too (anything else is read again).
+    let after: Option<Vec<i128>> = saved
+        .last_key
+        .as_ref()
+        .map(|k| k.iter().filter_map(KeyValue::as_int).collect::<Vec<_>>())
+        .filter(|k| int_key && k.len() == t.primary_key.len());
+    let resume = after.is_some();
     let mut progress = if resume {
         saved
     } else {
@@ -636,11 +689,11 @@ async fn snapshot_table<S: SnapshotSink>(
     };
     let mut conn = pool.get_conn().await.map_err(sql(&qn, "connecting"))?;
     let at = open_snapshot(&mut conn, &shared.cfg, &qn).await?;
-    if resume {
-        let after: Option<Vec<i128>> = progress
-            .last_key
-            .as_ref()
-            .map(|k| k.iter().filter_map(KeyValue::as_int).collect());
+    let mut start = TableStart::Fresh;
+    if let Some(key) = &after {
+        // Rows above the last key that reached the sink were shipped in a chunk whose
+        // progress was never saved; the sink drops them (see `TableStart::After`).
+        start = TableStart::After(key.clone());
         // A run that died before reading past the last key left a range that holds no
         // rows: the new one replaces it.
         if progress
@@ -661,9 +714,11 @@ async fn snapshot_table<S: SnapshotSink>(
         }];
     }
     {
-        let restart = !resume && (saved_rows_or_segments(&shared.progress, &qn).await);
+        if !resume && saved_rows_or_segments(&shared.progress, &qn).await {
+            start = TableStart::Restart;
+        }
         let mut sink = shared.sink.lock().await;
-        sink.begin_table(t, &at, restart)
+        sink.begin_table(t, &at, &start)
             .await
             .map_err(|e| SnapshotError::Sink {
                 table: qn.clone(),
@@ -964,6 +1019,34 @@ mod tests {
         assert_eq!(c, "(`a` > ?) OR (`a` = ? AND `b``x` > ?)");
         assert_eq!(n, 3);
         assert_eq!(select_list(&t), "`a`, `b``x`, `e`+0");
+    }
+
+    #[test]
+    fn a_table_start_names_what_the_target_forgets() {
+        let t = TableSchema {
+            version: SchemaVersion(1),
+            db: "d".into(),
+            table: "t".into(),
+            columns: vec![
+                ColumnSchema::new("v", ColumnType::Int { bytes: 4 }),
+                ColumnSchema::new("b", ColumnType::Int { bytes: 8 }),
+                ColumnSchema::new("a", ColumnType::Int { bytes: 4 }),
+            ],
+            primary_key: vec![2, 1],
+        };
+        assert_eq!(TableStart::Fresh.forget_statement(&t), None);
+        assert_eq!(
+            TableStart::Restart
+                .forget_statement(&t)
+                .unwrap()
+                .to_string(),
+            "TRUNCATE TABLE `d`.`t`"
+        );
+        let after = TableStart::After(vec![-3, i128::from(u64::MAX)]);
+        assert_eq!(
+            after.forget_statement(&t).unwrap().to_string(),
+            "DELETE FROM `d`.`t` WHERE (`a`, `b`) > (-3, 18446744073709551615)"
+        );
     }
 
     #[test]
