@@ -4,13 +4,13 @@
 //! policy (`skip`, and `stop` naming the statement, then a restart with `apply` that
 //! resumes at the statement); and the re-delivery of a DDL whose checkpoint did not follow.
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use outflow_testkit::{Server, ServerConfig};
-
-const OUTFLOW: &str = env!("CARGO_BIN_EXE_outflow");
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Runtime::new().unwrap()
@@ -21,32 +21,21 @@ fn start_relay(source: &Server, target: &Server, dir: &std::path::Path, extra: &
     let from: String = rt()
         .block_on(source.query_scalar("SELECT @@GLOBAL.gtid_binlog_pos"))
         .unwrap();
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("outflow.log"))
-        .unwrap();
-    Command::new(OUTFLOW)
-        .args(["run", "--source", &source.url(), "--target", &target.url()])
-        .args([
-            "--tls-mode",
-            "disabled",
-            "--batch-delay",
-            "50ms",
-            "--do-db",
-            "app",
-        ])
-        .args(["--from", &format!("gtid:{from}"), "--spool"])
-        .arg(dir.join("spool"))
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start outflow run")
+    let from = format!("gtid:{from}");
+    let mut args = vec!["--do-db", "app", "--from", &from];
+    args.extend_from_slice(extra);
+    common::spawn_run(
+        Command::new(common::OUTFLOW),
+        source,
+        target,
+        &dir.join("spool"),
+        &dir.join("outflow.log"),
+        &args,
+    )
 }
 
 fn log(dir: &std::path::Path) -> String {
-    std::fs::read_to_string(dir.join("outflow.log")).unwrap_or_default()
+    common::log_text(&dir.join("outflow.log"))
 }
 
 /// Columns of every table of `app`: (table, position, name, type, default).
@@ -194,23 +183,7 @@ fn a_ddl_heavy_script_during_writes_reaches_an_empty_target() {
     relay.kill().unwrap();
     relay.wait().unwrap();
 
-    let verify = Command::new(OUTFLOW)
-        .args([
-            "verify",
-            "--source",
-            &source.url(),
-            "--target",
-            &target.url(),
-        ])
-        .args(["--tables", "app.steady,app.t2,app.t3,app.quoted"])
-        .output()
-        .unwrap();
-    assert!(
-        verify.status.success(),
-        "verify: {}\n{}",
-        String::from_utf8_lossy(&verify.stdout),
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    common::verify_clean(&source, &target, "app.steady,app.t2,app.t3,app.quoted");
     let log = log(dir.path());
     assert!(!log.contains("already applied"), "{log}");
 }

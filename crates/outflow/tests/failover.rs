@@ -3,12 +3,12 @@
 //! and outflow continues from the replica by GTID with nothing lost or repeated. A server
 //! that lacks the stream's GTID is refused with an error naming it.
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use outflow_testkit::{replicate, ReplicationOpts, Server, ServerConfig};
-
-const OUTFLOW: &str = env!("CARGO_BIN_EXE_outflow");
 
 fn relay(
     source: &Server,
@@ -17,21 +17,24 @@ fn relay(
     dir: &std::path::Path,
     server_id: u32,
 ) -> Child {
-    let log = std::fs::File::create(dir.join("outflow.log")).unwrap();
-    Command::new(OUTFLOW)
-        .args(["run", "--source", &source.url(), "--target", &target.url()])
-        .args(["--source-failover", &failover.url()])
-        .args(["--server-id", &server_id.to_string()])
-        .args(["--tls-mode", "disabled", "--batch-delay", "50ms", "--spool"])
-        .arg(dir.join("spool"))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start outflow run")
+    let server_id = server_id.to_string();
+    common::spawn_run(
+        Command::new(common::OUTFLOW),
+        source,
+        target,
+        &dir.join("spool"),
+        &dir.join("outflow.log"),
+        &[
+            "--source-failover",
+            &failover.url(),
+            "--server-id",
+            &server_id,
+        ],
+    )
 }
 
 fn log_of(dir: &std::path::Path) -> String {
-    std::fs::read_to_string(dir.join("outflow.log")).unwrap_or_default()
+    common::log_text(&dir.join("outflow.log"))
 }
 
 /// Waits until `target` holds `n` rows in `app.t`.
@@ -134,23 +137,7 @@ fn fails_over_to_a_replica_by_gtid_and_refuses_a_server_without_the_position() {
         }
         let log = log_of(dir.path());
         assert!(log.contains("failing over"), "{log}");
-        let verify = Command::new(OUTFLOW)
-            .args([
-                "verify",
-                "--source",
-                &replica.url(),
-                "--target",
-                &target.url(),
-            ])
-            .args(["--tables", "app.t"])
-            .output()
-            .unwrap();
-        assert!(
-            verify.status.success(),
-            "verify: {}{}",
-            String::from_utf8_lossy(&verify.stdout),
-            String::from_utf8_lossy(&verify.stderr)
-        );
+        common::verify_clean(&replica, &target, "app.t");
         let _ = good.kill();
         let _ = good.wait();
 

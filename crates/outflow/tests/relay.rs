@@ -4,12 +4,13 @@
 //! `outflow verify` clean. Exactly once is what makes that possible: a lost change leaves
 //! a row behind, a repeated one trips the applier's conflict policy (stop, the default).
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use outflow_testkit::{Server, ServerConfig, Sysbench, Workload};
 
-const OUTFLOW: &str = env!("CARGO_BIN_EXE_outflow");
 const TABLES: u32 = 2;
 
 fn start_relay(
@@ -18,20 +19,14 @@ fn start_relay(
     spool: &std::path::Path,
     log: &std::path::Path,
 ) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    Command::new(OUTFLOW)
-        .args(["run", "--source", &source.url(), "--target", &target.url()])
-        .args(["--tls-mode", "disabled", "--spool"])
-        .arg(spool)
-        .args(["--batch-delay", "50ms"])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start outflow run")
+    common::spawn_run(
+        Command::new(common::OUTFLOW),
+        source,
+        target,
+        spool,
+        log,
+        &[],
+    )
 }
 
 async fn checksums(server: &Server) -> Vec<u64> {
@@ -110,34 +105,18 @@ fn relay_survives_sigkill_of_either_side_and_of_the_target() {
         if let Ok(Some(status)) = relay.try_wait() {
             panic!(
                 "outflow run exited with {status}; log:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
+                common::log_text(&log)
             );
         }
         assert!(
             Instant::now() < deadline,
             "target never caught up: {got:?} vs {want:?}; log:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
+            common::log_text(&log)
         );
         std::thread::sleep(Duration::from_millis(300));
     }
     relay.kill().unwrap();
     relay.wait().unwrap();
 
-    let verify = Command::new(OUTFLOW)
-        .args([
-            "verify",
-            "--source",
-            &source.url(),
-            "--target",
-            &target.url(),
-        ])
-        .args(["--tables", "sbtest.sbtest1,sbtest.sbtest2"])
-        .output()
-        .unwrap();
-    assert!(
-        verify.status.success(),
-        "verify: {}\n{}",
-        String::from_utf8_lossy(&verify.stdout),
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    common::verify_clean(&source, &target, "sbtest.sbtest1,sbtest.sbtest2");
 }

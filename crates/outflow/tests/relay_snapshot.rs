@@ -7,12 +7,14 @@
 //! third kills it in the middle of a table with a VARCHAR key and one with no key, which
 //! must then be read again from their start after a TRUNCATE on the target.
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use common::{log_text, verify_clean, OUTFLOW};
 use outflow_testkit::{Server, ServerConfig, Sysbench, Workload};
 
-const OUTFLOW: &str = env!("CARGO_BIN_EXE_outflow");
 const TABLES: u32 = 2;
 
 fn start_relay(
@@ -23,13 +25,20 @@ fn start_relay(
     chunk_rows: u32,
     extra: &[&str],
 ) -> Child {
-    let mut cmd = Command::new(OUTFLOW);
-    start_relay_with(&mut cmd, source, target, spool, log, chunk_rows, extra)
+    start_relay_with(
+        Command::new(OUTFLOW),
+        source,
+        target,
+        spool,
+        log,
+        chunk_rows,
+        extra,
+    )
 }
 
 /// [`start_relay`] on a command the caller prepared (environment).
 fn start_relay_with(
-    cmd: &mut Command,
+    cmd: Command,
     source: &Server,
     target: &Server,
     spool: &std::path::Path,
@@ -37,24 +46,21 @@ fn start_relay_with(
     chunk_rows: u32,
     extra: &[&str],
 ) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    cmd.args(["run", "--source", &source.url(), "--target", &target.url()])
-        .args(["--tls-mode", "disabled", "--from", "start", "--spool"])
-        .arg(spool)
-        .args(["--batch-delay", "50ms"])
-        .args(["--snapshot-chunk-rows", &chunk_rows.to_string()])
-        .args(["--do-db", "sbtest,app"])
-        .args(["--exclude-column", "app.people.secret"])
-        .args(["--mask-column", "app.people.email"])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start outflow run")
+    let chunk_rows = chunk_rows.to_string();
+    let mut args = vec![
+        "--from",
+        "start",
+        "--snapshot-chunk-rows",
+        &chunk_rows,
+        "--do-db",
+        "sbtest,app",
+        "--exclude-column",
+        "app.people.secret",
+        "--mask-column",
+        "app.people.email",
+    ];
+    args.extend_from_slice(extra);
+    common::spawn_run(cmd, source, target, spool, log, &args)
 }
 
 const PEOPLE: &str = "CREATE TABLE app.people (id INT PRIMARY KEY, email VARCHAR(100), \
@@ -145,31 +151,6 @@ async fn people(target: &Server) -> Vec<Person> {
         .query_rows("SELECT id, email, secret, note FROM app.people ORDER BY id")
         .await
         .unwrap()
-}
-
-fn log_text(log: &std::path::Path) -> String {
-    std::fs::read_to_string(log).unwrap_or_default()
-}
-
-/// `outflow verify` over `tables` (comma-separated) finds the target equal to the source.
-fn verify_clean(source: &Server, target: &Server, tables: &str) {
-    let verify = Command::new(OUTFLOW)
-        .args([
-            "verify",
-            "--source",
-            &source.url(),
-            "--target",
-            &target.url(),
-        ])
-        .args(["--tables", tables])
-        .output()
-        .unwrap();
-    assert!(
-        verify.status.success(),
-        "verify: {}\n{}",
-        String::from_utf8_lossy(&verify.stdout),
-        String::from_utf8_lossy(&verify.stderr)
-    );
 }
 
 /// Waits until every table of `tables` is checksum-equal on both sides, failing if the
@@ -567,8 +548,7 @@ fn a_chunk_shipped_but_not_recorded_is_dropped_before_the_table_continues() {
     let mut relay = Command::new(OUTFLOW);
     relay.env("OUTFLOW_DANGER_TEST_EXIT_AFTER_SNAPSHOT_CHUNK", "3");
     let status = {
-        let mut child =
-            start_relay_with(&mut relay, &source, &target, &spool, &log, CHUNK, &policy);
+        let mut child = start_relay_with(relay, &source, &target, &spool, &log, CHUNK, &policy);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
