@@ -111,6 +111,11 @@ pub struct SourceConfig {
     /// shorter, so that a partial batch ships on time while the source is idle. Default: 5s.
     #[arg(long = "heartbeat", value_name = "DURATION")]
     pub heartbeat: Option<String>,
+    /// How long reconnecting to a lost source server is retried (with backoff) before the
+    /// next server of `--source-failover` is tried, e.g. `30s`; without failover servers the
+    /// source side then stops with the connection error. Default: 30s.
+    #[arg(long = "failover-after", value_name = "DURATION")]
+    pub failover_after: Option<String>,
     /// Rows per initial-snapshot chunk: one keyset SELECT, one frame, one progress save.
     /// Default: 10000.
     #[arg(long = "snapshot-chunk-rows", value_name = "N")]
@@ -357,6 +362,8 @@ pub struct SourceSettings {
     pub tls13_only: bool,
     /// Heartbeat period.
     pub heartbeat: Duration,
+    /// Reconnect budget per server before failing over.
+    pub failover_after: Duration,
 }
 
 /// Typed settings of the whole configuration, defaults applied.
@@ -446,6 +453,7 @@ impl Config {
             tls_key,
             tls13_only,
             heartbeat,
+            failover_after,
             snapshot_chunk_rows,
             on_statement
         );
@@ -521,6 +529,11 @@ impl Config {
                     tls_identity,
                     tls13_only: src.tls13_only.unwrap_or(false),
                     heartbeat: duration(src.heartbeat.as_deref(), "heartbeat", "5s")?,
+                    failover_after: duration(
+                        src.failover_after.as_deref(),
+                        "failover_after",
+                        "30s",
+                    )?,
                 })
             }
         };

@@ -29,6 +29,8 @@ fn relay(
             &failover.url(),
             "--server-id",
             &server_id,
+            "--failover-after",
+            "5s",
         ],
     )
 }

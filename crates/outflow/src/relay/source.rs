@@ -493,6 +493,12 @@ async fn stream_from(
     handoff: &mut Option<Handoff>,
 ) -> Result<(), Failure> {
     let fatal = Failure::Fatal;
+    let failover_after = settings
+        .source
+        .as_ref()
+        .context("the source side needs --source")
+        .map_err(fatal)?
+        .failover_after;
     let (mut history, tracker) = if HistoryStore::exists(history_dir) {
         match schema_seq {
             Some(seq) => HistoryStore::open_at(history_dir, filter.clone(), seq),
@@ -546,7 +552,7 @@ async fn stream_from(
             Err(ReplicaError::Replication(e)) if e.is_retryable() => {
                 tracing::warn!(error = %e, "source connection lost; reconnecting");
                 if let Err(e) = replica
-                    .reconnect_with_backoff(&mut backoff, Duration::from_secs(30))
+                    .reconnect_with_backoff(&mut backoff, failover_after)
                     .await
                 {
                     *last_resume = Some(replica.tracker().resume_from());
