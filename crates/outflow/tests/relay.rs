@@ -30,16 +30,7 @@ fn start_relay(
 }
 
 async fn checksums(server: &Server) -> Vec<u64> {
-    let mut sums = Vec::new();
-    for t in 1..=TABLES {
-        sums.push(
-            server
-                .checksum_table(&format!("sbtest.sbtest{t}"))
-                .await
-                .unwrap(),
-        );
-    }
-    sums
+    common::sysbench_checksums(server, TABLES).await
 }
 
 #[test]

@@ -123,16 +123,7 @@ async fn people_stream_changes(source: &Server) {
 }
 
 async fn checksums(server: &Server) -> Vec<u64> {
-    let mut sums = Vec::new();
-    for t in 1..=TABLES {
-        sums.push(
-            server
-                .checksum_table(&format!("sbtest.sbtest{t}"))
-                .await
-                .unwrap(),
-        );
-    }
-    sums
+    common::sysbench_checksums(server, TABLES).await
 }
 
 type Person = (i32, Option<String>, Option<String>, Option<String>);

@@ -38,6 +38,20 @@ pub fn spawn_run(
         .expect("start outflow run")
 }
 
+/// `CHECKSUM TABLE` of `sbtest.sbtest1` to `sbtest.sbtest{tables}`, in order.
+pub async fn sysbench_checksums(server: &Server, tables: u32) -> Vec<u64> {
+    let mut sums = Vec::new();
+    for t in 1..=tables {
+        sums.push(
+            server
+                .checksum_table(&format!("sbtest.sbtest{t}"))
+                .await
+                .unwrap(),
+        );
+    }
+    sums
+}
+
 /// The log so far (empty if there is none yet).
 pub fn log_text(log: &Path) -> String {
     std::fs::read_to_string(log).unwrap_or_default()
