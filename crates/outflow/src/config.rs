@@ -12,6 +12,7 @@
 //! minimal command forms, but is never printed: messages show [`redact_url`]'s form, and
 //! [`Secret`] keeps passwords out of `Debug` output and so out of logs.
 
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -293,6 +294,32 @@ pub struct SinkConfig {
     /// after a crash) always runs.
     #[arg(long = "ddl", value_name = "KIND=POLICY,...")]
     pub ddl: Option<String>,
+    /// Connections that apply at the same time. With more than one, the rows of a target
+    /// transaction are spread over them by key and committed as one XA transaction: durable
+    /// and exactly once, but between the branch commits (a round trip) a reader of the
+    /// target may see part of a source transaction. 1 never shows a partial transaction.
+    /// Default: 2.
+    #[arg(long = "apply-threads", value_name = "N")]
+    pub apply_threads: Option<u16>,
+    /// Row changes per target transaction, in whole source transactions (a bigger source
+    /// transaction is one target transaction of its own). Default: 20000.
+    #[arg(long = "txn-changes", value_name = "N")]
+    pub txn_changes: Option<u32>,
+    /// Largest statement the sink sends (capped below the target's `max_allowed_packet`).
+    /// Default: 4MiB.
+    #[arg(long = "statement-bytes", value_name = "SIZE")]
+    pub statement_bytes: Option<String>,
+    /// Statement text held for all tables together before it is sent: with the decoded
+    /// batch, what bounds the sink's memory. Default: 32MiB.
+    #[arg(long = "pending-bytes", value_name = "SIZE")]
+    pub pending_bytes: Option<String>,
+    /// Name of this stream's row in the checkpoint table: several sources can feed one
+    /// target, each under its own name. Default: `default`.
+    #[arg(long = "stream", value_name = "NAME")]
+    pub stream: Option<String>,
+    /// The checkpoint table, `db.table` (created if missing). Default: `outflow.checkpoint`.
+    #[arg(long = "checkpoint-table", value_name = "DB.TABLE")]
+    pub checkpoint_table: Option<String>,
 }
 
 /// A password that never shows in `Debug` output or logs.
@@ -416,8 +443,30 @@ pub struct Settings {
     pub on_conflict: ConflictPolicy,
     /// DDL policy per kind.
     pub ddl: outflow_sink::DdlPolicies,
+    /// How the sink applies: connections, transaction and statement sizes, memory bound,
+    /// stream name and checkpoint table.
+    pub apply: ApplySettings,
     /// Data changes logged as statements.
     pub on_statement: outflow_codec::StatementPolicy,
+}
+
+/// The `[sink]` keys that shape how changes are applied, typed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplySettings {
+    /// Connections that apply at the same time.
+    pub threads: NonZeroUsize,
+    /// Row changes per target transaction.
+    pub txn_changes: NonZeroUsize,
+    /// Largest statement, in bytes.
+    pub statement_bytes: usize,
+    /// Statement text held before it is sent, in bytes.
+    pub pending_bytes: usize,
+    /// The stream's name in the checkpoint table.
+    pub stream: String,
+    /// Database of the checkpoint table.
+    pub checkpoint_db: String,
+    /// The checkpoint table.
+    pub checkpoint_table: String,
 }
 
 /// Fills every `None` field of `$dst` from `$src`: the flags (`$dst`) win over the file.
@@ -490,7 +539,21 @@ impl Config {
             max_udp_payload
         );
         let (s, f) = (&mut self.sink, &file.sink);
-        lay_over!(s, f, target, password_env, password_file, on_conflict, ddl);
+        lay_over!(
+            s,
+            f,
+            target,
+            password_env,
+            password_file,
+            on_conflict,
+            ddl,
+            apply_threads,
+            txn_changes,
+            statement_bytes,
+            pending_bytes,
+            stream,
+            checkpoint_table
+        );
         self
     }
 
@@ -580,6 +643,7 @@ impl Config {
             .unwrap_or("")
             .parse()
             .map_err(|e: String| anyhow::anyhow!("ddl: {e}"))?;
+        let apply = self.sink.resolve_apply()?;
         let on_statement = match self.source.on_statement.as_deref().unwrap_or("stop") {
             "stop" => outflow_codec::StatementPolicy::Stop,
             "skip" => outflow_codec::StatementPolicy::Skip,
@@ -616,7 +680,53 @@ impl Config {
             target,
             on_conflict,
             ddl,
+            apply,
             on_statement,
+        })
+    }
+}
+
+impl SinkConfig {
+    /// The apply keys, typed, with their defaults.
+    fn resolve_apply(&self) -> Result<ApplySettings> {
+        let threads = match self.apply_threads.unwrap_or(2) {
+            n @ 1..=64 => NonZeroUsize::new(usize::from(n)),
+            n => bail!("apply_threads {n}: expected 1 to 64"),
+        };
+        let txn_changes = match self.txn_changes {
+            Some(0) => bail!("txn_changes must be at least 1"),
+            n => NonZeroUsize::new(n.unwrap_or(20_000) as usize),
+        };
+        let statement_bytes = size(self.statement_bytes.as_deref(), "statement_bytes", "4MiB")?;
+        if !(4096..=1 << 30).contains(&statement_bytes) {
+            bail!("statement_bytes {statement_bytes}: expected 4KiB to 1GiB");
+        }
+        let pending_bytes = size(self.pending_bytes.as_deref(), "pending_bytes", "32MiB")?;
+        if pending_bytes < statement_bytes {
+            bail!("pending_bytes ({pending_bytes}) must be at least statement_bytes ({statement_bytes})");
+        }
+        let stream = self.stream.clone().unwrap_or_else(|| "default".to_string());
+        if stream.is_empty() || stream.len() > 64 {
+            bail!("stream {stream:?}: expected 1 to 64 characters");
+        }
+        let table = self
+            .checkpoint_table
+            .as_deref()
+            .unwrap_or("outflow.checkpoint");
+        let (checkpoint_db, checkpoint_table) = match table.split_once('.') {
+            Some((db, t)) if !db.is_empty() && !t.is_empty() && !t.contains('.') => {
+                (db.to_string(), t.to_string())
+            }
+            _ => bail!("checkpoint_table {table:?}: expected DB.TABLE"),
+        };
+        Ok(ApplySettings {
+            threads: threads.unwrap_or(NonZeroUsize::MIN),
+            txn_changes: txn_changes.unwrap_or(NonZeroUsize::MIN),
+            statement_bytes: statement_bytes as usize,
+            pending_bytes: pending_bytes as usize,
+            stream,
+            checkpoint_db,
+            checkpoint_table,
         })
     }
 }
@@ -788,6 +898,45 @@ mod tests {
         );
         assert_eq!(s.on_statement, outflow_codec::StatementPolicy::Stop);
         assert_eq!(s.max_udp_payload, Some(1452));
+        assert_eq!(s.apply.threads.get(), 1);
+        assert_eq!(s.apply.txn_changes.get(), 20_000);
+        assert_eq!(s.apply.pending_bytes, 64 << 20);
+        assert_eq!(s.apply.statement_bytes, 4 << 20);
+        assert_eq!(s.apply.stream, "warehouse-feed");
+        assert_eq!(
+            (
+                s.apply.checkpoint_db.as_str(),
+                s.apply.checkpoint_table.as_str()
+            ),
+            ("outflow", "checkpoint")
+        );
+    }
+
+    #[test]
+    fn apply_keys_have_defaults_and_reach_the_applier() {
+        let s = Config::default().resolve().unwrap();
+        let a = crate::relay::apply_config(&s);
+        let d = outflow_sink::apply::ApplyConfig::default();
+        assert_eq!(
+            (a.apply_threads, a.max_txn_changes, a.max_statement_bytes),
+            (d.apply_threads, d.max_txn_changes, d.max_statement_bytes)
+        );
+        assert_eq!(a.max_pending_bytes, d.max_pending_bytes);
+        assert_eq!(
+            (a.stream, a.checkpoint_db, a.checkpoint_table),
+            (d.stream, d.checkpoint_db, d.checkpoint_table)
+        );
+        let mut flags = Config::default();
+        flags.sink.apply_threads = Some(3);
+        flags.sink.pending_bytes = Some("8MiB".into());
+        flags.sink.checkpoint_table = Some("ops.outflow_pos".into());
+        let a = crate::relay::apply_config(&flags.resolve().unwrap());
+        assert_eq!(a.apply_threads.get(), 3);
+        assert_eq!(a.max_pending_bytes, 8 << 20);
+        assert_eq!(
+            (a.checkpoint_db.as_str(), a.checkpoint_table.as_str()),
+            ("ops", "outflow_pos")
+        );
     }
 
     #[test]
@@ -818,6 +967,12 @@ mod tests {
             "[sink]\nddl = \"drop_table=maybe\"\n",
             "[sink]\nddl = \"drop_tables=stop\"\n",
             "[source]\non_statement = \"ignore\"\n",
+            "[sink]\napply_threads = 0\n",
+            "[sink]\ntxn_changes = 0\n",
+            "[sink]\nstatement_bytes = \"1KiB\"\n",
+            "[sink]\nstatement_bytes = \"8MiB\"\npending_bytes = \"4MiB\"\n",
+            "[sink]\ncheckpoint_table = \"checkpoint\"\n",
+            "[sink]\nstream = \"\"\n",
         ] {
             let c: Config = toml::from_str(bad).unwrap();
             assert!(c.resolve().is_err(), "{bad:?} should not resolve");

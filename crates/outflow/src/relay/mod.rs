@@ -269,7 +269,7 @@ fn target_opts(settings: &Settings) -> Result<mysql_async::Opts> {
 }
 
 /// The applier settings of `settings`.
-fn apply_config(settings: &Settings) -> outflow_sink::apply::ApplyConfig {
+pub(crate) fn apply_config(settings: &Settings) -> outflow_sink::apply::ApplyConfig {
     outflow_sink::apply::ApplyConfig {
         on_conflict: match settings.on_conflict {
             crate::config::ConflictPolicy::Stop => outflow_sink::apply::ConflictPolicy::Stop,
@@ -278,6 +278,13 @@ fn apply_config(settings: &Settings) -> outflow_sink::apply::ApplyConfig {
             }
         },
         ddl: settings.ddl.clone(),
+        apply_threads: settings.apply.threads,
+        max_txn_changes: settings.apply.txn_changes,
+        max_statement_bytes: settings.apply.statement_bytes,
+        max_pending_bytes: settings.apply.pending_bytes,
+        stream: settings.apply.stream.clone(),
+        checkpoint_db: settings.apply.checkpoint_db.clone(),
+        checkpoint_table: settings.apply.checkpoint_table.clone(),
         ..Default::default()
     }
 }
