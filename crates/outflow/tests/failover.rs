@@ -16,22 +16,26 @@ fn relay(
     target: &Server,
     dir: &std::path::Path,
     server_id: u32,
+    extra: &[&str],
 ) -> Child {
     let server_id = server_id.to_string();
+    let failover = failover.url();
+    let mut args = vec![
+        "--source-failover",
+        &failover,
+        "--server-id",
+        &server_id,
+        "--failover-after",
+        "5s",
+    ];
+    args.extend_from_slice(extra);
     common::spawn_run(
         Command::new(common::OUTFLOW),
         source,
         target,
         &dir.join("spool"),
         &dir.join("outflow.log"),
-        &[
-            "--source-failover",
-            &failover.url(),
-            "--server-id",
-            &server_id,
-            "--failover-after",
-            "5s",
-        ],
+        &args,
     )
 }
 
@@ -100,8 +104,24 @@ fn fails_over_to_a_replica_by_gtid_and_refuses_a_server_without_the_position() {
         let dir2 = tempfile::tempdir().unwrap();
         // One relay fails over to the replica, the other to the stranger (two replicas of
         // one server need two server ids).
-        let mut good = relay(&primary, &replica, &target, dir.path(), 4_300_001);
-        let mut bad = relay(&primary, &stranger, &target2, dir2.path(), 4_300_002);
+        // The first also applies on one connection, under its own stream name and
+        // checkpoint table.
+        let mut good = relay(
+            &primary,
+            &replica,
+            &target,
+            dir.path(),
+            4_300_001,
+            &[
+                "--apply-threads",
+                "1",
+                "--stream",
+                "feed-a",
+                "--checkpoint-table",
+                "ops.positions",
+            ],
+        );
+        let mut bad = relay(&primary, &stranger, &target2, dir2.path(), 4_300_002, &[]);
         insert(&primary, 51, 100).await;
         wait_rows(&target, 100, dir.path()).await;
         wait_rows(&target2, 100, dir2.path()).await;
@@ -140,6 +160,18 @@ fn fails_over_to_a_replica_by_gtid_and_refuses_a_server_without_the_position() {
         let log = log_of(dir.path());
         assert!(log.contains("failing over"), "{log}");
         common::verify_clean(&replica, &target, "app.t");
+        let streams: i64 = target
+            .query_scalar("SELECT COUNT(*) FROM ops.positions WHERE stream = 'feed-a'")
+            .await
+            .unwrap();
+        assert_eq!(streams, 1, "the checkpoint row is where the flags put it");
+        let default_table: i64 = target
+            .query_scalar(
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'outflow'",
+            )
+            .await
+            .unwrap();
+        assert_eq!(default_table, 0, "no checkpoint table in the default place");
         let _ = good.kill();
         let _ = good.wait();
 
