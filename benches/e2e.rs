@@ -1,6 +1,7 @@
 //! End to end: a sysbench `oltp_write_only` backlog caught up into a fresh target by the
 //! real `outflow run` process (binlog dump, decode, codec, spool, loopback QUIC with mutual
-//! TLS, exactly-once apply), next to native MariaDB replication with one SQL thread and
+//! TLS, exactly-once apply), once with the defaults and once with `--apply-threads 1` (the
+//! setting under which no reader ever sees part of a source transaction), next to native MariaDB replication with one SQL thread and
 //! with 4 optimistic parallel threads, in the same run, from the same backlog, each target
 //! starting from the same state. Then wire bytes (outflow's UDP bytes against what a native
 //! replica fetches, with and without `slave_compressed_protocol`), `outflow verify` of
@@ -206,9 +207,16 @@ async fn run() -> Result<()> {
     let compressed = Server::start(config().slave_compressed_protocol(true))?;
     // Like the replicas, which do not log what they apply (`log_slave_updates` off).
     let target = Server::start(config().log_bin(false))?;
+    let target1 = Server::start(config().log_bin(false))?;
 
-    catchup::prepare(&source, &[&native1, &native4, &compressed, &target]).await?;
-    target.exec("RESET SLAVE ALL").await?;
+    catchup::prepare(
+        &source,
+        &[&native1, &native4, &compressed, &target, &target1],
+    )
+    .await?;
+    for t in [&target, &target1] {
+        t.exec("RESET SLAVE ALL").await?;
+    }
     let before = source.gtid_binlog_pos().await?;
     let backlog = catchup::backlog(&source, events).await?;
 
@@ -273,120 +281,35 @@ async fn run() -> Result<()> {
         verify: "-".to_string(),
     });
 
-    // outflow run, from the GTID before the backlog.
-    let work = tempfile::tempdir()?;
-    let log = work.path().join("outflow-run.log");
-    let wrap: Vec<String> = std::env::var("OUTFLOW_BENCH_E2E_WRAP")
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
-    let mut cmd = match wrap.split_first() {
-        Some((program, args)) => {
-            let mut c = Command::new(program);
-            c.args(args).arg(&bin);
-            c
-        }
-        None => Command::new(&bin),
-    };
-    cmd.args(["run", "--source", &source.url(), "--target", &target.url()])
-        .args([
-            "--tls-mode",
-            "disabled",
-            "--from",
-            &format!("gtid:{before}"),
-        ])
-        .arg("--spool")
-        .arg(work.path().join("spool"))
-        .args(&extra)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?);
-    println!(
-        "outflow run --from gtid:{before} --spool <tmp> {}",
-        extra.join(" ")
-    );
-    let target_pid = target.pid().map(|p| p.to_string()).unwrap_or_default();
-    let (cpu_src, cpu_tgt) = (cpu_secs(&source_pid), cpu_secs(&target_pid));
-    let t = Instant::now();
-    let mut relay_proc = cmd.spawn().context("starting outflow run")?;
-    let relay_pid = relay_proc.id().to_string();
-    let deadline = t + Duration::from_secs(3600);
-    let (secs, cpu_relay) = loop {
-        if let Some(gtid) = checkpoint_gtid(&target).await {
-            if gtid_pos_covers(&gtid, &backlog.gtid_after).map_err(anyhow::Error::msg)? {
-                break (t.elapsed().as_secs_f64(), cpu_secs(&relay_pid));
-            }
-        }
-        if let Some(status) = relay_proc.try_wait()? {
-            bail!(
-                "outflow run exited ({status}):\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        if Instant::now() > deadline {
-            stop(&mut relay_proc);
-            bail!("outflow did not catch up within an hour");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    println!(
-        "outflow run: {secs:.2} s; CPU: {cpu_relay:.2} s in outflow, {:.2} s in the target, \
-         {:.2} s in the source",
-        cpu_secs(&target_pid) - cpu_tgt,
-        cpu_secs(&source_pid) - cpu_src
-    );
-    // The link's totals: the first progress line printed after the catch-up.
-    let seen = source_lines(&log).len();
-    let wait = Instant::now();
-    let last = loop {
-        let now = source_lines(&log);
-        if now.len() > seen {
-            break now.last().cloned().unwrap_or_default();
-        }
-        if wait.elapsed() > Duration::from_secs(15) {
-            stop(&mut relay_proc);
-            bail!(
-                "no progress line from outflow run after the catch-up:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    stop(&mut relay_proc);
-    if let Some(keep) = std::env::var_os("OUTFLOW_BENCH_E2E_LOG") {
-        std::fs::copy(&log, &keep).context("copying the outflow run log")?;
+    // outflow run, from the GTID before the backlog: with the defaults (plus the extra
+    // flags), then on one connection, where no reader ever sees a partial transaction.
+    let runs = [
+        ("outflow run (source -> QUIC -> sink)", &target, Vec::new()),
+        (
+            "outflow run, --apply-threads 1",
+            &target1,
+            vec!["--apply-threads".to_string(), "1".to_string()],
+        ),
+    ];
+    for (name, target, more) in runs {
+        let mut flags = extra.clone();
+        flags.extend(more);
+        let run = Run {
+            bin: &bin,
+            source: &source,
+            target,
+            before: &before,
+            gtid_after: &backlog.gtid_after,
+            extra: &flags,
+        };
+        lines.push(run.measure(name).await?);
     }
-    println!("  progress, as outflow run printed it every 5 s:");
-    for l in std::fs::read_to_string(&log)?.lines() {
-        if l.starts_with("source: ") || l.starts_with("sink: ") {
-            // The link's full metrics make the line long; the counts are enough here.
-            let short = l.split(", link ").next().unwrap_or(l);
-            println!("    {short}");
-        }
-    }
-    let (Some(payload), Some(sent), Some(received)) = (
-        field(&last, "payload_bytes"),
-        field(&last, "wire_bytes_sent"),
-        field(&last, "wire_bytes_received"),
-    ) else {
-        bail!("cannot read the link metrics in {last:?}");
-    };
-    println!(
-        "outflow link: {payload} batch payload bytes, {sent} UDP bytes sent, {received} \
-         received (acknowledgements)"
-    );
-    lines.push(Line {
-        name: "outflow run (source -> QUIC -> sink)".to_string(),
-        secs: Some(secs),
-        wire_bytes: sent + received,
-        verify: String::new(),
-    });
 
     // Every target against the source.
     for (line, server) in lines
         .iter_mut()
         .filter(|l| l.verify.is_empty())
-        .zip([&native1, &native4, &target])
+        .zip([&native1, &native4, &target, &target1])
     {
         line.verify = verify(&bin, &source, server)?;
     }
@@ -437,4 +360,139 @@ async fn run() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// One `outflow run` catch-up of the backlog into a target.
+struct Run<'a> {
+    bin: &'a Path,
+    source: &'a Server,
+    target: &'a Server,
+    /// The GTID position before the backlog (`--from`).
+    before: &'a str,
+    /// The source's GTID position after the backlog: caught up when the checkpoint covers it.
+    gtid_after: &'a str,
+    /// Flags after the bench's own.
+    extra: &'a [String],
+}
+
+impl Run<'_> {
+    /// Runs `outflow run` until the target's checkpoint covers the backlog; prints its CPU
+    /// and progress lines, and returns its line of the table.
+    async fn measure(&self, name: &str) -> Result<Line> {
+        let source_pid = self.source.pid().map(|p| p.to_string()).unwrap_or_default();
+        let work = tempfile::tempdir()?;
+        let log = work.path().join("outflow-run.log");
+        let wrap: Vec<String> = std::env::var("OUTFLOW_BENCH_E2E_WRAP")
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        let mut cmd = match wrap.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(self.bin);
+                c
+            }
+            None => Command::new(self.bin),
+        };
+        cmd.args([
+            "run",
+            "--source",
+            &self.source.url(),
+            "--target",
+            &self.target.url(),
+        ])
+        .args([
+            "--tls-mode",
+            "disabled",
+            "--from",
+            &format!("gtid:{}", self.before),
+        ])
+        .arg("--spool")
+        .arg(work.path().join("spool"))
+        .args(self.extra)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?);
+        println!(
+            "outflow run --from gtid:{} --spool <tmp> {}",
+            self.before,
+            self.extra.join(" ")
+        );
+        let target_pid = self.target.pid().map(|p| p.to_string()).unwrap_or_default();
+        let (cpu_src, cpu_tgt) = (cpu_secs(&source_pid), cpu_secs(&target_pid));
+        let t = Instant::now();
+        let mut relay_proc = cmd.spawn().context("starting outflow run")?;
+        let relay_pid = relay_proc.id().to_string();
+        let deadline = t + Duration::from_secs(3600);
+        let (secs, cpu_relay) = loop {
+            if let Some(gtid) = checkpoint_gtid(self.target).await {
+                if gtid_pos_covers(&gtid, self.gtid_after).map_err(anyhow::Error::msg)? {
+                    break (t.elapsed().as_secs_f64(), cpu_secs(&relay_pid));
+                }
+            }
+            if let Some(status) = relay_proc.try_wait()? {
+                bail!(
+                    "outflow run exited ({status}):\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            if Instant::now() > deadline {
+                stop(&mut relay_proc);
+                bail!("outflow did not catch up within an hour");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        println!(
+            "outflow run: {secs:.2} s; CPU: {cpu_relay:.2} s in outflow, {:.2} s in the target, \
+             {:.2} s in the source",
+            cpu_secs(&target_pid) - cpu_tgt,
+            cpu_secs(&source_pid) - cpu_src
+        );
+        // The link's totals: the first progress line printed after the catch-up.
+        let seen = source_lines(&log).len();
+        let wait = Instant::now();
+        let last = loop {
+            let now = source_lines(&log);
+            if now.len() > seen {
+                break now.last().cloned().unwrap_or_default();
+            }
+            if wait.elapsed() > Duration::from_secs(15) {
+                stop(&mut relay_proc);
+                bail!(
+                    "no progress line from outflow run after the catch-up:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        stop(&mut relay_proc);
+        if let Some(keep) = std::env::var_os("OUTFLOW_BENCH_E2E_LOG") {
+            std::fs::copy(&log, &keep).context("copying the outflow run log")?;
+        }
+        println!("  progress, as outflow run printed it every 5 s:");
+        for l in std::fs::read_to_string(&log)?.lines() {
+            if l.starts_with("source: ") || l.starts_with("sink: ") {
+                // The link's full metrics make the line long; the counts are enough here.
+                let short = l.split(", link ").next().unwrap_or(l);
+                println!("    {short}");
+            }
+        }
+        let (Some(payload), Some(sent), Some(received)) = (
+            field(&last, "payload_bytes"),
+            field(&last, "wire_bytes_sent"),
+            field(&last, "wire_bytes_received"),
+        ) else {
+            bail!("cannot read the link metrics in {last:?}");
+        };
+        println!(
+            "outflow link: {payload} batch payload bytes, {sent} UDP bytes sent, {received} \
+             received (acknowledgements)"
+        );
+        Ok(Line {
+            name: name.to_string(),
+            secs: Some(secs),
+            wire_bytes: sent + received,
+            verify: String::new(),
+        })
+    }
 }
