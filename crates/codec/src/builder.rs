@@ -279,9 +279,31 @@ impl BatchBuilder {
         self.rows_seen
     }
 
+    /// Ends the batch inside the open transaction (see
+    /// `outflow_core::ChangeBatch::cut_transaction`): the changes so far become a part that
+    /// continues in the next batch, and the batch can be encoded. [`BatchBuilder::clear_batch`]
+    /// then opens the transaction's next part.
+    pub fn cut_transaction(&mut self) -> Result<(), BuildError> {
+        let end = self.event_end;
+        self.batch
+            .cut_transaction(&self.file, end)
+            .map_err(|e| self.batch_error(end, e))
+    }
+
     /// Empties the batch after it has been encoded, keeping its buffers. The next batch
-    /// starts where this one ended.
-    pub fn clear_batch(&mut self) {
+    /// starts where this one ended; after [`BatchBuilder::cut_transaction`], with the next
+    /// part of the cut transaction open.
+    pub fn clear_batch(&mut self) -> Result<(), BuildError> {
+        let part = self
+            .batch
+            .continues()
+            .then(|| {
+                self.batch
+                    .transactions()
+                    .last()
+                    .map(|t| (t.gtid, t.timestamp))
+            })
+            .flatten();
         self.batch.clear();
         for s in self.schemas.values_mut() {
             s.section = None;
@@ -291,6 +313,14 @@ impl BatchBuilder {
         }
         self.batch_bytes = 0;
         self.batch_first_pos = None;
+        if let Some((gtid, timestamp)) = part {
+            let at = self.event_end;
+            self.batch
+                .continue_transaction(gtid, timestamp)
+                .map_err(|e| self.batch_error(at, e))?;
+            self.batch_first_pos = Some(at);
+        }
+        Ok(())
     }
 
     fn gtid_text(&self) -> String {
@@ -1220,7 +1250,7 @@ mod tests {
         );
 
         // Clearing ends the snapshot batch: the next one starts unmarked.
-        b.clear_batch();
+        b.clear_batch().unwrap();
         assert!(!b.batch().is_snapshot());
     }
 
@@ -1240,7 +1270,7 @@ mod tests {
         let e = b.snapshot_ddl(&ddl, &at).unwrap_err();
         assert!(e.to_string().contains("a snapshot chunk is open"), "{e}");
         b.end_snapshot_chunk(&at).unwrap();
-        b.clear_batch();
+        b.clear_batch().unwrap();
 
         b.snapshot_ddl(&ddl, &at).unwrap();
         let mut enc = Encoder::new(EncoderConfig::default()).unwrap();

@@ -8,7 +8,9 @@
 //!            with a DDL statement)
 //!  5     1   flags: bit 0 payload is zstd, bit 1 compressed with a dictionary, bit 2
 //!            the batch holds initial-snapshot rows (apply as upserts), bit 3 (format 2)
-//!            stored in parts, each with its own dictionary
+//!            stored in parts, each with its own dictionary, bit 4 the first transaction
+//!            began in the frame before (a continued part), bit 5 the last transaction
+//!            continues in the next frame (a part, not a commit)
 //!  6     2   reserved, 0
 //!  8     8   sequence number (the encoder's, +1 per frame)
 //! 16     4   meta length M
@@ -47,6 +49,22 @@
 //! statement varint length + bytes, not empty
 //! ```
 //! The columnar payload follows; its last transaction is the DDL's (it owns no rows).
+//!
+//! # Transactions in parts (flag bits 4 and 5)
+//! A source transaction larger than a batch travels in parts, each frame at most a batch
+//! (`crate::builder` cuts it; `outflow_core::ChangeBatch::cut_transaction`). In a frame with
+//! bit 5, the last transaction of the columnar payload is such a part: its GTID and timestamp
+//! are the transaction's, its end position only says how far the part got, and the meta
+//! block's `end` and `last_gtid` leave it out (they name the last *committed* transaction). The
+//! frames after it carry bit 4 and begin with the transaction's next part; the frame where it
+//! ends holds its commit as usual. A sink applies every part into one target transaction and
+//! commits (with its checkpoint) only at the end, so no partial transaction is ever visible
+//! or checkpointed. Frames with either bit are never compacted or snapshot frames, and a
+//! frame whose last transaction continues holds no DDL (the decoder refuses those
+//! combinations). A decoder that predates parts refuses both bits as unknown flags, so
+//! it never applies a part as if it were a whole transaction. A frame without bit 4 whose
+//! predecessor had bit 5 means the source side restarted inside the transaction and sends it
+//! again from its start: the receiver drops the parts it had.
 //!
 //! # Invariants and recovery
 //! - A frame is accepted only whole: the checksum covers every byte, sizes are checked
@@ -107,6 +125,13 @@ const FLAG_DICT: u8 = 2;
 const FLAG_SNAPSHOT: u8 = 4;
 /// The payload is stored in parts (format 2), see the module documentation.
 const FLAG_PARTS: u8 = 8;
+/// The first transaction continues one cut at the end of the previous frame.
+const FLAG_CONTINUED: u8 = 16;
+/// The last transaction is a part that continues in the next frame.
+const FLAG_CONTINUES: u8 = 32;
+/// Every flag this build knows.
+const KNOWN_FLAGS: u8 =
+    FLAG_ZSTD | FLAG_DICT | FLAG_SNAPSHOT | FLAG_PARTS | FLAG_CONTINUED | FLAG_CONTINUES;
 
 /// What a frame's meta block says, readable without decompressing the payload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,9 +146,9 @@ pub struct FrameMeta {
     pub files: Vec<String>,
     /// GTID of the first transaction that has one.
     pub first_gtid: Option<Gtid>,
-    /// GTID of the last transaction that has one.
+    /// GTID of the last committed transaction that has one (a continuing part is left out).
     pub last_gtid: Option<Gtid>,
-    /// File and offset after the last transaction.
+    /// File and offset after the last committed transaction (a continuing part is left out).
     pub end: Option<BinlogPosition>,
     /// Transactions in the frame.
     pub transactions: u32,
@@ -185,10 +210,7 @@ impl FrameHeader {
         if !(MIN_VERSION..=VERSION_DDL).contains(&h.version) {
             return Err(FrameError::Version(h.version));
         }
-        if h.flags & !(FLAG_ZSTD | FLAG_DICT | FLAG_SNAPSHOT | FLAG_PARTS) != 0
-            || b[6] != 0
-            || b[7] != 0
-        {
+        if h.flags & !KNOWN_FLAGS != 0 || b[6] != 0 || b[7] != 0 {
             return Err(FrameError::Malformed("unknown flags or reserved bits set"));
         }
         if h.flags & FLAG_PARTS != 0
@@ -196,6 +218,14 @@ impl FrameHeader {
         {
             return Err(FrameError::Malformed(
                 "parts flag in a version 1, uncompressed or single-dictionary frame",
+            ));
+        }
+        if h.flags & (FLAG_CONTINUED | FLAG_CONTINUES) != 0
+            && (h.flags & FLAG_SNAPSHOT != 0
+                || h.version == VERSION_DDL && h.flags & FLAG_CONTINUES != 0)
+        {
+            return Err(FrameError::Malformed(
+                "a transaction part in a snapshot frame, or a DDL frame that continues",
             ));
         }
         if (h.flags & FLAG_DICT != 0) != (h.dict_id != 0)
@@ -698,11 +728,11 @@ impl Encoder {
         } else {
             VERSION
         };
-        h[5] = if batch.is_snapshot() {
-            flags | FLAG_SNAPSHOT
-        } else {
-            flags
-        };
+        let flag = |on: bool, bit: u8| if on { bit } else { 0 };
+        h[5] = flags
+            | flag(batch.is_snapshot(), FLAG_SNAPSHOT)
+            | flag(batch.continued(), FLAG_CONTINUED)
+            | flag(batch.continues(), FLAG_CONTINUES);
         h[8..16].copy_from_slice(&self.sequence.to_le_bytes());
         h[16..20].copy_from_slice(&(meta_len as u32).to_le_bytes());
         h[20..24].copy_from_slice(&(payload_len as u32).to_le_bytes());
@@ -835,7 +865,9 @@ struct PositionRef<'a> {
 
 fn meta_of(batch: &ChangeBatch) -> MetaRef<'_> {
     let txns = batch.transactions();
-    let end = txns.last().and_then(|t| {
+    // A continuing part is no commit: `end` and `last_gtid` name the last committed one.
+    let complete = batch.complete_transactions();
+    let end = complete.last().and_then(|t| {
         batch.files().get(t.file as usize).map(|f| PositionRef {
             file: f,
             pos: t.end_pos,
@@ -847,7 +879,7 @@ fn meta_of(batch: &ChangeBatch) -> MetaRef<'_> {
         start: batch.start(),
         files: batch.files(),
         first_gtid: txns.iter().find_map(|t| t.gtid),
-        last_gtid: txns.iter().rev().find_map(|t| t.gtid),
+        last_gtid: complete.iter().rev().find_map(|t| t.gtid),
         end,
         transactions: txns.len() as u32,
         changes: batch.change_count() as u64,
@@ -1024,6 +1056,12 @@ impl Decoder {
                 error: PayloadError::Inconsistent(e.to_string()),
             })?;
         batch.set_snapshot(h.flags & FLAG_SNAPSHOT != 0);
+        batch
+            .set_parts(h.flags & FLAG_CONTINUED != 0, h.flags & FLAG_CONTINUES != 0)
+            .map_err(|e| FrameError::Payload {
+                sequence: seq,
+                error: PayloadError::Inconsistent(e.to_string()),
+            })?;
         if let Some(e) = self.expect.as_mut() {
             *e += 1;
         }
@@ -1162,6 +1200,95 @@ mod tests {
         let mut b = ChangeBatch::default();
         Decoder::new(limits).unwrap().decode(frame, &mut b)?;
         Ok(b)
+    }
+
+    #[test]
+    fn transaction_parts_are_flagged_and_impossible_combinations_refused() {
+        // A batch whose last transaction is cut: flag bit 5, and the next one bit 4.
+        let mut b = batch(3);
+        let schema = b.sections()[0].schema().clone();
+        b.begin_transaction(Some("0-1-10".parse().unwrap()), 6)
+            .unwrap();
+        let sec = b.section_for(&schema);
+        let s = b.push_change(sec, Op::Insert).unwrap();
+        s.push_image().unwrap();
+        s.set(0, ValueRef::Int(100)).unwrap();
+        s.set(1, ValueRef::Null).unwrap();
+        b.cut_transaction("binlog.000001", 1500).unwrap();
+        let f = encode(&b, EncoderConfig::default());
+        assert_eq!(f[5] & (FLAG_CONTINUED | FLAG_CONTINUES), FLAG_CONTINUES);
+        let back = decode(&f, Limits::default()).unwrap();
+        assert_eq!(back, b);
+        assert!(back.continues() && !back.continued());
+        let (_, meta) = Decoder::new(Limits::default()).unwrap().peek(&f).unwrap();
+        assert_eq!(meta.end.map(|e| e.pos), Some(1000), "the part is no commit");
+        assert_eq!(meta.last_gtid, Some("0-1-9".parse().unwrap()));
+        let mut next = b.clone();
+        next.clear();
+        next.continue_transaction(Some("0-1-10".parse().unwrap()), 6)
+            .unwrap();
+        let sec = next.section_for(&schema);
+        let s = next.push_change(sec, Op::Insert).unwrap();
+        s.push_image().unwrap();
+        s.set(0, ValueRef::Int(101)).unwrap();
+        s.set(1, ValueRef::Null).unwrap();
+        next.commit_transaction("binlog.000001", 2000).unwrap();
+        let g = encode(&next, EncoderConfig::default());
+        assert_eq!(g[5] & (FLAG_CONTINUED | FLAG_CONTINUES), FLAG_CONTINUED);
+        assert_eq!(decode(&g, Limits::default()).unwrap(), next);
+        // A decoder that predates parts refuses both bits (as this one refuses bit 6).
+        let mut h = f.clone();
+        h[5] |= 64;
+        refix_crc(&mut h);
+        assert_eq!(
+            decode(&h, Limits::default()).unwrap_err(),
+            FrameError::Malformed("unknown flags or reserved bits set")
+        );
+        // A snapshot frame with parts, a part in a frame without transactions, a DDL frame
+        // that continues, a compacted frame with parts: all refused.
+        let mut h = f.clone();
+        h[5] |= FLAG_SNAPSHOT;
+        refix_crc(&mut h);
+        assert!(matches!(
+            decode(&h, Limits::default()),
+            Err(FrameError::Malformed(_))
+        ));
+        let mut empty = ChangeBatch::new(ImageMode::Replica);
+        empty.set_start(b.start().clone());
+        let mut h = encode(&empty, EncoderConfig::default());
+        h[5] |= FLAG_CONTINUED;
+        refix_crc(&mut h);
+        assert!(matches!(
+            decode(&h, Limits::default()),
+            Err(FrameError::Payload { .. })
+        ));
+        let mut h = encode(
+            &ddl_batch(
+                1,
+                Ddl {
+                    sql: b"DROP TABLE t".to_vec(),
+                    ..Ddl::default()
+                },
+            ),
+            EncoderConfig::default(),
+        );
+        h[5] |= FLAG_CONTINUES;
+        refix_crc(&mut h);
+        assert!(matches!(
+            decode(&h, Limits::default()),
+            Err(FrameError::Malformed(_))
+        ));
+        let mut compacted = ChangeBatch::new(ImageMode::Replica);
+        crate::Compactor::default()
+            .compact(&batch(3), &mut compacted)
+            .unwrap();
+        let mut h = encode(&compacted, EncoderConfig::default());
+        h[5] |= FLAG_CONTINUED;
+        refix_crc(&mut h);
+        assert!(matches!(
+            decode(&h, Limits::default()),
+            Err(FrameError::Payload { .. })
+        ));
     }
 
     #[test]

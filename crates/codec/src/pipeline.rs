@@ -7,6 +7,16 @@
 //! [`Pipeline::flush`] (the live source does on a timer, passing no clock in here). A DDL
 //! statement ends its batch: the batch (rows before it, then the DDL) is encoded at once,
 //! so rows after it go to the next frame and every frame's rows fit one schema per table.
+//!
+//! A transaction larger than [`PipelineConfig::split_bytes`] of binlog is cut into parts
+//! (see `crate::frame`, "Transactions in parts"): once the open transaction's events in the
+//! batch reach that size, the batch is encoded with the transaction's part so far, and the
+//! next batch carries on with it. So a batch, and the memory for it here and at the sink,
+//! stays near `split_bytes` (plus one event) whatever the transaction's size. The cut falls
+//! after an event, never inside the events nested in a TRANSACTION_PAYLOAD (those arrive
+//! together, already in memory), so one event yields at most one frame. Frames with parts
+//! are never compacted: a sink may have to drop a part (the source side restarted inside
+//! the transaction), and a compacted frame's transactions cannot be told apart.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,6 +40,9 @@ pub struct PipelineConfig {
     /// Binlog bytes a batch covers before it is cut at the next commit (default 1 MiB for
     /// streaming; batch shipping wants tens of MiB).
     pub batch_bytes: u64,
+    /// Binlog bytes of one transaction a batch carries before the batch is cut inside it
+    /// and the transaction continues in the next (default 16 MiB; see the module docs).
+    pub split_bytes: u64,
     /// Frame encoder settings.
     pub encoder: EncoderConfig,
     /// Keep frames for [`Pipeline::drain_frames`] (default); off, they are only counted
@@ -48,6 +61,7 @@ impl Default for PipelineConfig {
             mode: ImageMode::Replica,
             compaction: false,
             batch_bytes: 1 << 20,
+            split_bytes: 16 << 20,
             encoder: EncoderConfig::default(),
             keep_frames: true,
             on_statement: StatementPolicy::Stop,
@@ -129,6 +143,10 @@ fn is_name(name: &str, (db, table): (&str, &str)) -> bool {
 pub struct Pipeline {
     cfg: PipelineConfig,
     last_event_size: u64,
+    /// Binlog bytes of the open transaction's events in the batch (0 outside one).
+    txn_bytes: u64,
+    /// Offset of the last TRANSACTION_PAYLOAD: its nested events share it.
+    payload_at: Option<u64>,
     builder: BatchBuilder,
     compactor: Compactor,
     compacted: ChangeBatch,
@@ -146,6 +164,8 @@ impl Pipeline {
         builder.set_ship_ddl(cfg.ship_ddl);
         Ok(Pipeline {
             last_event_size: 0,
+            txn_bytes: 0,
+            payload_at: None,
             builder,
             compactor: Compactor::default(),
             compacted: ChangeBatch::new(cfg.mode),
@@ -248,8 +268,10 @@ impl Pipeline {
     }
 
     fn encode_batch(&mut self) -> Result<(), PipelineError> {
-        // Snapshot rows are inserts of distinct keys: nothing to compact.
-        let batch = if self.cfg.compaction && !self.builder.batch().is_snapshot() {
+        // Snapshot rows are inserts of distinct keys: nothing to compact. Parts of a
+        // transaction stay as they are (see the module documentation).
+        let b = self.builder.batch();
+        let batch = if self.cfg.compaction && !b.is_snapshot() && !b.continued() && !b.continues() {
             self.compactor
                 .compact(self.builder.batch(), &mut self.compacted)?;
             &self.compacted
@@ -269,7 +291,7 @@ impl Pipeline {
         s.frames += 1;
         s.wire_bytes += wire;
         s.payload_bytes += raw;
-        s.transactions += batch.transactions().len() as u64;
+        s.transactions += batch.complete_transactions().len() as u64;
         s.ddl += u64::from(batch.ddl().is_some());
         s.changes_out += batch.change_count() as u64;
         let ratio = if raw == 0 {
@@ -292,7 +314,7 @@ impl Pipeline {
             t.payload_bytes += bytes as u64;
             t.wire_bytes += bytes as f64 * ratio;
         }
-        self.builder.clear_batch();
+        self.builder.clear_batch()?;
         Ok(())
     }
 }
@@ -308,13 +330,28 @@ impl Visitor for Pipeline {
             span.0 = span.0.min(ts);
             span.1 = span.1.max(ts);
         }
+        if let outflow_binlog::Event::TransactionPayload(_) = d.event {
+            self.payload_at = Some(pos);
+        }
         self.builder.event(pos, d)?;
         self.stats.statements_skipped = self.builder.statements_skipped();
+        if self.builder.in_transaction() {
+            self.txn_bytes += self.last_event_size;
+        } else {
+            self.txn_bytes = 0;
+        }
         if self.builder.batch().ddl().is_some()
             || (!self.builder.in_transaction()
                 && self.builder.batch_binlog_bytes() >= self.cfg.batch_bytes)
         {
             self.encode_batch()?;
+        } else if self.builder.in_transaction()
+            && self.txn_bytes >= self.cfg.split_bytes
+            && self.payload_at != Some(pos)
+        {
+            self.builder.cut_transaction()?;
+            self.encode_batch()?;
+            self.txn_bytes = 0;
         }
         Ok(())
     }

@@ -22,6 +22,15 @@
 //!   batch's rows and before any later batch. Nothing follows it in the batch, so rows
 //!   before a DDL and rows after it never share a batch (their table definitions differ).
 //!
+//! - A transaction too large for one batch is carried in *parts* over consecutive batches
+//!   ([`ChangeBatch::cut_transaction`]): a batch whose last transaction is a part that
+//!   continues in the next batch [`ChangeBatch::continues`]; the next batch's first
+//!   transaction, [`ChangeBatch::continued`], holds the changes that follow, and the batch
+//!   where the transaction ends holds its commit (end position) as usual. A part is no
+//!   commit: [`ChangeBatch::end_position`] and [`ChangeBatch::complete_transactions`] leave
+//!   a continuing last transaction out, so a sink that checkpoints by them never claims a
+//!   partial transaction.
+//!
 //! # Reuse
 //! [`ChangeBatch::clear`] keeps every buffer; sections are kept per schema version and
 //! reused when that table appears again, so a steady stream allocates nothing per row.
@@ -981,6 +990,10 @@ pub struct ChangeBatch {
     compacted: bool,
     /// Rows of the initial snapshot (see [`ChangeBatch::is_snapshot`]).
     snapshot: bool,
+    /// The first transaction began in an earlier batch (see [`ChangeBatch::continued`]).
+    continued: bool,
+    /// The last transaction continues in the next batch (see [`ChangeBatch::continues`]).
+    continues: bool,
     start: SourcePosition,
     sections: Vec<TableSection>,
     runs: Vec<Run>,
@@ -1001,6 +1014,8 @@ impl PartialEq for ChangeBatch {
         self.mode == other.mode
             && self.compacted == other.compacted
             && self.snapshot == other.snapshot
+            && self.continued == other.continued
+            && self.continues == other.continues
             && self.start == other.start
             && self.sections == other.sections
             && self.runs == other.runs
@@ -1113,6 +1128,8 @@ impl ChangeBatch {
             mode: p.mode,
             compacted: p.compacted,
             snapshot: false,
+            continued: false,
+            continues: false,
             start: p.start,
             sections: p.sections,
             runs: p.runs,
@@ -1163,6 +1180,8 @@ impl ChangeBatch {
         self.open = None;
         self.compacted = false;
         self.snapshot = false;
+        self.continued = false;
+        self.continues = false;
     }
 
     /// Which images the batch carries.
@@ -1205,6 +1224,77 @@ impl ChangeBatch {
         self.snapshot = on;
     }
 
+    /// Whether the first transaction began in an earlier batch: its changes here follow
+    /// that batch's part (see the module documentation).
+    pub fn continued(&self) -> bool {
+        self.continued
+    }
+
+    /// Whether the last transaction continues in the next batch: it is a part, not a
+    /// commit (see the module documentation).
+    pub fn continues(&self) -> bool {
+        self.continues
+    }
+
+    /// Marks the batch's transaction parts (decoders; see [`ChangeBatch::continued`] and
+    /// [`ChangeBatch::continues`]). A continuing batch must end with a transaction and
+    /// hold no DDL; neither kind of part is a snapshot batch or compacted.
+    pub fn set_parts(&mut self, continued: bool, continues: bool) -> Result<(), BatchError> {
+        if (continued || continues)
+            && (self.transactions.is_empty() || self.snapshot || self.compacted)
+        {
+            return Err(BatchError::Inconsistent(
+                "a transaction part in an empty, snapshot or compacted batch".into(),
+            ));
+        }
+        if continues && self.ddl.is_some() {
+            return Err(BatchError::Inconsistent(
+                "a DDL batch whose last transaction continues".into(),
+            ));
+        }
+        self.continued = continued;
+        self.continues = continues;
+        Ok(())
+    }
+
+    /// The transactions that end in this batch: all but a continuing last one.
+    pub fn complete_transactions(&self) -> &[Transaction] {
+        let n = self.transactions.len() - usize::from(self.continues);
+        &self.transactions[..n]
+    }
+
+    /// Ends the batch inside the open transaction: its changes so far become the batch's
+    /// last transaction, a part marked [`ChangeBatch::continues`] (`file` and `pos` say
+    /// how far it got, for messages only). After [`ChangeBatch::clear`], call
+    /// [`ChangeBatch::continue_transaction`] with the part's GTID and timestamp to carry on.
+    pub fn cut_transaction(&mut self, file: &str, pos: u64) -> Result<(), BatchError> {
+        if self.compacted || self.snapshot {
+            return Err(BatchError::Transaction(
+                "a transaction cut in a compacted or snapshot batch",
+            ));
+        }
+        self.commit_transaction(file, pos)?;
+        self.continues = true;
+        Ok(())
+    }
+
+    /// Opens, in an empty batch, the rest of a transaction cut at the end of the last batch
+    /// ([`ChangeBatch::cut_transaction`]).
+    pub fn continue_transaction(
+        &mut self,
+        gtid: Option<Gtid>,
+        timestamp: u32,
+    ) -> Result<(), BatchError> {
+        if !self.transactions.is_empty() || self.open.is_some() {
+            return Err(BatchError::Transaction(
+                "a transaction continued in a batch that is not empty",
+            ));
+        }
+        self.begin_transaction(gtid, timestamp)?;
+        self.continued = true;
+        Ok(())
+    }
+
     /// Position before the first transaction.
     pub fn start(&self) -> &SourcePosition {
         &self.start
@@ -1215,10 +1305,10 @@ impl ChangeBatch {
         self.start = start;
     }
 
-    /// Position after the last committed transaction.
+    /// Position after the last committed transaction (a continuing part is no commit).
     pub fn end_position(&self) -> Result<SourcePosition, BatchError> {
         let mut p = self.start.clone();
-        for t in &self.transactions {
+        for t in self.complete_transactions() {
             self.commit_position(&mut p, t)?;
         }
         Ok(p)
@@ -1307,6 +1397,11 @@ impl ChangeBatch {
     ) -> Result<(), BatchError> {
         if self.open.is_some() {
             return Err(BatchError::Transaction("begin inside an open transaction"));
+        }
+        if self.continues {
+            return Err(BatchError::Transaction(
+                "a transaction after a part that continues in the next batch",
+            ));
         }
         if self.ddl.is_some() {
             return Err(BatchError::Transaction(
@@ -1631,6 +1726,61 @@ mod tests {
         b.clear();
         assert!(b.ddl().is_none());
         b.begin_transaction(None, 0).unwrap();
+    }
+
+    #[test]
+    fn a_cut_transaction_is_no_commit_and_continues_in_the_next_batch() {
+        let t = schema(1);
+        let g1: Gtid = "0-1-7".parse().unwrap();
+        let g2: Gtid = "0-1-8".parse().unwrap();
+        let mut b = ChangeBatch::new(ImageMode::Replica);
+        b.set_start(SourcePosition {
+            binlog: None,
+            gtid: crate::position::GtidState::Maria("0-1-6".parse().unwrap()),
+        });
+        b.begin_transaction(Some(g1), 1).unwrap();
+        let s = b.section_for(&t);
+        b.push_change(s, Op::Insert).unwrap().push_image().unwrap();
+        b.commit_transaction("f", 100).unwrap();
+        b.begin_transaction(Some(g2), 2).unwrap();
+        b.push_change(s, Op::Insert).unwrap().push_image().unwrap();
+        b.cut_transaction("f", 150).unwrap();
+        assert!(b.continues() && !b.continued());
+        assert!(!b.in_transaction(), "a cut batch can be encoded");
+        assert_eq!(b.transactions().len(), 2);
+        assert_eq!(b.complete_transactions().len(), 1);
+        let end = b.end_position().unwrap();
+        assert_eq!(
+            end.binlog.as_ref().map(|p| p.pos),
+            Some(100),
+            "the part is no commit"
+        );
+        assert!(
+            b.begin_transaction(None, 0).is_err(),
+            "nothing follows a part"
+        );
+        // The next batch carries on with the same transaction and ends it.
+        let (gtid, ts) = (b.transactions()[1].gtid, b.transactions()[1].timestamp);
+        b.clear();
+        assert_eq!(b.start(), &end);
+        b.continue_transaction(gtid, ts).unwrap();
+        assert!(b.continued() && !b.continues());
+        let s = b.section_for(&t);
+        b.push_change(s, Op::Insert).unwrap().push_image().unwrap();
+        b.commit_transaction("f", 200).unwrap();
+        assert_eq!(b.end_position().unwrap().binlog.map(|p| p.pos), Some(200));
+        assert!(
+            b.continue_transaction(None, 0).is_err(),
+            "only in an empty batch"
+        );
+        // Decoders mark parts; an empty, snapshot or compacted batch has none.
+        let mut d = ChangeBatch::from_parts(b.clone().into_parts()).unwrap();
+        d.set_parts(true, false).unwrap();
+        assert_eq!(d, b);
+        let mut e = ChangeBatch::new(ImageMode::Replica);
+        assert!(e.set_parts(false, true).is_err());
+        d.set_snapshot(true);
+        assert!(d.set_parts(true, true).is_err());
     }
 
     #[test]
