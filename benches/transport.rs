@@ -30,7 +30,9 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use outflow_spool::{FsyncPolicy, Spool, SpoolConfig};
 use outflow_transport::certs::{self, CertFiles};
-use outflow_transport::{tls, BatchSink, LinkConfig, Receiver, Sender, SinkError, TlsConfig};
+use outflow_transport::{
+    tls, BatchSink, Delivered, LinkConfig, Receiver, Sender, SinkError, TlsConfig,
+};
 
 /// Payload bytes per iteration.
 const VOLUME: usize = 256 << 20;
@@ -93,9 +95,9 @@ impl BatchSink for Discard {
         Ok(0)
     }
 
-    async fn deliver(&mut self, _seq: u64, payload: Bytes) -> Result<(), SinkError> {
+    async fn deliver(&mut self, _seq: u64, payload: Bytes) -> Result<Delivered, SinkError> {
         self.0.fetch_add(payload.len() as u64, Ordering::Relaxed);
-        Ok(())
+        Ok(Delivered::Durable)
     }
 }
 

@@ -178,6 +178,16 @@ pub struct FrameHeader {
 }
 
 impl FrameHeader {
+    /// Whether the frame's last transaction is a part that continues in the next frame.
+    pub fn continues(&self) -> bool {
+        self.flags & FLAG_CONTINUES != 0
+    }
+
+    /// Whether the frame's first transaction continues one from the frame before.
+    pub fn continued(&self) -> bool {
+        self.flags & FLAG_CONTINUED != 0
+    }
+
     /// Total frame length: header, meta and payload.
     pub fn frame_len(&self) -> u64 {
         HEADER_LEN as u64 + u64::from(self.meta_len) + u64::from(self.payload_len)

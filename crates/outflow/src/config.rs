@@ -192,6 +192,12 @@ pub struct CodecConfig {
     /// ... or once its oldest change is this old, e.g. `200ms`. Default: 200ms.
     #[arg(long = "batch-delay", value_name = "DURATION")]
     pub batch_delay: Option<String>,
+    /// A transaction larger than this (binlog bytes) is cut into parts of about this size,
+    /// one frame each, applied into one target transaction; bounds the memory a big
+    /// transaction takes on both sides. Its frames stay in the spool until it commits on
+    /// the target, so the spool must hold a whole transaction's frames. Default: 16MiB.
+    #[arg(long = "split-bytes", value_name = "SIZE")]
+    pub split_bytes: Option<String>,
 }
 
 /// `[spool]`
@@ -410,6 +416,8 @@ pub struct Settings {
     pub batch_bytes: u64,
     /// Batch age bound.
     pub batch_delay: Duration,
+    /// Binlog bytes of one transaction per frame before it is cut into parts.
+    pub split_bytes: u64,
     /// Spool and state directory.
     pub spool_dir: Option<PathBuf>,
     /// Spool size bound in bytes.
@@ -520,7 +528,16 @@ impl Config {
             mask_columns
         );
         let (s, f) = (&mut self.codec, &file.codec);
-        lay_over!(s, f, mode, compaction, zstd_level, batch_bytes, batch_delay);
+        lay_over!(
+            s,
+            f,
+            mode,
+            compaction,
+            zstd_level,
+            batch_bytes,
+            batch_delay,
+            split_bytes
+        );
         let (s, f) = (&mut self.spool, &file.spool);
         lay_over!(s, f, dir, max_bytes, fsync);
         let (s, f) = (&mut self.schedule, &file.schedule);
@@ -657,6 +674,7 @@ impl Config {
             zstd_level,
             batch_bytes: size(self.codec.batch_bytes.as_deref(), "batch_bytes", "4MiB")?,
             batch_delay: duration(self.codec.batch_delay.as_deref(), "batch_delay", "200ms")?,
+            split_bytes: size(self.codec.split_bytes.as_deref(), "split_bytes", "16MiB")?.max(1),
             spool_dir: self.spool.dir.clone(),
             spool_max_bytes: size(self.spool.max_bytes.as_deref(), "spool max_bytes", "10GiB")?,
             spool_fsync_interval,

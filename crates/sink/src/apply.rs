@@ -19,6 +19,25 @@
 //! all, so source atomicity holds, at source-transaction granularity (batch granularity
 //! for compacted frames).
 //!
+//! # Transactions in parts
+//! A source transaction too large for one frame arrives in parts over consecutive frames
+//! (`outflow_codec::frame`, "Transactions in parts"). The frame with its first part applies
+//! the frame's whole transactions as above, then opens a target transaction for the part
+//! and returns [`Applied::Held`]: nothing of it is committed, and the caller must not
+//! acknowledge the frame. Each following part is applied into the same open target
+//! transaction; the frame where the transaction ends commits it together with the
+//! checkpoint (as if that frame's first transaction were the whole transaction), then goes
+//! on with its other transactions as usual. So the checkpoint never claims a part, and a
+//! reader never sees one. Such a transaction runs on the coordinator connection alone (no
+//! lanes), whatever `apply_threads` says. Its frames cannot be replayed from memory: if the
+//! target transaction must be rolled back (deadlock, or careful mode needed) after its first
+//! frame, the applier returns [`ApplyError::Rewind`] and the caller re-delivers from the
+//! checkpoint (the transaction's first frame), which is then applied in the mode that
+//! failure called for. A frame delivered again over an open transaction (a new connection),
+//! or a frame that starts afresh where the next part was due (the source side restarted
+//! inside the transaction and sends it again from its start; the parts it had sent are
+//! dropped and never committed), rolls the open transaction back first.
+//!
 //! # Fast path and careful mode
 //! Changes become few large statements (module `stage` explains the batching rule and
 //! why it keeps each row's order). Each statement must affect exactly the rows the batch
@@ -71,6 +90,8 @@ use mysql_async::{Conn, Opts, OptsBuilder, Row};
 use outflow_core::{
     ChangeBatch, Ddl, Op, SchemaVersion, SnapshotStatement, SourcePosition, TableSection,
 };
+
+mod parts;
 
 use crate::catalog::{load_collations, load_table, CatalogTable};
 use crate::ddl::{
@@ -221,6 +242,9 @@ pub enum Applied {
         /// Row changes.
         changes: u64,
     },
+    /// The frame ends with part of a source transaction that continues in the next frame:
+    /// applied into a target transaction left open, not durable (do not acknowledge it).
+    Held,
 }
 
 /// Conflicts counted by kind.
@@ -441,6 +465,17 @@ pub enum ApplyError {
         #[source]
         source: mysql_async::Error,
     },
+    /// A source transaction in parts had to be rolled back after its first frame (see the
+    /// module documentation): re-deliver from the checkpoint.
+    #[error("stream {stream}: the source transaction in parts from frame {first_seq} was rolled back ({why}); deliver again from frame {first_seq}")]
+    Rewind {
+        /// The stream.
+        stream: String,
+        /// The frame holding its first part.
+        first_seq: u64,
+        /// Why.
+        why: &'static str,
+    },
     /// A value in the batch cannot be written (the frame is corrupt; fatal).
     #[error("{table}: {detail}")]
     BadChange {
@@ -547,6 +582,12 @@ pub struct Applier {
     /// change), applied together at the end of the frame.
     deferred: Vec<(u32, usize)>,
     stats: ApplyStats,
+    /// What the chunk being applied is of a transaction in parts (module `parts`).
+    part: parts::Span,
+    /// The open target transaction of a source transaction in parts.
+    open_parts: Option<parts::OpenParts>,
+    /// How to apply a transaction in parts delivered again after [`ApplyError::Rewind`].
+    replay_parts: Option<parts::Replay>,
 }
 
 impl Applier {
@@ -633,6 +674,9 @@ impl Applier {
             scratch: Vec::new(),
             deferred: Vec::new(),
             stats: ApplyStats::default(),
+            part: parts::Span::Whole,
+            open_parts: None,
+            replay_parts: None,
             cfg,
         };
         // First settle what a crashed applier left prepared (a prepared XA branch keeps its
@@ -824,6 +868,11 @@ impl Applier {
             table: "-".to_string(),
             detail: "more than 2^32 transactions in one frame".to_string(),
         })?;
+        // Parts of a source transaction: the next part, or the open one dropped.
+        let superseded = match self.parts_first(seq, batch).await? {
+            parts::Step::Done(applied) => return Ok(applied),
+            parts::Step::Go { superseded } => superseded,
+        };
         let first = match &self.checkpoint {
             None => 0,
             Some(cp) if seq < cp.seq || (seq == cp.seq && cp.frame_complete()) => {
@@ -841,7 +890,7 @@ impl Applier {
                 }
                 cp.txns_applied
             }
-            Some(cp) if seq == cp.seq + 1 => 0,
+            Some(cp) if seq == cp.seq + 1 || superseded => 0,
             Some(cp) => {
                 return Err(ApplyError::Gap {
                     stream: self.cfg.stream.clone(),
@@ -850,12 +899,26 @@ impl Applier {
                 })
             }
         };
+        if batch.continued() && first == 0 {
+            return Err(ApplyError::BadChange {
+                table: "-".to_string(),
+                detail: format!(
+                    "frame {seq} continues a source transaction whose earlier parts were not \
+                     delivered"
+                ),
+            });
+        }
         // The checkpoint already points at the batch's DDL: it may have run (see crate::ddl).
         let redelivered = batch.ddl().is_some()
             && first + 1 == n
             && self.checkpoint.as_ref().is_some_and(|cp| cp.seq == seq);
         // A batch that ends with a DDL: its rows first (in the schema before the DDL).
-        let rows_end = if batch.ddl().is_some() { n - 1 } else { n };
+        // ... and a last transaction that continues is applied apart (below).
+        let rows_end = if batch.ddl().is_some() || batch.continues() {
+            n - 1
+        } else {
+            n
+        };
         self.prepare_plans(batch).await?;
         let mut changes = 0u64;
         if batch.is_compacted() || n == 0 {
@@ -902,6 +965,10 @@ impl Applier {
                     .await?;
             }
             self.apply_chunk(seq, batch, at, n).await?;
+        }
+        if batch.continues() {
+            self.open_part(seq, batch, first, rows_end).await?;
+            return Ok(Applied::Held);
         }
         self.stats.frames += 1;
         Ok(Applied::Frame {
@@ -973,7 +1040,7 @@ impl Applier {
         first: u32,
         end: u32,
     ) -> Result<u64, ApplyError> {
-        let mut careful_mode = false;
+        let mut careful_mode = self.part != parts::Span::Whole && self.careful_parts();
         // After a lock wait while spread over lanes, the chunk runs on one connection.
         let mut single = false;
         let mut retries = 0;
@@ -1013,6 +1080,9 @@ impl Applier {
                     };
                     // Rolled back (or the connection is gone, which rolls back too).
                     self.in_doubt = false;
+                    if let Some(rewind) = self.parts_failed(&failure, careful_mode, retries) {
+                        return Err(rewind);
+                    }
                     match failure {
                         Failure::Anomaly if !careful_mode => {
                             rollback.map_err(|source| ApplyError::Connection {
@@ -1094,7 +1164,8 @@ impl Applier {
             careful: careful_mode,
             single,
         } = attempt;
-        self.spread = !self.others.is_empty() && !careful_mode && !single;
+        self.spread =
+            !self.others.is_empty() && !careful_mode && !single && self.part == parts::Span::Whole;
         self.batcher.spread(self.spread);
         if self.short_wait != self.spread {
             let sql = if self.spread {
@@ -1113,7 +1184,10 @@ impl Applier {
         }
         // Several lanes: an XA transaction, lane 0's branch now, the others' when they
         // first get a statement.
-        let start = if !self.spread {
+        // A later part runs in the target transaction its first part opened.
+        let start = if !self.part.starts() {
+            String::new()
+        } else if !self.spread {
             "START TRANSACTION".to_string()
         } else {
             let gtrid = self.xa_id(seq, first);
@@ -1123,11 +1197,16 @@ impl Applier {
             self.lanes_used[0] = true;
             sql
         };
-        self.conn
-            .query_drop(start)
-            .await
-            .map_err(|source| self.classify(source, "-", "starting a transaction", batch, first))?;
-        let found = self.read_checkpoint(true).await?;
+        if !start.is_empty() {
+            self.conn.query_drop(start).await.map_err(|source| {
+                self.classify(source, "-", "starting a transaction", batch, first)
+            })?;
+        }
+        let found = if self.part.starts() {
+            self.read_checkpoint(true).await?
+        } else {
+            self.checkpoint.clone()
+        };
         if found != self.checkpoint {
             let show = |c: &Option<Checkpoint>| {
                 c.as_ref().map_or("none".to_string(), |c| {
@@ -1196,6 +1275,10 @@ impl Applier {
             })?;
             self.run_pending(batch, end.saturating_sub(1), stats, true)
                 .await?;
+        }
+        if !self.part.commits() {
+            // A part that continues: the target transaction stays open, with no checkpoint.
+            return Ok(());
         }
         // The checkpoint, in the same transaction.
         let applied = if compacted { end } else { end.max(first) };

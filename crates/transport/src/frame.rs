@@ -12,7 +12,17 @@
 //! type 3 Batch   seq:u64le payload[..]                sender -> receiver, on data streams
 //! type 4 Ack     seq:u64le                            receiver -> sender, cumulative
 //! type 5 Error   code:u16le message[..] (UTF-8)       either way, before closing
+//! type 6 Received seq:u64le                           receiver -> sender, cumulative
 //! ```
+//!
+//! Ack and Received are both cumulative. Ack: every batch up to `seq` is durable at the
+//! receiver, so the sender's spool may drop them. Received (version 2): every batch up to
+//! `seq` was taken by the receiver's sink, which holds it in work it has not made durable
+//! yet (a source transaction in parts, applied into one open target transaction): the
+//! sender counts it out of its window, so a unit larger than the window still flows, but
+//! keeps it in its spool until the Ack. If the receiver drops such work (a retry, a
+//! restart), it closes the connection with [`ErrorCode::Rewind`] or just goes away, and
+//! the next connection resumes after the last durable batch as always.
 //!
 //! `len` counts the type byte and the body. The sender opens one bidirectional control stream
 //! (Hello, then Acks and Errors come back on it) and several unidirectional data streams that
@@ -31,7 +41,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 /// Identifies outflow's relay protocol in Hello.
 pub const MAGIC: [u8; 4] = *b"OFLW";
 /// Protocol version this build speaks.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// Bytes before a frame's body: length and type.
 pub const FRAME_HEADER_LEN: usize = 5;
 /// Bytes of a Batch frame before its payload: length, type, sequence number.
@@ -44,6 +54,7 @@ const TYPE_RESUME: u8 = 2;
 const TYPE_BATCH: u8 = 3;
 const TYPE_ACK: u8 = 4;
 const TYPE_ERROR: u8 = 5;
+const TYPE_RECEIVED: u8 = 6;
 
 /// A relay protocol message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +79,12 @@ pub enum Message {
     /// Every batch up to `seq` is durable on the receiver.
     Ack {
         /// Highest durable sequence number.
+        seq: u64,
+    },
+    /// Every batch up to `seq` was taken by the receiver's sink but is not durable yet:
+    /// out of the sender's window, still in its spool (see the module documentation).
+    Received {
+        /// Highest sequence number taken.
         seq: u64,
     },
     /// The peer gives up on the connection, and why.
@@ -95,6 +112,9 @@ pub enum ErrorCode {
     Incompatible = 4,
     /// A newer connection from the same sender replaced this one.
     Replaced = 5,
+    /// The receiver dropped the batches it had taken but not made durable (to apply them
+    /// again): reconnect and resume after the last durable one.
+    Rewind = 6,
 }
 
 impl ErrorCode {
@@ -107,6 +127,7 @@ impl ErrorCode {
             3 => ErrorCode::Sink,
             4 => ErrorCode::Incompatible,
             5 => ErrorCode::Replaced,
+            6 => ErrorCode::Rewind,
             _ => return None,
         })
     }
@@ -181,7 +202,7 @@ impl Message {
         FRAME_HEADER_LEN
             + match self {
                 Message::Hello { .. } => 6,
-                Message::Resume { .. } | Message::Ack { .. } => 8,
+                Message::Resume { .. } | Message::Ack { .. } | Message::Received { .. } => 8,
                 Message::Batch { payload, .. } => 8 + payload.len(),
                 Message::Error { message, .. } => 2 + message.len(),
             }
@@ -210,6 +231,10 @@ impl Message {
             }
             Message::Ack { seq } => {
                 out.put_u8(TYPE_ACK);
+                out.put_u64_le(*seq);
+            }
+            Message::Received { seq } => {
+                out.put_u8(TYPE_RECEIVED);
                 out.put_u64_le(*seq);
             }
             Message::Error { code, message } => {
@@ -359,6 +384,14 @@ fn parse_body(kind: u8, mut body: Bytes, offset: u64) -> Result<Message, FrameEr
                 seq: body.get_u64_le(),
             }
         }
+        TYPE_RECEIVED => {
+            if body.len() != 8 {
+                return Err(bad("Received", "8"));
+            }
+            Message::Received {
+                seq: body.get_u64_le(),
+            }
+        }
         TYPE_ERROR => {
             if body.len() < 2 {
                 return Err(bad("Error", "at least 2"));
@@ -390,6 +423,7 @@ mod tests {
                 payload: Bytes::new(),
             },
             Message::Ack { seq: 9 },
+            Message::Received { seq: 11 },
             Message::Error {
                 code: ErrorCode::Protocol as u16,
                 message: "nope".into(),

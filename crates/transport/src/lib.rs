@@ -32,7 +32,7 @@ pub use link::{
 };
 #[cfg(feature = "quic")]
 pub use metrics::{Metrics, MetricsSnapshot};
-pub use protocol::SenderWindow;
+pub use protocol::{Delivered, SenderWindow};
 pub use schedule::Schedule;
 #[cfg(feature = "quic")]
 pub use tls::TlsConfig;

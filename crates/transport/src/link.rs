@@ -16,7 +16,7 @@ use outflow_spool::{Spool, SpoolError, SpoolIo};
 use crate::frame::{batch_header, ErrorCode, FrameDecoder, FrameError, Message, BATCH_HEADER_LEN};
 use crate::metrics::Metrics;
 use crate::pace::TokenBucket;
-use crate::protocol::{ProtocolError, ReceiverSession, SenderSession, SenderWindow};
+use crate::protocol::{Delivered, ProtocolError, ReceiverSession, SenderSession, SenderWindow};
 use crate::schedule::Schedule;
 use crate::tls::{self, TlsConfig, TlsError};
 
@@ -218,6 +218,11 @@ pub enum TransportError {
     /// the receiver lost it. Recover the receiver from its own backup or re-seed it.
     #[error("receiver needs batch {0}, which the spool no longer holds")]
     Gone(u64),
+    /// The sink dropped the batches it held without making them durable
+    /// ([`Delivered::Rewind`]): the connection ends and the next one resumes after the last
+    /// durable batch.
+    #[error("the sink dropped batches after {0}, the last durable one: resuming from there")]
+    Rewind(u64),
 }
 
 // A lost connection says why only in its inner error, so surface that one.
@@ -266,13 +271,17 @@ pub trait BatchSink: Send {
     /// starts; the sender resumes after it.
     fn last_durable(&mut self) -> impl Future<Output = Result<u64, SinkError>> + Send;
 
-    /// Makes batch `seq` durable (applied, or spooled) and returns only then. Called once per
-    /// batch, in sequence order, `seq` one more than the last. The call is never cancelled.
+    /// Makes batch `seq` durable (applied, or spooled) and returns [`Delivered::Durable`]
+    /// only then; or takes it into work that becomes durable with a later batch
+    /// ([`Delivered::Held`]); or drops all such work ([`Delivered::Rewind`]). Called once
+    /// per batch, in sequence order, `seq` one more than the last, except that after a
+    /// rewind or a new connection delivery starts again after the last durable batch: a
+    /// sink that held batches must then drop them. The call is never cancelled.
     fn deliver(
         &mut self,
         seq: u64,
         payload: Bytes,
-    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+    ) -> impl Future<Output = Result<Delivered, SinkError>> + Send;
 }
 
 /// A sink that spools received batches durably (under the sender's numbers) for a later
@@ -294,9 +303,9 @@ impl<I: SpoolIo> BatchSink for SpoolSink<I> {
         Ok(self.spool.next_seq() - 1)
     }
 
-    async fn deliver(&mut self, seq: u64, payload: Bytes) -> Result<(), SinkError> {
+    async fn deliver(&mut self, seq: u64, payload: Bytes) -> Result<Delivered, SinkError> {
         self.spool.append_at(seq, payload).await?;
-        Ok(())
+        Ok(Delivered::Durable)
     }
 }
 
@@ -383,6 +392,7 @@ fn close_code(error: &TransportError) -> ErrorCode {
         ) => ErrorCode::Incompatible,
         TransportError::Protocol(_) => ErrorCode::Protocol,
         TransportError::Sink(_) => ErrorCode::Sink,
+        TransportError::Rewind(_) => ErrorCode::Rewind,
         _ => ErrorCode::Protocol,
     }
 }
@@ -979,13 +989,17 @@ impl Receiver {
                 error = conn.closed() => return Err(error.into()),
             }
             while let Some((seq, payload)) = session.next_deliverable() {
-                sink.deliver(seq, payload)
+                let how = sink
+                    .deliver(seq, payload)
                     .await
                     .map_err(TransportError::Sink)?;
-                session.on_durable(seq);
-                self.metrics.update(|m| m.batches_acked += 1);
+                if !session.on_delivered(seq, how) {
+                    return Err(TransportError::Rewind(session.durable()));
+                }
+                self.metrics
+                    .update(|m| m.batches_acked += u64::from(how == Delivered::Durable));
             }
-            if let Some(ack) = session.poll_ack() {
+            while let Some(ack) = session.poll_ack() {
                 write_message(control, &ack).await?;
                 self.metrics.update(|m| m.acks += 1);
             }

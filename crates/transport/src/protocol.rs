@@ -7,6 +7,11 @@
 //! durably, and the sender resumes right after it. Anything at or below that number that still
 //! arrives (a retransmission from an older connection, a batch re-sent after a lost ack) is
 //! recognised by its number and dropped.
+//!
+//! A sink may take a batch without making it durable yet (a unit of work spanning batches,
+//! see [`Delivered`]): the receiver then tells the sender with Received, which frees the
+//! sender's window but not its spool, so a unit larger than the window cannot stall the
+//! link while nothing of it is lost before the Ack.
 
 use std::collections::BTreeMap;
 use std::collections::VecDeque;
@@ -87,12 +92,26 @@ pub enum ProtocolError {
     },
 }
 
+/// What a sink did with a batch it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivered {
+    /// The batch, and every one before it, is durable: acknowledge it.
+    Durable,
+    /// Taken into work that becomes durable only with a later batch: the sender may send
+    /// on (Received), but keeps the batch until an Ack covers it.
+    Held,
+    /// The sink dropped every batch after the last durable one (to apply them again):
+    /// delivery must start over after [`ReceiverSession::durable`], on a new connection.
+    Rewind,
+}
+
 fn unexpected(message: &Message, when: &'static str) -> ProtocolError {
     let what = match message {
         Message::Hello { .. } => "Hello",
         Message::Resume { .. } => "Resume",
         Message::Batch { .. } => "Batch",
         Message::Ack { .. } => "Ack",
+        Message::Received { .. } => "Received",
         Message::Error { .. } => "Error",
     };
     ProtocolError::Unexpected { what, when }
@@ -101,11 +120,11 @@ fn unexpected(message: &Message, when: &'static str) -> ProtocolError {
 /// Sender window limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SenderWindow {
-    /// Payload bytes sent but not acknowledged. To keep a link full this must exceed
+    /// Payload bytes sent but neither acknowledged nor received (see Received). To keep a link full this must exceed
     /// bandwidth × RTT (for 1 Gbit/s at 100 ms: 12.5 MB). A single batch larger than the window
     /// is still sent when nothing else is in flight.
     pub max_bytes: u64,
-    /// Batches sent but not acknowledged.
+    /// Batches sent but neither acknowledged nor received.
     pub max_batches: u64,
 }
 
@@ -118,14 +137,14 @@ impl Default for SenderWindow {
     }
 }
 
-/// What an acknowledgement did.
+/// What an acknowledgement (or a Received) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Acked {
-    /// Every batch up to this one is durable on the far side.
+    /// Every batch up to this one is durable on the far side (the spool may drop them).
     pub up_to: u64,
-    /// Batches newly acknowledged.
+    /// Batches newly out of the window (acknowledged or received).
     pub batches: u64,
-    /// Payload bytes newly acknowledged.
+    /// Payload bytes newly out of the window.
     pub bytes: u64,
     /// Time from sending the newest newly acknowledged batch to its acknowledgement, an
     /// end-to-end latency including the far side's fsync or apply.
@@ -144,6 +163,8 @@ pub struct SenderSession {
     state: SenderState,
     window: SenderWindow,
     acked: u64,
+    /// Highest batch the receiver took (durable or not).
+    received: u64,
     next: u64,
     in_flight: VecDeque<(u64, u64, Instant)>,
     in_flight_bytes: u64,
@@ -156,6 +177,7 @@ impl SenderSession {
             state: SenderState::AwaitResume,
             window,
             acked: 0,
+            received: 0,
             next: 1,
             in_flight: VecDeque::new(),
             in_flight_bytes: 0,
@@ -185,6 +207,7 @@ impl SenderSession {
         }
         self.state = SenderState::Running;
         self.acked = last_durable;
+        self.received = last_durable;
         self.next = last_durable + 1;
         Ok(self.next)
     }
@@ -198,6 +221,9 @@ impl SenderSession {
         match message {
             Message::Ack { seq } if self.state == SenderState::Running => {
                 self.on_ack(seq, now).map(Some)
+            }
+            Message::Received { seq } if self.state == SenderState::Running => {
+                self.on_received(seq, now).map(Some)
             }
             Message::Error { code, message } => Err(ProtocolError::Peer { code, message }),
             other => Err(unexpected(
@@ -218,6 +244,28 @@ impl SenderSession {
                 ack: seq,
             });
         }
+        let acked = self.take_in_flight(seq, now)?;
+        self.acked = seq;
+        self.received = self.received.max(seq);
+        Ok(acked)
+    }
+
+    /// Received: out of the window, not out of the spool.
+    fn on_received(&mut self, seq: u64, now: Instant) -> Result<Acked, ProtocolError> {
+        if seq < self.received {
+            return Err(ProtocolError::AckBackwards {
+                before: self.received,
+                ack: seq,
+            });
+        }
+        let mut acked = self.take_in_flight(seq, now)?;
+        acked.up_to = self.acked;
+        self.received = seq;
+        Ok(acked)
+    }
+
+    /// Removes the batches up to `seq` from the window.
+    fn take_in_flight(&mut self, seq: u64, now: Instant) -> Result<Acked, ProtocolError> {
         if seq >= self.next {
             return Err(ProtocolError::AckBeyondSent {
                 ack: seq,
@@ -240,7 +288,6 @@ impl SenderSession {
             acked.bytes += len;
             acked.latency = Some(now.saturating_duration_since(sent_at));
         }
-        self.acked = seq;
         Ok(acked)
     }
 
@@ -293,6 +340,9 @@ pub struct ReceiverSession {
     durable: u64,
     /// Highest sequence number handed to the sink.
     dispatched: u64,
+    /// Highest sequence number the sink took (durable or held, see [`Delivered`]).
+    received: u64,
+    received_sent: u64,
     held: BTreeMap<u64, Bytes>,
     held_bytes: u64,
     max_held_bytes: u64,
@@ -310,6 +360,8 @@ impl ReceiverSession {
         ReceiverSession {
             durable,
             dispatched: durable,
+            received: durable,
+            received_sent: durable,
             held: BTreeMap::new(),
             held_bytes: 0,
             max_held_bytes,
@@ -327,6 +379,8 @@ impl ReceiverSession {
         self.held_bytes = 0;
         // Deliveries finish before a connection is dropped, so nothing is between the two.
         self.dispatched = self.durable;
+        self.received = self.durable;
+        self.received_sent = self.durable;
         self.hello_seen = false;
         self.acked_sent = self.durable;
     }
@@ -392,16 +446,35 @@ impl ReceiverSession {
     /// The sink made `seq` durable.
     pub fn on_durable(&mut self, seq: u64) {
         self.durable = self.durable.max(seq);
+        self.received = self.received.max(seq);
     }
 
-    /// The acknowledgement to send now, if any.
+    /// What the sink said about batch `seq` ([`Delivered`]). Returns `false` for
+    /// [`Delivered::Rewind`]: the connection must end, and the next one resumes after
+    /// [`ReceiverSession::durable`].
+    pub fn on_delivered(&mut self, seq: u64, how: Delivered) -> bool {
+        match how {
+            Delivered::Durable => self.on_durable(seq),
+            Delivered::Held => self.received = self.received.max(seq),
+            Delivered::Rewind => return false,
+        }
+        true
+    }
+
+    /// The acknowledgement to send now, if any: an Ack when something became durable (or
+    /// a duplicate arrived), else a Received when the sink took more.
     pub fn poll_ack(&mut self) -> Option<Message> {
         if self.durable > self.acked_sent || (self.ack_forced && self.durable > 0) {
             self.acked_sent = self.durable;
             self.ack_forced = false;
+            self.received_sent = self.received_sent.max(self.durable);
             return Some(Message::Ack { seq: self.durable });
         }
         self.ack_forced = false;
+        if self.received > self.received_sent {
+            self.received_sent = self.received;
+            return Some(Message::Received { seq: self.received });
+        }
         None
     }
 
@@ -505,6 +578,60 @@ mod tests {
         r.on_durable(6);
         assert_eq!(r.poll_ack(), Some(Message::Ack { seq: 6 }));
         assert_eq!(r.duplicates(), 2);
+    }
+
+    #[test]
+    fn held_batches_free_the_window_but_are_acknowledged_only_when_durable() {
+        let now = Instant::now();
+        let mut r = ReceiverSession::new(0, 1000);
+        let mut s = SenderSession::new(SenderWindow {
+            max_bytes: 1000,
+            max_batches: 2,
+        });
+        s.on_resume(0, 100).expect("resume");
+        for seq in 1..=2 {
+            s.on_sent(10, now);
+            r.on_data(batch(seq)).expect("batch");
+        }
+        assert!(!s.can_send(10), "window full");
+        for seq in 1..=2 {
+            assert_eq!(r.next_deliverable().map(|(q, _)| q), Some(seq));
+            assert!(r.on_delivered(seq, Delivered::Held));
+        }
+        let m = r.poll_ack().expect("received");
+        assert_eq!(m, Message::Received { seq: 2 });
+        assert_eq!(r.poll_ack(), None);
+        let got = s.on_message(m, now).expect("ok").expect("acked");
+        assert_eq!(
+            (got.up_to, got.batches),
+            (0, 2),
+            "out of the window, not the spool"
+        );
+        assert!(s.can_send(10));
+        assert_eq!(s.acked(), 0);
+        s.on_sent(10, now);
+        r.on_data(batch(3)).expect("batch");
+        r.next_deliverable();
+        assert!(r.on_delivered(3, Delivered::Durable));
+        let m = r.poll_ack().expect("ack");
+        assert_eq!(m, Message::Ack { seq: 3 });
+        assert_eq!(r.poll_ack(), None);
+        assert_eq!(s.on_message(m, now).expect("ok").map(|a| a.up_to), Some(3));
+        assert_eq!(s.in_flight(), (0, 0));
+        // Received may not go back or beyond what was sent.
+        assert!(s.on_message(Message::Received { seq: 2 }, now).is_err());
+        assert!(s.on_message(Message::Received { seq: 4 }, now).is_err());
+        // A rewind: nothing is acknowledged, and the next connection resumes after 3.
+        s.on_sent(10, now);
+        r.on_data(batch(4)).expect("batch");
+        r.next_deliverable();
+        assert!(!r.on_delivered(4, Delivered::Rewind));
+        assert_eq!(r.poll_ack(), None);
+        r.reset_connection();
+        assert_eq!(
+            r.on_control(Message::Hello { version: VERSION }),
+            Ok(Message::Resume { last_durable: 3 })
+        );
     }
 
     #[test]

@@ -81,6 +81,115 @@ async fn delivers_every_batch_once_in_order() {
     assert_eq!(m.spool_oldest_age, None);
 }
 
+/// Takes batches in units of `UNIT` consecutive batches, durable only at a unit's last
+/// batch (as a sink applying a source transaction in parts); drops its unit once, midway.
+#[derive(Clone, Default)]
+struct UnitSink {
+    state: Arc<std::sync::Mutex<UnitState>>,
+}
+
+#[derive(Default)]
+struct UnitState {
+    durable: Vec<u64>,
+    pending: Vec<u64>,
+    rewinds: u32,
+    deliveries: u64,
+}
+
+const UNIT: u64 = 40;
+
+impl outflow_transport::BatchSink for UnitSink {
+    async fn last_durable(&mut self) -> Result<u64, outflow_transport::SinkError> {
+        Ok(self
+            .state
+            .lock()
+            .unwrap()
+            .durable
+            .last()
+            .copied()
+            .unwrap_or(0))
+    }
+
+    async fn deliver(
+        &mut self,
+        seq: u64,
+        _payload: bytes::Bytes,
+    ) -> Result<outflow_transport::Delivered, outflow_transport::SinkError> {
+        use outflow_transport::Delivered;
+        let mut s = self.state.lock().unwrap();
+        s.deliveries += 1;
+        let last = s.pending.last().or(s.durable.last()).copied().unwrap_or(0);
+        if seq != last + 1 {
+            // A new connection starts again after the last durable batch.
+            s.pending.clear();
+            assert_eq!(seq, s.durable.last().copied().unwrap_or(0) + 1);
+        }
+        if seq == UNIT + UNIT / 2 && s.rewinds == 0 {
+            s.rewinds += 1;
+            s.pending.clear();
+            return Ok(Delivered::Rewind);
+        }
+        s.pending.push(seq);
+        if seq.is_multiple_of(UNIT) {
+            let unit = std::mem::take(&mut s.pending);
+            s.durable.extend(unit);
+            return Ok(Delivered::Durable);
+        }
+        Ok(Delivered::Held)
+    }
+}
+
+/// A unit of work several times the sender's window flows (Received frees the window, not
+/// the spool), and a sink that drops its unit midway gets it again from its first batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn units_larger_than_the_window_flow_and_a_rewind_sends_them_again() {
+    let temp = tempfile::tempdir().unwrap();
+    let files = certs_in(&temp.path().join("certs"));
+    let link = LinkConfig {
+        window: outflow_transport::SenderWindow {
+            max_bytes: 1 << 20,
+            max_batches: 8,
+        },
+        ..fast_link()
+    };
+    let receiver = Receiver::bind(localhost(), &server_tls(&files), link.clone()).unwrap();
+    let addr = receiver.local_addr().unwrap();
+    let sink = UnitSink::default();
+    let task_sink = sink.clone();
+    let _receiver = tokio::spawn(async move { receiver.run(task_sink).await });
+    let spool = spool(&temp.path().join("spool"));
+    let n = 5 * UNIT;
+    for seq in 1..=n {
+        spool.append(payload(seq, 4 << 10)).await.unwrap();
+    }
+    let sender =
+        Arc::new(Sender::new(spool.clone(), &client_tls(&files), addr, "localhost", link).unwrap());
+    let running = {
+        let sender = sender.clone();
+        tokio::spawn(async move { sender.run().await })
+    };
+    let mut acked_seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while spool.acked() < n {
+        assert!(Instant::now() < deadline, "stalled at {}", spool.acked());
+        acked_seen.push(spool.acked());
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    running.abort();
+    let s = sink.state.lock().unwrap();
+    assert_eq!(
+        s.durable,
+        (1..=n).collect::<Vec<_>>(),
+        "each batch once, in order"
+    );
+    assert_eq!(s.rewinds, 1);
+    assert!(s.deliveries >= n + UNIT / 2, "the dropped part came again");
+    assert!(
+        acked_seen.iter().all(|a| a.is_multiple_of(UNIT)),
+        "the spool released only whole units: {acked_seen:?}"
+    );
+}
+
 /// With a large `max_udp_payload`, discovery over loopback reaches packets far above
 /// Ethernet's, and every batch still arrives once, in order. Before segmentation offload was
 /// turned off for such sizes, batches of 10 datagrams over 64 KiB were dropped by the kernel

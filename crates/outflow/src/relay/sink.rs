@@ -9,6 +9,13 @@
 //! with a DDL statement goes through the same call: the applier runs the statement after
 //! the frame's rows, by the configured policy, and a `stop` policy ends the sink with an
 //! error naming the statement.
+//!
+//! A source transaction in parts (several frames) is applied into one open target
+//! transaction: its frames are answered [`Delivered::Held`] (the sender may send on but
+//! keeps them in its spool) until the frame that commits it. If that open transaction is
+//! lost (the target connection fails, or the applier must replay it), the answer is
+//! [`Delivered::Rewind`]: the link starts over after the last durable frame, which
+//! re-delivers the transaction from its first part.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,8 +23,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use outflow_codec::{Decoder, Limits};
 use outflow_core::{ChangeBatch, ImageMode};
-use outflow_sink::apply::{Applier, ApplyConfig, ApplyStats};
-use outflow_transport::{BatchSink, SinkError};
+use outflow_sink::apply::{Applied, Applier, ApplyConfig, ApplyError, ApplyStats};
+use outflow_transport::{BatchSink, Delivered, SinkError};
 
 use super::split_frames;
 
@@ -81,7 +88,7 @@ impl BatchSink for ApplySink {
             .map_or(0, |cp| cp.next_seq().saturating_sub(1)))
     }
 
-    async fn deliver(&mut self, seq: u64, payload: Bytes) -> Result<(), SinkError> {
+    async fn deliver(&mut self, seq: u64, payload: Bytes) -> Result<Delivered, SinkError> {
         let frames = split_frames(&payload, &self.limits)?;
         // The source side appends each drain of the codec as one record, and the codec cuts
         // batches at transaction boundaries, so a record holds one frame; the applier's
@@ -94,24 +101,61 @@ impl BatchSink for ApplySink {
             .into());
         }
         self.decoder.decode(frames[0], &mut self.batch)?;
+        test_hook_exit(seq, &self.batch);
         loop {
             self.applier().await?;
             let Some(applier) = self.applier.as_mut() else {
                 continue;
             };
+            // Parts of a transaction live only in the open target transaction.
+            let parts =
+                applier.has_open_parts() || self.batch.continued() || self.batch.continues();
             match applier.apply(seq, &self.batch).await {
-                Ok(_) => {
+                Ok(applied) => {
                     if let Ok(mut s) = self.stats.lock() {
                         s.clone_from(applier.stats());
                     }
-                    return Ok(());
+                    return Ok(match applied {
+                        Applied::Held => Delivered::Held,
+                        Applied::Duplicate | Applied::Frame { .. } => Delivered::Durable,
+                    });
+                }
+                Err(e @ ApplyError::Rewind { .. }) => {
+                    tracing::warn!(error = %e, seq, "rolled back; delivering again");
+                    return Ok(Delivered::Rewind);
                 }
                 Err(e) if e.is_retryable() => {
-                    tracing::warn!(error = %e, seq, "target connection lost; re-applying");
                     self.applier = None;
+                    if parts {
+                        tracing::warn!(error = %e, seq, "target connection lost inside a source transaction in parts; delivering it again");
+                        return Ok(Delivered::Rewind);
+                    }
+                    tracing::warn!(error = %e, seq, "target connection lost; re-applying");
                 }
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+}
+
+/// Test hook: `OUTFLOW_DANGER_TEST_EXIT_AT_PART=N` ends the process (as a crash would, with
+/// no cleanup) when the sink is handed the `N`th frame holding a later part of a source
+/// transaction (one that continues an earlier frame), before applying it, so tests can kill
+/// the sink while a transaction in parts is open on the target.
+fn test_hook_exit(seq: u64, batch: &ChangeBatch) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PARTS: AtomicU64 = AtomicU64::new(0);
+    if !batch.continued() {
+        return;
+    }
+    let Some(at) = std::env::var("OUTFLOW_DANGER_TEST_EXIT_AT_PART")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return;
+    };
+    if PARTS.fetch_add(1, Ordering::Relaxed) + 1 == at {
+        eprintln!("sink: test hook: exiting at frame {seq}, a later part of a transaction");
+        std::process::exit(86);
     }
 }

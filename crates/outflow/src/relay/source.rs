@@ -464,6 +464,7 @@ fn pipeline_config(settings: &Settings) -> PipelineConfig {
         },
         compaction: settings.compaction,
         batch_bytes: settings.batch_bytes,
+        split_bytes: settings.split_bytes,
         on_statement: settings.on_statement,
         ..PipelineConfig::default()
     };
@@ -602,10 +603,16 @@ async fn stream_from(
             };
             state.save(state_dir).map_err(fatal)?;
             let len = record.len() as u64;
+            let part =
+                outflow_codec::FrameHeader::parse(&record, &outflow_codec::Limits::default())
+                    .is_ok_and(|h| h.continues());
             spool
                 .append(Bytes::from(std::mem::take(&mut record)))
                 .await
                 .map_err(|e| fatal(anyhow::Error::new(e).context("spool append")))?;
+            if part {
+                test_hook_exit_after_part();
+            }
             before = after;
             let stats = visitor.pipeline.stats();
             if stats.statements_skipped > skipped_logged {
@@ -628,5 +635,24 @@ async fn stream_from(
             handoff.clone_from(&visitor.handoff);
             return Ok(());
         }
+    }
+}
+
+/// Test hook: `OUTFLOW_DANGER_TEST_EXIT_AFTER_PART=N` ends the process (as a crash would, no
+/// cleanup) right after the `N`th frame ending in a part of an unfinished source
+/// transaction is appended to the spool, so tests can kill the source side inside a
+/// transaction in parts. The name says `DANGER`: it kills the relay on purpose.
+fn test_hook_exit_after_part() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PARTS: AtomicU64 = AtomicU64::new(0);
+    let Some(at) = std::env::var("OUTFLOW_DANGER_TEST_EXIT_AFTER_PART")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return;
+    };
+    if PARTS.fetch_add(1, Ordering::Relaxed) + 1 == at {
+        eprintln!("source: test hook: exiting after a part of a transaction");
+        std::process::exit(86);
     }
 }

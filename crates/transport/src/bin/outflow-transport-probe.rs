@@ -21,7 +21,7 @@ use bytes::Bytes;
 use outflow_spool::{FsyncPolicy, Spool, SpoolConfig};
 use outflow_transport::certs::CertFiles;
 use outflow_transport::testing::payload;
-use outflow_transport::{BatchSink, LinkConfig, Receiver, Sender, SinkError, TlsConfig};
+use outflow_transport::{BatchSink, Delivered, LinkConfig, Receiver, Sender, SinkError, TlsConfig};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -98,7 +98,7 @@ impl BatchSink for LogSink {
         Ok(self.last)
     }
 
-    async fn deliver(&mut self, seq: u64, got: Bytes) -> Result<(), SinkError> {
+    async fn deliver(&mut self, seq: u64, got: Bytes) -> Result<Delivered, SinkError> {
         if seq != self.last + 1 {
             return Err(format!("delivered {seq} after {}", self.last).into());
         }
@@ -109,7 +109,7 @@ impl BatchSink for LogSink {
         // No fsync: SIGKILL keeps the page cache, and power loss is the spool tests' business.
         self.file.write_all(format!("{seq}\n").as_bytes())?;
         self.last = seq;
-        Ok(())
+        Ok(Delivered::Durable)
     }
 }
 

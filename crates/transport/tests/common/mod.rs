@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use outflow_spool::{FsyncPolicy, Spool, SpoolConfig};
 use outflow_transport::certs::{self, CertFiles};
-use outflow_transport::{BatchSink, LinkConfig, SinkError, TlsConfig};
+use outflow_transport::{BatchSink, Delivered, LinkConfig, SinkError, TlsConfig};
 
 /// A fresh CA, server and client certificate in `dir`.
 pub fn certs_in(dir: &Path) -> CertFiles {
@@ -66,12 +66,12 @@ impl BatchSink for RecordingSink {
         Ok(self.got.lock().unwrap().last().map_or(0, |(s, _, _)| *s))
     }
 
-    async fn deliver(&mut self, seq: u64, payload: Bytes) -> Result<(), SinkError> {
+    async fn deliver(&mut self, seq: u64, payload: Bytes) -> Result<Delivered, SinkError> {
         self.got
             .lock()
             .unwrap()
             .push((seq, payload, Instant::now()));
-        Ok(())
+        Ok(Delivered::Durable)
     }
 }
 
