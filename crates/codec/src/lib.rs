@@ -10,6 +10,10 @@
 //!    with zstd and wraps it in a versioned, checksummed frame; [`frame::Decoder`] checks and
 //!    reverses that, within [`frame::Limits`].
 //!
+//! A transaction larger than [`PipelineConfig::split_bytes`] is cut into parts, a frame
+//! each, so memory stays bounded whatever the transaction's size ([`frame`], "Transactions
+//! in parts"); the sink joins them into one target transaction.
+//!
 //! Left to others: reading the binlog (`outflow-binlog`, the replication client), storing
 //! and sending frames (`outflow-spool`, `outflow-transport`, which treat them as opaque
 //! bytes), and applying batches (the sinks).

@@ -261,3 +261,92 @@ fn a_transaction_in_parts_commits_whole_and_survives_kills_of_either_side() {
     );
     common::verify_clean(source, target, "big.t");
 }
+
+/// Peak and current resident memory of process `pid`, in MiB (Linux `/proc`).
+fn rss_mib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse::<u64>()
+            .ok()
+            .map(|kib| kib / 1024)
+    };
+    Some((field("VmHWM:")?, field("VmRSS:")?))
+}
+
+/// Memory of `outflow run` (both halves, default settings: 16 MiB parts) while one
+/// transaction of `OUTFLOW_BENCH_TXN_MB` (default 256) MiB of rows relays. A measurement,
+/// not a check: `OUTFLOW_BENCH_TXN_MB=1024 cargo test -p outflow --test big_txn -- --ignored
+/// --nocapture rss`.
+#[test]
+#[ignore]
+fn rss_while_a_big_transaction_relays() {
+    let mb: u64 = std::env::var("OUTFLOW_BENCH_TXN_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    let s = setup();
+    let (source, target, dir) = (&s.source, &s.target, s.dir.path());
+    // Rows of about 1 KiB, in one transaction (the binlog holds about `mb` MiB of it).
+    let rows = mb * 1024;
+    rt().block_on(async {
+        for server in [source, target] {
+            server
+                .exec("CREATE TABLE big.w (id INT PRIMARY KEY, pad VARCHAR(1000) NOT NULL)")
+                .await
+                .unwrap();
+        }
+        source
+            .exec(&format!(
+                "INSERT INTO big.w SELECT seq, REPEAT(CHAR(65 + seq % 26), 1000) \
+                 FROM big.seq_1_to_{rows}"
+            ))
+            .await
+            .unwrap();
+    });
+    let mut relay = common::spawn_run(
+        Command::new(common::OUTFLOW),
+        source,
+        target,
+        &dir.join("spool"),
+        &dir.join("outflow.log"),
+        &["--do-db", "big", "--from", &s.from],
+    );
+    let pid = relay.id();
+    let started = Instant::now();
+    let want: u64 = rows;
+    let mut peak = 0;
+    loop {
+        if let Some((hwm, _)) = rss_mib(pid) {
+            peak = peak.max(hwm);
+        }
+        let n: u64 = rt()
+            .block_on(target.query_scalar("SELECT COUNT(*) FROM big.w"))
+            .unwrap_or(0);
+        if n == want {
+            break;
+        }
+        if let Ok(Some(status)) = relay.try_wait() {
+            panic!(
+                "outflow run exited with {status}; log:\n{}",
+                common::log_text(&dir.join("outflow.log"))
+            );
+        }
+        assert!(started.elapsed() < Duration::from_secs(1800), "too slow");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    if let Some((hwm, _)) = rss_mib(pid) {
+        peak = peak.max(hwm);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    relay.kill().unwrap();
+    relay.wait().unwrap();
+    println!(
+        "one transaction of {rows} rows (~{mb} MiB of row data) relayed in {secs:.1} s; \
+         outflow run (source + sink) peak RSS {peak} MiB"
+    );
+}

@@ -3,7 +3,8 @@
 //!
 //! - [`frame`]: the wire format (length-prefixed frames) and its decoder, sans-IO.
 //! - [`protocol`]: the sender's and receiver's session state machines, sans-IO: windows,
-//!   cumulative acknowledgements, resume points, deduplication by sequence number.
+//!   cumulative acknowledgements, resume points, deduplication by sequence number, and
+//!   batches a sink holds without making them durable yet ([`Delivered`]).
 //! - [`pace`] and [`schedule`]: the bandwidth cap and shipping windows, sans-IO.
 //! - [`link`]: the quinn glue, [`Sender`] and [`Receiver`], thin loops around the sessions.
 //! - [`tls`] and [`certs`]: TLS 1.3 mutual authentication with a common CA, and a generator for
