@@ -155,6 +155,7 @@ async fn a_frame_that_failed_half_way_resumes_after_its_last_commit() -> Result<
             "{transactions} transactions applied on resume; {cp:?}"
         ),
         Applied::Duplicate => bail!("resumed frame taken as a duplicate"),
+        Applied::Held => bail!("a frame without parts was held"),
     }
     a.close().await;
     assert_same(&src, &target, &TABLES).await?;
