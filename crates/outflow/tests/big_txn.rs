@@ -263,6 +263,71 @@ fn a_transaction_in_parts_commits_whole_and_survives_kills_of_either_side() {
 }
 
 /// Peak and current resident memory of process `pid`, in MiB (Linux `/proc`).
+/// A transaction whose parts the spool could never hold at once is an error naming the
+/// transaction and the setting, not a relay that waits forever for an acknowledgement
+/// that only the transaction's end would bring.
+#[test]
+fn a_transaction_bigger_than_the_spool_bound_is_an_error() {
+    let Setup {
+        source,
+        target,
+        dir,
+        from,
+        ..
+    } = setup();
+    let mut relay = common::spawn_run(
+        Command::new(common::OUTFLOW),
+        &source,
+        &target,
+        &dir.path().join("spool"),
+        &dir.path().join("outflow.log"),
+        &[
+            "--do-db",
+            "big",
+            "--from",
+            &from,
+            "--split-bytes",
+            "256KiB",
+            "--spool-max",
+            "1MiB",
+        ],
+    );
+    // About 14 MB of binlog, some 3 MB on the wire: more than the 512 KiB the spool can
+    // hold beyond its one segment.
+    rt().block_on(source.exec(&format!(
+        "INSERT INTO big.t SELECT seq, CONCAT(MD5(seq), MD5(seq + 1), MD5(seq + 2), \
+         MD5(seq + 3), MD5(seq + 4), MD5(seq + 5)), seq FROM big.seq_1_to_{ROWS}"
+    )))
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = relay.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = relay.kill();
+            panic!(
+                "outflow run kept waiting; log:\n{}",
+                common::log_text(&dir.path().join("outflow.log"))
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let log = common::log_text(&dir.path().join("outflow.log"));
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("spool bound cannot hold") && log.contains("--spool-max"),
+        "{log}"
+    );
+    let rows: u64 = rt()
+        .block_on(target.query_scalar("SELECT COUNT(*) FROM big.t"))
+        .unwrap();
+    assert_eq!(
+        rows, 0,
+        "no part of the transaction is visible on the target"
+    );
+}
+
 fn rss_mib(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| {

@@ -373,6 +373,16 @@ impl<I: SpoolIo> Spool<I> {
         self.lock().stats(unix_ms(SystemTime::now()))
     }
 
+    /// Whether `bytes` of payload that cannot be acknowledged until the last of it is
+    /// appended (the parts of one source transaction) can ever be held at once: the bound
+    /// less one segment, since a segment that also holds acknowledged records before them
+    /// is not freed.
+    pub fn can_hold_unacked(&self, bytes: u64) -> bool {
+        let log = self.lock();
+        let c = log.config();
+        bytes <= c.max_bytes.saturating_sub(c.segment_bytes)
+    }
+
     /// What recovery found when the spool was opened.
     pub fn recovery(&self) -> Recovery {
         self.lock().recovery().clone()

@@ -547,6 +547,9 @@ async fn stream_from(
     // a position the tracker knows (see the module docs); the sink splits them again.
     let mut record: Vec<u8> = Vec::new();
     let mut skipped_logged = 0u64;
+    // Spooled bytes of the transaction still open at the end of the last record: none of
+    // it can be acknowledged before its last part is spooled.
+    let mut open_parts = 0u64;
     loop {
         let more = match replica.next(&mut visitor).await {
             Ok(more) => more,
@@ -603,9 +606,27 @@ async fn stream_from(
             };
             state.save(state_dir).map_err(fatal)?;
             let len = record.len() as u64;
-            let part =
-                outflow_codec::FrameHeader::parse(&record, &outflow_codec::Limits::default())
-                    .is_ok_and(|h| h.continues());
+            let limits = outflow_codec::Limits::default();
+            let last = super::split_frames(&record, &limits)
+                .ok()
+                .and_then(|frames| frames.last().copied())
+                .and_then(|f| outflow_codec::FrameHeader::parse(f, &limits).ok());
+            let part = last.as_ref().is_some_and(|h| h.continues());
+            let unit = if last.as_ref().is_some_and(|h| h.continued()) {
+                open_parts + len
+            } else {
+                len
+            };
+            if (part || unit > len) && !spool.can_hold_unacked(unit) {
+                // Waiting for room would never end: the sink acknowledges none of it before
+                // the transaction's last part.
+                return Err(fatal(anyhow::anyhow!(
+                    "the source transaction after {before} needs more than {unit} bytes of \
+                     spool, which the spool bound cannot hold at once ([spool] max_bytes \
+                     less one segment): raise --spool-max"
+                )));
+            }
+            open_parts = if part { unit } else { 0 };
             spool
                 .append(Bytes::from(std::mem::take(&mut record)))
                 .await
