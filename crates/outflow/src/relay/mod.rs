@@ -409,3 +409,16 @@ pub fn split_frames<'a>(
     }
     Ok(frames)
 }
+
+/// Crash tests only: when the environment sets `var` to `N`, the `N`th call (counted in
+/// `calls`) prints `what` and ends the process with code 86, with no cleanup, as a crash
+/// would. The variables' names say `DANGER`: they kill the relay on purpose.
+pub(crate) fn crash_test_hook(var: &str, calls: &std::sync::atomic::AtomicU64, what: &str) {
+    let Some(at) = std::env::var(var).ok().and_then(|v| v.parse::<u64>().ok()) else {
+        return;
+    };
+    if calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1 == at {
+        eprintln!("{what}");
+        std::process::exit(86);
+    }
+}

@@ -138,24 +138,17 @@ impl BatchSink for ApplySink {
     }
 }
 
-/// Test hook: `OUTFLOW_DANGER_TEST_EXIT_AT_PART=N` ends the process (as a crash would, with
-/// no cleanup) when the sink is handed the `N`th frame holding a later part of a source
-/// transaction (one that continues an earlier frame), before applying it, so tests can kill
-/// the sink while a transaction in parts is open on the target.
+/// Test hook: `OUTFLOW_DANGER_TEST_EXIT_AT_PART=N` ends the process when the sink is handed
+/// the `N`th frame holding a later part of a source transaction (one that continues an
+/// earlier frame), before applying it, so tests can kill the sink while a transaction in
+/// parts is open on the target.
 fn test_hook_exit(seq: u64, batch: &ChangeBatch) {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static PARTS: AtomicU64 = AtomicU64::new(0);
-    if !batch.continued() {
-        return;
-    }
-    let Some(at) = std::env::var("OUTFLOW_DANGER_TEST_EXIT_AT_PART")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    else {
-        return;
-    };
-    if PARTS.fetch_add(1, Ordering::Relaxed) + 1 == at {
-        eprintln!("sink: test hook: exiting at frame {seq}, a later part of a transaction");
-        std::process::exit(86);
+    static PARTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    if batch.continued() {
+        super::crash_test_hook(
+            "OUTFLOW_DANGER_TEST_EXIT_AT_PART",
+            &PARTS,
+            &format!("sink: test hook: exiting at frame {seq}, a later part of a transaction"),
+        );
     }
 }

@@ -659,21 +659,14 @@ async fn stream_from(
     }
 }
 
-/// Test hook: `OUTFLOW_DANGER_TEST_EXIT_AFTER_PART=N` ends the process (as a crash would, no
-/// cleanup) right after the `N`th frame ending in a part of an unfinished source
-/// transaction is appended to the spool, so tests can kill the source side inside a
-/// transaction in parts. The name says `DANGER`: it kills the relay on purpose.
+/// Test hook: `OUTFLOW_DANGER_TEST_EXIT_AFTER_PART=N` ends the process right after the
+/// `N`th frame ending in a part of an unfinished source transaction is appended to the
+/// spool, so tests can kill the source side inside a transaction in parts.
 fn test_hook_exit_after_part() {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static PARTS: AtomicU64 = AtomicU64::new(0);
-    let Some(at) = std::env::var("OUTFLOW_DANGER_TEST_EXIT_AFTER_PART")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    else {
-        return;
-    };
-    if PARTS.fetch_add(1, Ordering::Relaxed) + 1 == at {
-        eprintln!("source: test hook: exiting after a part of a transaction");
-        std::process::exit(86);
-    }
+    static PARTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    super::crash_test_hook(
+        "OUTFLOW_DANGER_TEST_EXIT_AFTER_PART",
+        &PARTS,
+        "source: test hook: exiting after a part of a transaction",
+    );
 }
