@@ -777,10 +777,11 @@ async fn write_batches(
     }
 }
 
-/// An endpoint configuration whose stateless-reset key is derived from the receiver's private
-/// key, so it is the same after a restart. A restarted receiver can then reset the sender's
-/// stale connection at its first packet, and the sender reconnects at once instead of waiting
-/// for the idle timeout.
+/// An endpoint configuration whose stateless-reset key and connection-id key are derived from
+/// the receiver's private key, so both are the same after a restart. A restarted receiver
+/// then recognises the ids its predecessor issued (quinn drops packets whose id its own
+/// generator did not sign, without a reset) and resets the sender's stale connection at its
+/// first packet, so the sender reconnects at once instead of waiting for the idle timeout.
 fn stable_reset_key(key_file: &std::path::Path) -> Result<quinn::EndpointConfig, TransportError> {
     use ring::hmac;
     let secret = std::fs::read(key_file).map_err(|source| TransportError::Io {
@@ -790,7 +791,15 @@ fn stable_reset_key(key_file: &std::path::Path) -> Result<quinn::EndpointConfig,
     let derive = hmac::Key::new(hmac::HMAC_SHA256, &secret);
     let tag = hmac::sign(&derive, b"outflow relay stateless reset key");
     let key = hmac::Key::new(hmac::HMAC_SHA256, tag.as_ref());
-    Ok(quinn::EndpointConfig::new(Arc::new(key)))
+    let cid_tag = hmac::sign(&derive, b"outflow relay connection id key");
+    let mut cid_key = [0u8; 8];
+    cid_key.copy_from_slice(&cid_tag.as_ref()[..8]);
+    let cid_key = u64::from_le_bytes(cid_key);
+    let mut config = quinn::EndpointConfig::new(Arc::new(key));
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    Ok(config)
 }
 
 /// Accepts senders and hands their batches, in order and once each, to a [`BatchSink`].
