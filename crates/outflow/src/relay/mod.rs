@@ -138,19 +138,21 @@ pub async fn run_source(settings: Settings) -> Result<()> {
     let spool = Spool::open(spool_config(&settings, dir.join("spool")))
         .with_context(|| format!("opening the spool in {}", dir.display()))?;
     let tls = quic_tls(&settings)?;
-    let sender = sender(&settings, &spool, &tls)?;
+    let sender = Arc::new(sender(&settings, &spool, &tls)?);
     let progress = Arc::new(std::sync::Mutex::new(source::SourceProgress::default()));
-    let metrics = sender.metrics();
     let reporter = {
         let progress = progress.clone();
         let spool = spool.clone();
+        let sender = Arc::clone(&sender);
         tokio::spawn(async move {
             let mut last = (0u64, std::time::Instant::now());
             loop {
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 let p = progress.lock().map(|p| p.clone()).unwrap_or_default();
                 let s = spool.stats();
-                let m = metrics.snapshot();
+                // The link's spool figures are otherwise as of its last event.
+                sender.refresh_metrics();
+                let m = sender.metrics().snapshot();
                 let secs = last.1.elapsed().as_secs_f64().max(1e-3);
                 let rate = p.rows.saturating_sub(last.0) as f64 / secs;
                 last = (p.rows, std::time::Instant::now());
