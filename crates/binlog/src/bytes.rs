@@ -170,6 +170,23 @@ pub fn le_uint(s: &[u8]) -> u64 {
     u64::from_le_bytes(a)
 }
 
+/// The little-endian length of `width` (1 to 4) bytes at `buf[pos..]`, or `None` if the
+/// bytes run out (or the width is out of range). Row images prefix every string with one.
+#[inline(always)]
+pub fn prefix_at(buf: &[u8], pos: usize, width: usize) -> Option<usize> {
+    let b = buf.get(pos..)?;
+    Some(match width {
+        1 => usize::from(*b.first()?),
+        2 => usize::from(u16::from_le_bytes(*b.first_chunk::<2>()?)),
+        3 => {
+            let &[x, y, z] = b.first_chunk::<3>()?;
+            u32::from_le_bytes([x, y, z, 0]) as usize
+        }
+        4 => u32::from_le_bytes(*b.first_chunk::<4>()?) as usize,
+        _ => return None,
+    })
+}
+
 /// Number of bytes of a bitmap over `bits` bits.
 #[inline]
 pub fn bitmap_len(bits: usize) -> usize {

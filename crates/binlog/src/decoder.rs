@@ -1,7 +1,7 @@
 //! The stateful part of decoding: the current FORMAT_DESCRIPTION, the table-map cache and
 //! transaction boundaries. Feed it whole events (see [`crate::stream`] for framing).
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use crate::bytes::Reader;
 use crate::error::{DecodeError, ErrorKind};
@@ -24,6 +24,29 @@ pub struct Decoded<'a> {
     pub event: Event<'a>,
 }
 
+/// A cached table borrowed for changes; recomputes the table's row layout when dropped,
+/// so direct changes to [`crate::ColumnInfo::kind`] cannot leave it out of date.
+pub struct TableMut<'d>(&'d mut TableInfo);
+
+impl std::ops::Deref for TableMut<'_> {
+    type Target = TableInfo;
+    fn deref(&self) -> &TableInfo {
+        self.0
+    }
+}
+
+impl std::ops::DerefMut for TableMut<'_> {
+    fn deref_mut(&mut self) -> &mut TableInfo {
+        self.0
+    }
+}
+
+impl Drop for TableMut<'_> {
+    fn drop(&mut self) {
+        self.0.refresh_layout();
+    }
+}
+
 struct CachedTable {
     /// The TABLE_MAP body it was parsed from, to skip re-parsing identical maps.
     raw: Vec<u8>,
@@ -42,7 +65,13 @@ pub struct Decoder {
     crc: crc32fast::Hasher,
     fde: Option<FormatDescription>,
     nested: Option<FormatDescription>,
-    tables: HashMap<u64, CachedTable>,
+    /// Cached tables; `index` maps table ids to slots. Row events look their table up
+    /// once each, so the lookup is kept cheap: a fast hash, and first a check of the
+    /// table the last TABLE_MAP named (servers write each row event right after its map).
+    tables: Vec<CachedTable>,
+    index: FxHashMap<u64, usize>,
+    /// Table id and slot of the last TABLE_MAP (`u64::MAX`, never a 48-bit id, when none).
+    last: (u64, usize),
     in_transaction: bool,
     explicit_begin: bool,
     verify_checksums: bool,
@@ -63,7 +92,9 @@ impl Decoder {
             crc: crc32fast::Hasher::new(),
             fde: None,
             nested: None,
-            tables: HashMap::new(),
+            tables: Vec::new(),
+            index: FxHashMap::default(),
+            last: (u64::MAX, 0),
             in_transaction: false,
             explicit_begin: false,
             verify_checksums: true,
@@ -96,13 +127,25 @@ impl Decoder {
     }
 
     /// The table a TABLE_MAP mapped to `table_id`.
+    #[inline]
     pub fn table(&self, table_id: u64) -> Option<&TableInfo> {
-        self.tables.get(&table_id).map(|c| &c.info)
+        self.slot(table_id).map(|i| &self.tables[i].info)
     }
 
-    /// Mutable access, to apply a caller's schema (names, signedness).
-    pub fn table_mut(&mut self, table_id: u64) -> Option<&mut TableInfo> {
-        self.tables.get_mut(&table_id).map(|c| &mut c.info)
+    /// Mutable access, to apply a caller's schema (names, signedness). The table's row
+    /// layout is recomputed when the returned guard is dropped.
+    pub fn table_mut(&mut self, table_id: u64) -> Option<TableMut<'_>> {
+        self.slot(table_id)
+            .map(|i| TableMut(&mut self.tables[i].info))
+    }
+
+    /// The slot of `table_id` in `tables`.
+    #[inline]
+    fn slot(&self, table_id: u64) -> Option<usize> {
+        if table_id == self.last.0 {
+            return Some(self.last.1);
+        }
+        self.index.get(&table_id).copied()
     }
 
     /// Whether the last event left a transaction open.
@@ -358,6 +401,8 @@ impl Decoder {
         // mid-transaction would orphan row events of tables already mapped.
         if self.tables.len() >= MAX_CACHED_TABLES {
             self.tables.clear();
+            self.index.clear();
+            self.last = (u64::MAX, 0);
         }
     }
 
@@ -376,8 +421,10 @@ impl Decoder {
                     },
                 )
             })?;
-        if let Some(c) = self.tables.get(&id) {
-            if c.raw == body {
+        let slot = self.slot(id);
+        if let Some(i) = slot {
+            if self.tables[i].raw == body {
+                self.last = (id, i);
                 return Ok(id);
             }
         }
@@ -385,23 +432,27 @@ impl Decoder {
         let mut info = TableInfo::parse(body, post_header_len, flavor)?;
         if let Some(hook) = &mut self.table_hook {
             hook(&mut info);
+            // The hook may have changed column kinds directly.
+            info.refresh_layout();
         }
-        match self.tables.get_mut(&id) {
-            Some(c) => {
+        let i = match slot {
+            Some(i) => {
+                let c = &mut self.tables[i];
                 c.raw.clear();
                 c.raw.extend_from_slice(body);
                 c.info = info;
+                i
             }
             None => {
-                self.tables.insert(
-                    id,
-                    CachedTable {
-                        raw: body.to_vec(),
-                        info,
-                    },
-                );
+                self.tables.push(CachedTable {
+                    raw: body.to_vec(),
+                    info,
+                });
+                self.index.insert(id, self.tables.len() - 1);
+                self.tables.len() - 1
             }
-        }
+        };
+        self.last = (id, i);
         Ok(id)
     }
 }

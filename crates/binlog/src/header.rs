@@ -256,10 +256,23 @@ pub fn verify_crc32_with<'e>(
 }
 
 /// Whether `type_code` is one this decoder understands.
+#[inline]
 pub fn is_known(type_code: u8) -> bool {
-    use code::*;
-    matches!(type_code, START_V3..=GTID_TAGGED | AURORA_PADDING | MARIA_ANNOTATE_ROWS..=MARIA_DELETE_ROWS_COMPRESSED)
+    KNOWN[usize::from(type_code)]
 }
+
+/// [`is_known`] as a table: this runs once per event.
+static KNOWN: [bool; 256] = {
+    use code::*;
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        t[i] = matches!(c, START_V3..=GTID_TAGGED | AURORA_PADDING | MARIA_ANNOTATE_ROWS..=MARIA_DELETE_ROWS_COMPRESSED);
+        i += 1;
+    }
+    t
+};
 
 #[cfg(test)]
 mod tests {

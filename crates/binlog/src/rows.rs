@@ -10,7 +10,7 @@
 //! and length prefixes only) and hands out [`Row`]s whose [`Row::values`] decode lazily, so
 //! nothing is allocated per row and a consumer that skips a table pays only the sizing.
 
-use crate::bytes::{bit, bitmap_len, le_uint, Reader};
+use crate::bytes::{bit, bitmap_len, le_uint, prefix_at, Reader};
 use crate::error::ErrorKind;
 use crate::event_type::code;
 use crate::table_map::{ColumnKind, TableInfo};
@@ -157,12 +157,24 @@ impl<'a> RowsEvent<'a> {
                 ),
             ));
         }
+        debug_assert!(
+            table.layout().is_current(&table.columns),
+            "the layout of `{}` is stale: call TableInfo::refresh_layout after changing kinds",
+            table.qualified_name()
+        );
+        let columns = table.columns.len();
+        let before = Image::new(self.present_before, columns);
+        let after = if self.kind == RowsKind::Update {
+            Image::new(self.present_after, columns)
+        } else {
+            before
+        };
         Ok(RowIter {
             table,
             kind: self.kind,
             partial: self.partial,
-            present_before: self.present_before,
-            present_after: self.present_after,
+            before,
+            after,
             rest: rows,
         })
     }
@@ -228,14 +240,36 @@ pub(crate) fn inflate_mariadb<'o>(
     }
 }
 
+/// The column-present bitmap of one image kind (before or after) of an event, with what
+/// every image of that kind shares, counted once per event rather than once per image.
+#[derive(Debug, Clone, Copy)]
+struct Image<'a> {
+    present: &'a [u8],
+    /// Present columns: the bits of the NULL bitmap.
+    count: usize,
+    /// Every column is present (FULL images), so the bitmap need not be read per value.
+    full: bool,
+}
+
+impl<'a> Image<'a> {
+    fn new(present: &'a [u8], columns: usize) -> Self {
+        let count = count_present(present, columns);
+        Image {
+            present,
+            count,
+            full: count == columns,
+        }
+    }
+}
+
 /// Iterator over the row changes of one event.
 #[derive(Debug, Clone)]
 pub struct RowIter<'a> {
     table: &'a TableInfo,
     kind: RowsKind,
     partial: bool,
-    present_before: &'a [u8],
-    present_after: &'a [u8],
+    before: Image<'a>,
+    after: Image<'a>,
     rest: &'a [u8],
 }
 
@@ -313,7 +347,7 @@ impl<'a> RowIter<'a> {
     }
 
     fn scan_change(&mut self) -> Result<RowChange<'a>, ErrorKind> {
-        let (first, used) = Row::scan(self.table, self.present_before, self.rest, false)?;
+        let (first, used) = Row::scan(self.table, self.before, self.rest, false)?;
         self.rest = &self.rest[used..];
         match self.kind {
             RowsKind::Write => Ok(RowChange {
@@ -327,8 +361,7 @@ impl<'a> RowIter<'a> {
                 after: None,
             }),
             RowsKind::Update => {
-                let (after, used) =
-                    Row::scan(self.table, self.present_after, self.rest, self.partial)?;
+                let (after, used) = Row::scan(self.table, self.after, self.rest, self.partial)?;
                 self.rest = &self.rest[used..];
                 Ok(RowChange {
                     kind: self.kind,
@@ -349,13 +382,31 @@ pub struct Row<'a> {
     /// Bitmap over the JSON columns of a partial after image: set bits are diffs.
     partial_json: &'a [u8],
     data: &'a [u8],
+    /// Every column is present: `present` need not be read.
+    full: bool,
+    /// Besides, no value is NULL: `nulls` need not be read either.
+    plain: bool,
+}
+
+/// Whether none of the first `bits` bits of `bitmap` is set (padding bits past them are
+/// not looked at, as the per-column reads do not look at them either).
+#[inline]
+fn none_set(bitmap: &[u8], bits: usize) -> bool {
+    let whole = bits / 8;
+    let Some((head, tail)) = bitmap.split_at_checked(whole) else {
+        return false;
+    };
+    let rem = bits % 8;
+    head.iter().all(|&b| b == 0)
+        && (rem == 0 || tail.first().is_some_and(|&b| b & ((1u8 << rem) - 1) == 0))
 }
 
 impl<'a> Row<'a> {
     /// Delimits one image at the start of `buf`; returns it and the bytes it used.
+    #[inline]
     fn scan(
         table: &'a TableInfo,
-        present: &'a [u8],
+        image: Image<'a>,
         buf: &'a [u8],
         partial_after: bool,
     ) -> Result<(Row<'a>, usize), ErrorKind> {
@@ -369,22 +420,56 @@ impl<'a> Row<'a> {
                     .columns
                     .iter()
                     .enumerate()
-                    .filter(|(i, c)| bit(present, *i) && matches!(c.kind, ColumnKind::Json { .. }))
+                    .filter(|(i, c)| {
+                        bit(image.present, *i) && matches!(c.kind, ColumnKind::Json { .. })
+                    })
                     .count();
                 partial_json = r
                     .take(bitmap_len(json_cols))
                     .map_err(|s| ErrorKind::short(what, s))?;
             }
         }
-        let n_present = count_present(present, table.columns.len());
         let nulls = r
-            .take(bitmap_len(n_present))
+            .take(bitmap_len(image.count))
             .map_err(|s| ErrorKind::short(what, s))?;
         let start = r.position();
+        // The common case, a FULL image without NULLs, in one pass over the layout; any
+        // other image, or one that does not fit, column by column.
+        let plain = image.full && none_set(nulls, image.count);
+        let end = match plain {
+            true => table.layout().full_end(buf, start),
+            false => None,
+        };
+        let end = match end {
+            Some(end) => end,
+            None => Self::scan_columns(table, image, nulls, buf, start)?,
+        };
+        Ok((
+            Row {
+                table,
+                present: image.present,
+                nulls,
+                partial_json,
+                data: &buf[start..end],
+                full: image.full,
+                plain,
+            },
+            end,
+        ))
+    }
+
+    /// Delimits the values of an image column by column; returns where they end.
+    fn scan_columns(
+        table: &'a TableInfo,
+        image: Image<'a>,
+        nulls: &[u8],
+        buf: &[u8],
+        start: usize,
+    ) -> Result<usize, ErrorKind> {
         let mut pos = start;
         let mut k = 0; // index among present columns
-        for (i, c) in table.columns.iter().enumerate() {
-            if !bit(present, i) {
+        for (i, &w) in table.layout().widths.iter().enumerate() {
+            if !image.full && !bit(image.present, i) {
                 continue;
             }
             let null = bit(nulls, k);
@@ -392,23 +477,32 @@ impl<'a> Row<'a> {
             if null {
                 continue;
             }
-            let len = value_len(c.kind, &buf[pos..]).map_err(|error| ErrorKind::Value {
-                table: table.qualified_name(),
-                column: i + 1,
-                error,
-            })?;
-            pos += len;
+            match w.len_at(buf, pos) {
+                Some(n) => pos += n,
+                None => return Err(Self::size_error(table, i, &buf[pos..])),
+            }
         }
-        Ok((
-            Row {
-                table,
-                present,
-                nulls,
-                partial_json,
-                data: &buf[start..pos],
+        Ok(pos)
+    }
+
+    /// Why column `i` (0-based) could not be delimited in `rest`.
+    #[cold]
+    #[inline(never)]
+    fn size_error(table: &TableInfo, i: usize, rest: &[u8]) -> ErrorKind {
+        let error = match table.columns.get(i).map(|c| value_len(c.kind, rest)) {
+            Some(Err(error)) => error,
+            // The layout disagrees with the kind: only a kind changed without
+            // `TableInfo::refresh_layout` gets here.
+            _ => ValueError::Invalid {
+                kind: "row image",
+                reason: "column layout out of date",
             },
-            pos,
-        ))
+        };
+        ErrorKind::Value {
+            table: table.qualified_name(),
+            column: i + 1,
+            error,
+        }
     }
 
     /// The table this row belongs to.
@@ -419,7 +513,11 @@ impl<'a> Row<'a> {
     /// Whether column `i` (0-based) is part of this image (MINIMAL/NOBLOB images omit some).
     #[inline]
     pub fn is_present(&self, i: usize) -> bool {
-        bit(self.present, i)
+        if self.full {
+            i < self.table.columns.len()
+        } else {
+            bit(self.present, i)
+        }
     }
 
     /// The bytes of the image's values (after the null bitmap).
@@ -469,25 +567,27 @@ impl<'a> Iterator for Values<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        let cols = &self.row.table.columns;
-        while self.col < cols.len() {
+        let row = &self.row;
+        let cols = &row.table.columns;
+        while let Some(c) = cols.get(self.col) {
             let i = self.col;
             self.col += 1;
-            if !bit(self.row.present, i) {
+            if !row.full && !bit(row.present, i) {
                 continue;
             }
-            let null = bit(self.row.nulls, self.present_idx);
+            let null = !row.plain && bit(row.nulls, self.present_idx);
             self.present_idx += 1;
-            let kind = cols[i].kind;
-            let is_json = matches!(kind, ColumnKind::Json { .. });
-            let diff = is_json && bit(self.row.partial_json, self.json_idx);
-            if is_json {
+            let kind = c.kind;
+            // Only a partial-update after image marks JSON columns as diffs.
+            let mut diff = false;
+            if !row.partial_json.is_empty() && matches!(kind, ColumnKind::Json { .. }) {
+                diff = bit(row.partial_json, self.json_idx);
                 self.json_idx += 1;
             }
             if null {
                 return Some(Ok((i, Value::Null)));
             }
-            let buf = &self.row.data[self.pos..];
+            let buf = row.data.get(self.pos..).unwrap_or_default();
             return Some(match decode_value(kind, buf, diff) {
                 Ok((v, used)) => {
                     self.pos += used;
@@ -495,15 +595,22 @@ impl<'a> Iterator for Values<'a> {
                 }
                 Err(error) => {
                     self.col = cols.len();
-                    Err(ErrorKind::Value {
-                        table: self.row.table.qualified_name(),
-                        column: i + 1,
-                        error,
-                    })
+                    Err(value_error(row.table, i, error))
                 }
             });
         }
         None
+    }
+}
+
+/// A value error naming its table and column (`i` 0-based).
+#[cold]
+#[inline(never)]
+fn value_error(table: &TableInfo, i: usize, error: ValueError) -> ErrorKind {
+    ErrorKind::Value {
+        table: table.qualified_name(),
+        column: i + 1,
+        error,
     }
 }
 
@@ -529,10 +636,19 @@ fn prefixed(buf: &[u8], len_bytes: u8) -> Result<(&[u8], usize), ValueError> {
             reason: "width must be 1 to 4 bytes",
         });
     }
-    need(buf, lb)?;
-    let len = le_uint(&buf[..lb]) as usize;
-    need(buf, lb + len)?;
-    Ok((&buf[lb..lb + len], lb + len))
+    let Some(len) = prefix_at(buf, 0, lb) else {
+        return Err(ValueError::Truncated {
+            needed: lb,
+            available: buf.len(),
+        });
+    };
+    match buf.get(lb..lb + len) {
+        Some(s) => Ok((s, lb + len)),
+        None => Err(ValueError::Truncated {
+            needed: lb + len,
+            available: buf.len(),
+        }),
+    }
 }
 
 /// Bytes one value of `kind` occupies at the start of `buf`.
@@ -588,8 +704,19 @@ pub fn decode_value(
     Ok(match kind {
         ColumnKind::Int { bytes, unsigned } => {
             let n = usize::from(bytes);
-            need(buf, n)?;
-            let raw = le_uint(&buf[..n]);
+            let raw = match (n, buf) {
+                (1, [a, ..]) => u64::from(*a),
+                (2, [a, b, ..]) => u64::from(u16::from_le_bytes([*a, *b])),
+                (3, [a, b, c, ..]) => u64::from(u32::from_le_bytes([*a, *b, *c, 0])),
+                (4, [a, b, c, d, ..]) => u64::from(u32::from_le_bytes([*a, *b, *c, *d])),
+                (8, [a, b, c, d, e, f, g, h, ..]) => {
+                    u64::from_le_bytes([*a, *b, *c, *d, *e, *f, *g, *h])
+                }
+                _ => {
+                    need(buf, n)?;
+                    le_uint(&buf[..n])
+                }
+            };
             let v = if unsigned {
                 Value::UInt(raw)
             } else {
@@ -790,6 +917,128 @@ mod tests {
                 bits: 16
             }
         );
+    }
+
+    /// A table `d.t (a INT, b VARCHAR(300), c CHAR(10), d BIGINT)`.
+    fn table() -> TableInfo {
+        use crate::table_map::col;
+        let mut b = 7u64.to_le_bytes()[..6].to_vec();
+        b.extend_from_slice(&[0, 0, 1, b'd', 0, 1, b't', 0, 4]);
+        b.extend_from_slice(&[col::LONG, col::VARCHAR, col::STRING, col::LONGLONG]);
+        // Metadata: VARCHAR max length 300 (2-byte lengths), CHAR(10) as STRING.
+        b.extend_from_slice(&[4, 0x2c, 0x01, col::STRING, 10]);
+        b.push(0x0f); // all nullable
+        TableInfo::parse(&b, 8, crate::header::Flavor::MariaDb).unwrap()
+    }
+
+    /// A WRITE_ROWS_V1 body over `present`, with `rows` as its row images.
+    fn write_rows(present: u8, rows: &[u8]) -> Vec<u8> {
+        let mut b = 7u64.to_le_bytes()[..6].to_vec();
+        b.extend_from_slice(&[0, 0, 4, present]);
+        b.extend_from_slice(rows);
+        b
+    }
+
+    fn image(
+        nulls: u8,
+        a: Option<u32>,
+        b: Option<&[u8]>,
+        c: Option<&[u8]>,
+        d: Option<i64>,
+    ) -> Vec<u8> {
+        let mut v = vec![nulls];
+        if let Some(a) = a {
+            v.extend_from_slice(&a.to_le_bytes());
+        }
+        if let Some(b) = b {
+            v.extend_from_slice(&(b.len() as u16).to_le_bytes());
+            v.extend_from_slice(b);
+        }
+        if let Some(c) = c {
+            v.push(c.len() as u8);
+            v.extend_from_slice(c);
+        }
+        if let Some(d) = d {
+            v.extend_from_slice(&d.to_le_bytes());
+        }
+        v
+    }
+
+    fn values<'a>(row: &Row<'a>) -> Vec<(usize, Value<'a>)> {
+        row.values().map(|v| v.unwrap()).collect()
+    }
+
+    #[test]
+    fn full_images_with_and_without_nulls_delimit_alike() {
+        let t = table();
+        let mut rows = image(0, Some(1), Some(b"hello"), Some(b"ab"), Some(-5));
+        rows.extend(image(0b0110, Some(2), None, None, Some(7)));
+        rows.extend(image(0, Some(3), Some(b""), Some(b"z"), Some(0)));
+        let body = write_rows(0x0f, &rows);
+        let ev = RowsEvent::parse(code::WRITE_ROWS_V1, &body, 8).unwrap();
+        let got: Vec<_> = ev
+            .rows(&t)
+            .unwrap()
+            .map(|c| values(&c.unwrap().after.unwrap()))
+            .collect();
+        assert_eq!(got.len(), 3);
+        assert_eq!(
+            got[0],
+            vec![
+                (0, Value::Int(1)),
+                (1, Value::Text(b"hello")),
+                (2, Value::Text(b"ab")),
+                (3, Value::Int(-5))
+            ]
+        );
+        assert_eq!(
+            got[1],
+            vec![
+                (0, Value::Int(2)),
+                (1, Value::Null),
+                (2, Value::Null),
+                (3, Value::Int(7))
+            ]
+        );
+        assert_eq!(got[2][1], (1, Value::Text(b"")));
+    }
+
+    #[test]
+    fn minimal_images_skip_absent_columns() {
+        let t = table();
+        // Columns a and c only (present bitmap 0b0101): nulls over 2 present columns.
+        let mut rows = vec![0];
+        rows.extend_from_slice(&9u32.to_le_bytes());
+        rows.extend_from_slice(&[3, b'x', b'y', b'z']);
+        let body = write_rows(0b0101, &rows);
+        let ev = RowsEvent::parse(code::WRITE_ROWS_V1, &body, 8).unwrap();
+        let mut it = ev.rows(&t).unwrap();
+        let row = it.next().unwrap().unwrap().after.unwrap();
+        assert!(row.is_present(0) && !row.is_present(1) && row.is_present(2));
+        assert_eq!(
+            values(&row),
+            vec![(0, Value::Int(9)), (2, Value::Text(b"xyz"))]
+        );
+        assert!(it.next().is_none());
+    }
+
+    #[test]
+    fn a_truncated_image_names_the_column_that_does_not_fit() {
+        let t = table();
+        let whole = image(0, Some(1), Some(b"hello"), Some(b"ab"), Some(-5));
+        // Cut inside a, inside b, before c's length prefix, and inside d.
+        for (cut, column) in [(3, 1), (9, 2), (12, 3), (whole.len() - 1, 4)] {
+            let body = write_rows(0x0f, &whole[..cut]);
+            let ev = RowsEvent::parse(code::WRITE_ROWS_V1, &body, 8).unwrap();
+            match ev.rows(&t).unwrap().next() {
+                Some(Err(ErrorKind::Value {
+                    column: c,
+                    error: ValueError::Truncated { .. },
+                    ..
+                })) => assert_eq!(c, column, "cut at {cut}"),
+                other => panic!("cut at {cut}: {other:?}"),
+            }
+        }
     }
 
     #[test]

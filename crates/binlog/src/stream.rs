@@ -105,7 +105,9 @@ impl EventBuffer {
         if avail < HEADER_LEN {
             return Ok(None);
         }
-        let h = &self.buf[self.start..];
+        let Some(h) = self.buf[self.start..self.end].first_chunk::<HEADER_LEN>() else {
+            return Ok(None);
+        };
         let len = u32::from_le_bytes([h[9], h[10], h[11], h[12]]) as usize;
         if len < HEADER_LEN || len > self.max_event {
             return Err(DecodeError {

@@ -199,6 +199,141 @@ pub struct TableInfo {
     pub primary_key: Vec<usize>,
     /// Whether every column has a name (names come only with `binlog_row_metadata=FULL`).
     pub has_names: bool,
+    /// Where each value ends, derived from the column kinds (see [`TableInfo::refresh_layout`]).
+    layout: Layout,
+}
+
+/// How many bytes a value takes in a row image, derived from its [`ColumnKind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Width {
+    /// Always this many bytes.
+    Fixed(u32),
+    /// A little-endian length of this many bytes (1 to 4), then that many bytes.
+    Prefixed(u8),
+    /// The kind cannot be delimited (a fractional precision over 6, a prefix width out of
+    /// range): sizing such a value is an error, which [`crate::rows::value_len`] names.
+    Invalid,
+}
+
+impl Width {
+    /// The width of a value of `kind`.
+    pub(crate) fn of(kind: ColumnKind) -> Width {
+        let prefixed = |lb: u8| {
+            if (1..=4).contains(&lb) {
+                Width::Prefixed(lb)
+            } else {
+                Width::Invalid
+            }
+        };
+        match kind {
+            ColumnKind::String { len_bytes, .. }
+            | ColumnKind::Blob { len_bytes, .. }
+            | ColumnKind::Json { len_bytes }
+            | ColumnKind::Geometry { len_bytes }
+            | ColumnKind::Vector { len_bytes } => prefixed(len_bytes),
+            // Every other kind has a fixed size, which `value_len` computes from the kind
+            // without looking at the bytes (an empty buffer makes it report that size as
+            // needed, or the kind as invalid).
+            _ => match crate::rows::value_len(kind, &[]) {
+                Ok(n) => Width::Fixed(n as u32),
+                Err(crate::value::ValueError::Truncated { needed, .. }) => {
+                    Width::Fixed(needed as u32)
+                }
+                Err(_) => Width::Invalid,
+            },
+        }
+    }
+
+    /// Bytes a value of this width takes at `buf[pos..]`, or `None` if it does not fit
+    /// (or the width is invalid).
+    #[inline(always)]
+    pub(crate) fn len_at(self, buf: &[u8], pos: usize) -> Option<usize> {
+        match self {
+            Width::Fixed(n) => {
+                let n = n as usize;
+                (buf.len().checked_sub(pos)? >= n).then_some(n)
+            }
+            Width::Prefixed(lb) => {
+                let lb = usize::from(lb);
+                let len = crate::bytes::prefix_at(buf, pos, lb)?;
+                let n = lb + len;
+                (buf.len() - pos >= n).then_some(n)
+            }
+            Width::Invalid => None,
+        }
+    }
+}
+
+/// The widths of a table's columns, computed once per TABLE_MAP so that delimiting a row
+/// image is a tight loop over a few bytes per column instead of a `match` over each
+/// [`ColumnInfo`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Layout {
+    /// One per column.
+    pub(crate) widths: Box<[Width]>,
+    /// An image in which every column is present and none is NULL, delimited in one go:
+    /// `(fixed bytes, prefix width)` runs (skip the fixed-width values, then read one
+    /// length-prefixed value), then `tail` fixed bytes. Empty and unused unless `valid`.
+    pub(crate) runs: Box<[(u32, u8)]>,
+    /// Fixed bytes after the last length-prefixed value.
+    pub(crate) tail: u32,
+    /// No width is [`Width::Invalid`].
+    pub(crate) valid: bool,
+}
+
+impl Layout {
+    fn of(columns: &[ColumnInfo]) -> Layout {
+        let widths: Box<[Width]> = columns.iter().map(|c| Width::of(c.kind)).collect();
+        let valid = !widths.contains(&Width::Invalid);
+        let mut runs = Vec::new();
+        let mut fixed = 0u32;
+        if valid {
+            for w in widths.iter() {
+                match *w {
+                    // At most 4096 columns of at most a few hundred bytes each.
+                    Width::Fixed(n) => fixed = fixed.saturating_add(n),
+                    Width::Prefixed(lb) => {
+                        runs.push((fixed, lb));
+                        fixed = 0;
+                    }
+                    Width::Invalid => {}
+                }
+            }
+        }
+        Layout {
+            widths,
+            runs: runs.into_boxed_slice(),
+            tail: fixed,
+            valid,
+        }
+    }
+
+    /// Whether this is still the layout of `columns` (for debug assertions).
+    pub(crate) fn is_current(&self, columns: &[ColumnInfo]) -> bool {
+        self.widths.len() == columns.len()
+            && self
+                .widths
+                .iter()
+                .zip(columns)
+                .all(|(&w, c)| w == Width::of(c.kind))
+    }
+
+    /// Where a full image (every column present, none NULL) whose values start at
+    /// `buf[pos..]` ends, or `None` if it runs past `buf` (or the layout is invalid).
+    #[inline]
+    pub(crate) fn full_end(&self, buf: &[u8], mut pos: usize) -> Option<usize> {
+        if !self.valid {
+            return None;
+        }
+        for &(fixed, lb) in self.runs.iter() {
+            pos = pos.checked_add(fixed as usize)?;
+            let lb = usize::from(lb);
+            let len = crate::bytes::prefix_at(buf, pos, lb)?;
+            pos = pos.checked_add(lb + len)?;
+        }
+        pos = pos.checked_add(self.tail as usize)?;
+        (pos <= buf.len()).then_some(pos)
+    }
 }
 
 impl TableInfo {
@@ -210,6 +345,7 @@ impl TableInfo {
     /// Marks column `index` as unsigned or signed, as a caller's schema says, when the
     /// binlog carries no signedness. Returns false if the column is not an integer.
     pub fn set_unsigned(&mut self, index: usize, unsigned: bool) -> bool {
+        // Signedness does not change a value's width: the layout stays valid.
         let Some(c) = self.columns.get_mut(index) else {
             return false;
         };
@@ -234,10 +370,25 @@ impl TableInfo {
                 if (1..=6).contains(&fsp) =>
             {
                 c.kind = ColumnKind::MariaTimestampHires { fsp };
+                self.refresh_layout();
                 true
             }
             _ => false,
         }
+    }
+
+    /// Recomputes where values end from the column kinds. The methods here and the
+    /// [`crate::Decoder`] (after its table hook, and when a [`crate::decoder::TableMut`]
+    /// is dropped) do this themselves; code that assigns a different-width
+    /// [`ColumnInfo::kind`] directly must call it before iterating rows.
+    pub fn refresh_layout(&mut self) {
+        self.layout = Layout::of(&self.columns);
+    }
+
+    /// The layout rows are delimited with.
+    #[inline]
+    pub(crate) fn layout(&self) -> &Layout {
+        &self.layout
     }
 
     /// Parses the body of a TABLE_MAP event (after the common header, without checksum).
@@ -306,8 +457,10 @@ impl TableInfo {
             columns,
             primary_key: Vec::new(),
             has_names: false,
+            layout: Layout::default(),
         };
         info.apply_optional_metadata(optional, flavor)?;
+        info.refresh_layout();
         Ok(info)
     }
 

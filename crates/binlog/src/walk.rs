@@ -149,14 +149,14 @@ impl Walker {
         v: &mut V,
     ) -> Result<(), V::Error> {
         let d = self.decoder.decode(pos, event)?;
-        if let Event::TransactionPayload(p) = d.event {
+        if let Event::TransactionPayload(p) = &d.event {
             v.event(pos, &d)?;
             let mut payload = std::mem::take(&mut self.payload);
-            let r = self.process_payload(pos, &p, &mut payload, v);
+            let r = self.process_payload(pos, p, &mut payload, v);
             self.payload = payload;
             return r;
         }
-        self.handle(pos, d, v)
+        self.handle(pos, &d, v)
     }
 
     fn process_payload<V: Visitor>(
@@ -175,12 +175,12 @@ impl Walker {
         for item in split_events(bytes) {
             let (_, ev) = item.map_err(err)?;
             let d = self.decoder.decode_nested(pos, ev)?;
-            self.handle(pos, d, v)?;
+            self.handle(pos, &d, v)?;
         }
         Ok(())
     }
 
-    fn handle<V: Visitor>(&mut self, pos: u64, d: Decoded<'_>, v: &mut V) -> Result<(), V::Error> {
+    fn handle<V: Visitor>(&mut self, pos: u64, d: &Decoded<'_>, v: &mut V) -> Result<(), V::Error> {
         match &d.event {
             Event::MariaGtid(g) => self.gtid = CurrentGtid::Maria(g.gtid),
             Event::MySqlGtid(g) if !g.anonymous => {
@@ -198,8 +198,8 @@ impl Walker {
             }),
             _ => {}
         }
-        v.event(pos, &d)?;
-        let Event::Rows(rows) = d.event else {
+        v.event(pos, d)?;
+        let Event::Rows(rows) = &d.event else {
             return Ok(());
         };
         let err = |kind| DecodeError {
@@ -227,6 +227,6 @@ impl Walker {
         } else {
             rows.rows(table).map_err(err)?
         };
-        v.rows(ctx, &rows, table, iter)
+        v.rows(ctx, rows, table, iter)
     }
 }
