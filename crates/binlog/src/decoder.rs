@@ -154,6 +154,7 @@ impl Decoder {
     }
 
     /// Decodes one whole event that starts at stream offset `pos`.
+    #[inline]
     pub fn decode<'a>(&mut self, pos: u64, event: &'a [u8]) -> Result<Decoded<'a>, DecodeError> {
         self.decode_inner(pos, event, false)
     }

@@ -332,6 +332,7 @@ impl<'a> RowIter<'a> {
         Ok((changes, values))
     }
 
+    #[inline(always)]
     fn next_change(&mut self) -> Result<RowChange<'a>, ErrorKind> {
         let left = self.rest.len();
         let change = self.scan_change()?;
@@ -346,6 +347,7 @@ impl<'a> RowIter<'a> {
         Ok(change)
     }
 
+    #[inline(always)]
     fn scan_change(&mut self) -> Result<RowChange<'a>, ErrorKind> {
         let (first, used) = Row::scan(self.table, self.before, self.rest, false)?;
         self.rest = &self.rest[used..];

@@ -100,6 +100,7 @@ impl EventBuffer {
     }
 
     /// The next whole event and its stream offset, or `None` until more bytes arrive.
+    #[inline]
     pub fn next_event(&mut self) -> Result<Option<(u64, &[u8])>, DecodeError> {
         let avail = self.buffered();
         if avail < HEADER_LEN {
