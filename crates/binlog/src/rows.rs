@@ -9,6 +9,10 @@
 //! Iteration borrows everything: [`RowIter`] walks images with a sizing pass (fixed widths
 //! and length prefixes only) and hands out [`Row`]s whose [`Row::values`] decode lazily, so
 //! nothing is allocated per row and a consumer that skips a table pays only the sizing.
+//! The sizing pass follows the table's layout, computed once per TABLE_MAP: a FULL image
+//! without NULLs (the common case) is delimited by skipping runs of fixed-width values and
+//! reading only the length prefixes between them; other images go column by column; an
+//! image that does not fit is sized again with [`value_len`] for an error naming the column.
 
 use crate::bytes::{bit, bitmap_len, le_uint, prefix_at, Reader};
 use crate::error::ErrorKind;

@@ -5,7 +5,8 @@
 //! null_bitmap[(column_count+7)/8] | optional metadata (TLV records, MySQL 8.0.1+/MariaDB 10.5+)`.
 //!
 //! Parsing one builds a [`TableInfo`] whose [`ColumnKind`]s are precomputed decode plans, so
-//! row decoding does one `match` per value and never looks at metadata again. The decoder
+//! row decoding does one `match` per value and never looks at metadata again, plus a private
+//! layout (each column's width) that row images are delimited with. The decoder
 //! caches `TableInfo`s and re-parses only when a TABLE_MAP's bytes change (servers repeat the
 //! same TABLE_MAP before every row event of every transaction).
 
@@ -165,7 +166,8 @@ pub struct ColumnInfo {
     pub type_code: u8,
     /// Raw type metadata (0 when the type has none).
     pub meta: u16,
-    /// How values are read.
+    /// How values are read. Changing it to a kind of another width takes a
+    /// [`TableInfo::refresh_layout`] afterwards (the decoder's own paths do it).
     pub kind: ColumnKind,
     /// Whether the column may be NULL.
     pub nullable: bool,
