@@ -353,44 +353,46 @@ impl<'a> RowIter<'a> {
 
     #[inline(always)]
     fn scan_change(&mut self) -> Result<RowChange<'a>, ErrorKind> {
-        let (first, used) = Row::scan(self.table, self.before, self.rest, false)?;
-        self.rest = &self.rest[used..];
-        match self.kind {
-            RowsKind::Write => Ok(RowChange {
-                kind: self.kind,
-                before: None,
-                after: Some(first),
-            }),
-            RowsKind::Delete => Ok(RowChange {
-                kind: self.kind,
-                before: Some(first),
-                after: None,
-            }),
+        let first = Row::scan(self.table, self.before, self.rest, false)?;
+        self.rest = self.rest.get(first.image.len()..).unwrap_or_default();
+        let (before, after) = match self.kind {
+            RowsKind::Write => (None, Some(first)),
+            RowsKind::Delete => (Some(first), None),
             RowsKind::Update => {
-                let (after, used) = Row::scan(self.table, self.after, self.rest, self.partial)?;
-                self.rest = &self.rest[used..];
-                Ok(RowChange {
-                    kind: self.kind,
-                    before: Some(first),
-                    after: Some(after),
-                })
+                let after = Row::scan(self.table, self.after, self.rest, self.partial)?;
+                self.rest = self.rest.get(after.image.len()..).unwrap_or_default();
+                (Some(first), Some(after))
             }
-        }
+        };
+        Ok(RowChange {
+            kind: self.kind,
+            before,
+            after,
+        })
     }
 }
 
 /// One row image. Values are decoded on demand by [`Row::values`].
+///
+/// Kept small, as row changes are handed out by value: the bitmaps and the values are one
+/// slice with offsets rather than a slice each.
 #[derive(Debug, Clone, Copy)]
 pub struct Row<'a> {
     table: &'a TableInfo,
     present: &'a [u8],
-    nulls: &'a [u8],
-    /// Bitmap over the JSON columns of a partial after image: set bits are diffs.
-    partial_json: &'a [u8],
-    data: &'a [u8],
+    /// The whole image: `[partial-update options, JSON diff bitmap] | null bitmap | values`.
+    image: &'a [u8],
+    /// Where the JSON diff bitmap of a partial after image starts (it ends at `nulls_at`).
+    /// At most 9 bytes of options and two bitmaps over at most 4096 columns precede the
+    /// values, so offsets fit in 16 bits.
+    json_at: u16,
+    /// Where the null bitmap starts.
+    nulls_at: u16,
+    /// Where the values start.
+    data_at: u16,
     /// Every column is present: `present` need not be read.
     full: bool,
-    /// Besides, no value is NULL: `nulls` need not be read either.
+    /// Besides, no value is NULL: the null bitmap need not be read either.
     plain: bool,
 }
 
@@ -408,19 +410,20 @@ fn none_set(bitmap: &[u8], bits: usize) -> bool {
 }
 
 impl<'a> Row<'a> {
-    /// Delimits one image at the start of `buf`; returns it and the bytes it used.
+    /// Delimits one image at the start of `buf`; its bytes are `row.image`.
     #[inline]
     fn scan(
         table: &'a TableInfo,
         image: Image<'a>,
         buf: &'a [u8],
         partial_after: bool,
-    ) -> Result<(Row<'a>, usize), ErrorKind> {
+    ) -> Result<Row<'a>, ErrorKind> {
         let what = "row image";
         let mut r = Reader::new(buf);
-        let mut partial_json: &[u8] = &[];
+        let mut json_at = 0;
         if partial_after {
             let options = r.packed().map_err(|p| ErrorKind::packed(what, p))?;
+            json_at = r.position();
             if options & 1 != 0 {
                 let json_cols = table
                     .columns
@@ -430,11 +433,11 @@ impl<'a> Row<'a> {
                         bit(image.present, *i) && matches!(c.kind, ColumnKind::Json { .. })
                     })
                     .count();
-                partial_json = r
-                    .take(bitmap_len(json_cols))
+                r.skip(bitmap_len(json_cols))
                     .map_err(|s| ErrorKind::short(what, s))?;
             }
         }
+        let nulls_at = r.position();
         let nulls = r
             .take(bitmap_len(image.count))
             .map_err(|s| ErrorKind::short(what, s))?;
@@ -450,18 +453,17 @@ impl<'a> Row<'a> {
             Some(end) => end,
             None => Self::scan_columns(table, image, nulls, buf, start)?,
         };
-        Ok((
-            Row {
-                table,
-                present: image.present,
-                nulls,
-                partial_json,
-                data: &buf[start..end],
-                full: image.full,
-                plain,
-            },
-            end,
-        ))
+        Ok(Row {
+            table,
+            present: image.present,
+            image: buf.get(..end).unwrap_or_default(),
+            // See the field docs: all three are at most 9 + 512 + 512.
+            json_at: json_at as u16,
+            nulls_at: nulls_at as u16,
+            data_at: start as u16,
+            full: image.full,
+            plain,
+        })
     }
 
     /// Delimits the values of an image column by column; returns where they end.
@@ -528,18 +530,27 @@ impl<'a> Row<'a> {
 
     /// The bytes of the image's values (after the null bitmap).
     pub fn data(&self) -> &'a [u8] {
-        self.data
+        self.image
+            .get(usize::from(self.data_at)..)
+            .unwrap_or_default()
     }
 
     /// The present columns' values in column order, as `(0-based column, value)`.
     #[inline]
     pub fn values(&self) -> Values<'a> {
+        let (j, n, d) = (
+            usize::from(self.json_at),
+            usize::from(self.nulls_at),
+            usize::from(self.data_at),
+        );
         Values {
             row: *self,
+            nulls: self.image.get(n..d).unwrap_or_default(),
+            partial_json: self.image.get(j..n).unwrap_or_default(),
+            data: self.image.get(d..).unwrap_or_default(),
             col: 0,
             present_idx: 0,
             json_idx: 0,
-            pos: 0,
         }
     }
 }
@@ -562,10 +573,13 @@ fn count_present(present: &[u8], columns: usize) -> usize {
 #[derive(Debug, Clone)]
 pub struct Values<'a> {
     row: Row<'a>,
+    nulls: &'a [u8],
+    partial_json: &'a [u8],
+    /// The values not yet decoded.
+    data: &'a [u8],
     col: usize,
     present_idx: usize,
     json_idx: usize,
-    pos: usize,
 }
 
 impl<'a> Iterator for Values<'a> {
@@ -581,22 +595,21 @@ impl<'a> Iterator for Values<'a> {
             if !row.full && !bit(row.present, i) {
                 continue;
             }
-            let null = !row.plain && bit(row.nulls, self.present_idx);
+            let null = !row.plain && bit(self.nulls, self.present_idx);
             self.present_idx += 1;
             let kind = c.kind;
             // Only a partial-update after image marks JSON columns as diffs.
             let mut diff = false;
-            if !row.partial_json.is_empty() && matches!(kind, ColumnKind::Json { .. }) {
-                diff = bit(row.partial_json, self.json_idx);
+            if !self.partial_json.is_empty() && matches!(kind, ColumnKind::Json { .. }) {
+                diff = bit(self.partial_json, self.json_idx);
                 self.json_idx += 1;
             }
             if null {
                 return Some(Ok((i, Value::Null)));
             }
-            let buf = row.data.get(self.pos..).unwrap_or_default();
-            return Some(match decode_value(kind, buf, diff) {
+            return Some(match decode_value(kind, self.data, diff) {
                 Ok((v, used)) => {
-                    self.pos += used;
+                    self.data = self.data.get(used..).unwrap_or_default();
                     Ok((i, v))
                 }
                 Err(error) => {
@@ -1045,6 +1058,58 @@ mod tests {
                 other => panic!("cut at {cut}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn partial_json_after_images_mark_diffs() {
+        use crate::table_map::col;
+        // `d.t (a INT, j JSON)`, JSON with 4-byte lengths.
+        let mut tm = 7u64.to_le_bytes()[..6].to_vec();
+        tm.extend_from_slice(&[
+            0,
+            0,
+            1,
+            b'd',
+            0,
+            1,
+            b't',
+            0,
+            2,
+            col::LONG,
+            col::JSON,
+            1,
+            4,
+            3,
+        ]);
+        let t = TableInfo::parse(&tm, 8, crate::header::Flavor::MySql).unwrap();
+        let json = [4u8, 0]; // the JSON literal null
+        let diff = [9u8, 9, 9];
+        let mut body = 7u64.to_le_bytes()[..6].to_vec();
+        body.extend_from_slice(&[0, 0, 2, 0, 2, 0x03, 0x03]); // flags, extra, columns, bitmaps
+        let image = |v: &mut Vec<u8>, a: u32, j: &[u8]| {
+            v.push(0); // no NULLs
+            v.extend_from_slice(&a.to_le_bytes());
+            v.extend_from_slice(&(j.len() as u32).to_le_bytes());
+            v.extend_from_slice(j);
+        };
+        // A change whose after image carries a diff, then one that does not.
+        image(&mut body, 1, &json);
+        body.extend_from_slice(&[1, 0b1]); // PARTIAL_JSON_UPDATES, j is a diff
+        image(&mut body, 2, &diff);
+        image(&mut body, 3, &json);
+        body.push(0); // no partial updates: no bitmap
+        image(&mut body, 4, &json);
+        let ev = RowsEvent::parse(code::PARTIAL_UPDATE_ROWS, &body, 10).unwrap();
+        let changes: Vec<_> = ev.rows(&t).unwrap().map(|c| c.unwrap()).collect();
+        assert_eq!(changes.len(), 2);
+        let before = values(&changes[0].before.unwrap());
+        assert_eq!(before[0], (0, Value::Int(1)));
+        assert!(matches!(before[1], (1, Value::Json(_))));
+        let after = values(&changes[0].after.unwrap());
+        assert_eq!(after, vec![(0, Value::Int(2)), (1, Value::JsonDiff(&diff))]);
+        let after = values(&changes[1].after.unwrap());
+        assert_eq!(after[0], (0, Value::Int(4)));
+        assert!(matches!(after[1], (1, Value::Json(_))));
     }
 
     #[test]
