@@ -7,8 +7,8 @@
 //!
 //! Why our own decoder rather than an existing one: measured in the same run on a 128.5 MB
 //! sysbench `oltp_write_only` binlog (`cargo bench --bench decode`), `mysql_common` decodes
-//! every value at about 0.2× this decoder's speed with 72 allocations per row, and
-//! `mysql_cdc` at about 0.65× from memory (150-164 MB/s through its own file reader) with
+//! every value at about 0.13× this decoder's speed with 72 allocations per row, and
+//! `mysql_cdc` at about 0.46× from memory (139 MB/s through its own file reader) with
 //! 20 allocations per row; both skip MariaDB compressed events, and `mysql_cdc` reads signed
 //! integers as unsigned. This loop is outflow's hot path, so it is written here to borrow
 //! instead of allocating.
