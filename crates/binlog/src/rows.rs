@@ -45,6 +45,10 @@ impl RowsKind {
     }
 }
 
+/// The most columns a table can have (MySQL's and MariaDB's limit); larger counts in an
+/// event are an error.
+pub const MAX_COLUMNS: usize = 4096;
+
 /// Row-event flag: the last row event of a statement.
 pub const STMT_END_F: u16 = 1;
 
@@ -114,7 +118,7 @@ impl<'a> RowsEvent<'a> {
         let n = r.packed().map_err(|p| ErrorKind::packed(what, p))?;
         let columns = usize::try_from(n)
             .ok()
-            .filter(|&n| n <= 4096)
+            .filter(|&n| n <= MAX_COLUMNS)
             .ok_or_else(|| ErrorKind::malformed(what, format!("{n} columns")))?;
         let present_before = r.take(bitmap_len(columns)).map_err(sh)?;
         let present_after = if kind == RowsKind::Update {
@@ -159,6 +163,14 @@ impl<'a> RowsEvent<'a> {
                     table.qualified_name(),
                     table.columns.len()
                 ),
+            ));
+        }
+        // Parsed events and TABLE_MAPs never exceed it; a hand-built `RowsEvent` and
+        // `TableInfo` could, and `Row` keeps its offsets in 16 bits on that bound.
+        if self.columns > MAX_COLUMNS {
+            return Err(ErrorKind::malformed(
+                "rows event",
+                format!("{} columns", self.columns),
             ));
         }
         debug_assert!(

@@ -418,7 +418,7 @@ impl TableInfo {
         let n = r.packed().map_err(pk)?;
         let n = usize::try_from(n)
             .ok()
-            .filter(|&n| n <= 4096)
+            .filter(|&n| n <= crate::rows::MAX_COLUMNS)
             .ok_or_else(|| ErrorKind::malformed(what, format!("{n} columns")))?;
         let types = r.take(n).map_err(sh)?;
         let meta_block = r.packed_bytes().map_err(pk)?;
