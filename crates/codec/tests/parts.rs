@@ -3,24 +3,13 @@
 //! exactly the transactions and changes of a pipeline that never cuts; parts are marked
 //! on both sides of every cut, and no frame's batch grows far past the split size.
 
+mod common;
+
 use std::path::Path;
 
 use outflow_binlog::walk::Walker;
-use outflow_binlog::EventBuffer;
 use outflow_codec::{Decoder, Limits, Pipeline, PipelineConfig};
 use outflow_core::{ChangeBatch, ImageMode, ValueRef};
-
-/// Whole events of a file, with their offsets.
-fn events(bytes: &[u8]) -> Vec<(u64, Vec<u8>)> {
-    let mut buf = EventBuffer::new(0);
-    buf.extend(bytes);
-    assert!(buf.take_magic().unwrap());
-    let mut out = vec![];
-    while let Some((pos, ev)) = buf.next_event().unwrap() {
-        out.push((pos, ev.to_vec()));
-    }
-    out
-}
 
 /// One transaction as seen by a sink: GTID, commit position, and its changes as text.
 #[derive(Debug, PartialEq)]
@@ -127,7 +116,7 @@ fn parts_join_into_exactly_the_uncut_transactions() {
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/binlog-corpus");
     // The sakila load: multi-row inserts in transactions of up to ~100 KiB.
     let name = "osheroff__mysql-binlog-connector-java__src__test__resources__mysql-bin.sakila";
-    let evs = events(&std::fs::read(corpus.join(name)).unwrap());
+    let evs = common::events(&std::fs::read(corpus.join(name)).unwrap());
     for compaction in [false, true] {
         let base = PipelineConfig {
             batch_bytes: 64 << 10,

@@ -4,13 +4,15 @@
 //! global allocator over real binlogs of the shared corpus, in both image modes, with and
 //! without compaction.
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use outflow_binlog::walk::Walker;
-use outflow_binlog::{EventBuffer, TableInfo};
+use outflow_binlog::TableInfo;
 use outflow_codec::{Pipeline, PipelineConfig};
 use outflow_core::ImageMode;
 
@@ -49,18 +51,6 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// Whole events of a file, with their offsets.
-fn events(bytes: &[u8]) -> Vec<(u64, Vec<u8>)> {
-    let mut buf = EventBuffer::new(0);
-    buf.extend(bytes);
-    assert!(buf.take_magic().unwrap());
-    let mut out = vec![];
-    while let Some((pos, ev)) = buf.next_event().unwrap() {
-        out.push((pos, ev.to_vec()));
-    }
-    out
-}
-
 /// Every column as the primary key: the corpus binlogs do not name their tables' keys,
 /// and the whole row is a key the changes are consistent with (no table here holds two
 /// equal rows), so compaction has keys to work on.
@@ -81,7 +71,7 @@ fn steady_state_encoding_does_not_allocate_per_row() {
         "rust-us__mysql-cdc-rs__tests__events__8.0__folder__binlog.000693",
         "osheroff__mysql-binlog-connector-java__src__test__resources__mysql-bin.sakila",
     ] {
-        let evs = events(&std::fs::read(corpus.join(name)).unwrap());
+        let evs = common::events(&std::fs::read(corpus.join(name)).unwrap());
         for (mode, compaction) in [
             (ImageMode::Replica, false),
             (ImageMode::Full, false),
