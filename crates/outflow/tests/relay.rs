@@ -50,19 +50,7 @@ fn relay_survives_sigkill_of_either_side_and_of_the_target() {
     // The target gets the schema up front (the stream's CREATE statements then count as
     // already applied); the rows come through the relay (the prepare's inserts are in the
     // binlog). DDL into an empty target is tests/ddl.rs.
-    rt.block_on(async {
-        target.exec("CREATE DATABASE sbtest").await.unwrap();
-        for t in 1..=TABLES {
-            let rows: Vec<(String, String)> = source
-                .query_rows(&format!("SHOW CREATE TABLE sbtest.sbtest{t}"))
-                .await
-                .unwrap();
-            target
-                .exec(&format!("USE sbtest; {}", rows[0].1))
-                .await
-                .unwrap();
-        }
-    });
+    rt.block_on(common::copy_schema(&source, &target, "sbtest"));
 
     let mut relay = start_relay(&source, &target, &spool, &log);
     let workload = {

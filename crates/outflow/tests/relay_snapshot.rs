@@ -89,21 +89,10 @@ fn setup(rt: &tokio::runtime::Runtime, table_size: u64) -> (Server, Server, Sysb
             .await
             .unwrap();
         target
-            .exec(&format!(
-                "CREATE DATABASE sbtest; CREATE DATABASE app; {PEOPLE_TARGET}"
-            ))
+            .exec(&format!("CREATE DATABASE app; {PEOPLE_TARGET}"))
             .await
             .unwrap();
-        for t in 1..=TABLES {
-            let rows: Vec<(String, String)> = source
-                .query_rows(&format!("SHOW CREATE TABLE sbtest.sbtest{t}"))
-                .await
-                .unwrap();
-            target
-                .exec(&format!("USE sbtest; {}", rows[0].1))
-                .await
-                .unwrap();
-        }
+        common::copy_schema(&source, &target, "sbtest").await;
     });
     (source, target, bench)
 }

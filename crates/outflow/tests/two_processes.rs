@@ -165,28 +165,6 @@ fn wait_equal(
     }
 }
 
-fn copy_schema(rt: &tokio::runtime::Runtime, source: &Server, target: &Server, db: &str) {
-    rt.block_on(async {
-        target.exec(&format!("CREATE DATABASE {db}")).await.unwrap();
-        let tables: Vec<String> = source
-            .query_rows(&format!(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = '{db}'"
-            ))
-            .await
-            .unwrap();
-        for t in tables {
-            let rows: Vec<(String, String)> = source
-                .query_rows(&format!("SHOW CREATE TABLE {db}.{t}"))
-                .await
-                .unwrap();
-            target
-                .exec(&format!("USE {db}; {}", rows[0].1))
-                .await
-                .unwrap();
-        }
-    });
-}
-
 #[test]
 fn each_half_restarts_alone_with_the_same_command() {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -216,8 +194,8 @@ fn each_half_restarts_alone_with_the_same_command() {
          NULL, n INT NOT NULL)",
     ))
     .unwrap();
-    copy_schema(&rt, &source, &target, "sbtest");
-    copy_schema(&rt, &source, &target, "big");
+    rt.block_on(common::copy_schema(&source, &target, "sbtest"));
+    rt.block_on(common::copy_schema(&source, &target, "big"));
 
     let mut sink = relay.sink(&target, None);
     let mut src = relay.source(&source, None);

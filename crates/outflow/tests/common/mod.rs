@@ -77,3 +77,25 @@ pub fn verify_clean(source: &Server, target: &Server, tables: &str) {
         String::from_utf8_lossy(&verify.stderr)
     );
 }
+
+/// Creates database `db` on `target` with every table of it on `source`, empty (from
+/// `SHOW CREATE TABLE`): the rows then come through the relay.
+pub async fn copy_schema(source: &Server, target: &Server, db: &str) {
+    target.exec(&format!("CREATE DATABASE {db}")).await.unwrap();
+    let tables: Vec<String> = source
+        .query_rows(&format!(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = '{db}'"
+        ))
+        .await
+        .unwrap();
+    for t in tables {
+        let rows: Vec<(String, String)> = source
+            .query_rows(&format!("SHOW CREATE TABLE {db}.{t}"))
+            .await
+            .unwrap();
+        target
+            .exec(&format!("USE {db}; {}", rows[0].1))
+            .await
+            .unwrap();
+    }
+}
