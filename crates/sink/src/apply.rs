@@ -1400,12 +1400,10 @@ impl Applier {
         let used: Vec<usize> = (0..self.lanes_used.len())
             .filter(|&l| self.lanes_used[l])
             .collect();
-        for &lane in &used {
-            self.xa_on(lane, "END", &gtrid).await.map_err(|source| {
+        if used.len() == 1 {
+            self.xa_on(0, "END", &gtrid).await.map_err(|source| {
                 self.classify(source, "-", "ending an XA branch", batch, first)
             })?;
-        }
-        if used.len() == 1 {
             self.conn
                 .query_drop(format!("XA COMMIT '{gtrid}','0' ONE PHASE"))
                 .await
@@ -1413,12 +1411,42 @@ impl Applier {
             self.xa = None;
             return Ok(());
         }
-        for &lane in &used {
-            self.xa_on(lane, "PREPARE", &gtrid)
-                .await
-                .map_err(|source| {
-                    self.classify(source, "-", "preparing an XA branch", batch, first)
-                })?;
+        // Every branch ends and prepares at once, each on its own connection: done lane
+        // after lane, these round trips were a tenth of the apply time. All of them finish
+        // (none is cancelled mid-statement) before any failure is reported.
+        let mut branches: Vec<(usize, &mut Conn)> = Vec::with_capacity(used.len());
+        if self.lanes_used[0] {
+            branches.push((0, &mut self.conn));
+        }
+        for (i, conn) in self.others.iter_mut().enumerate() {
+            if self.lanes_used[i + 1] {
+                match conn.as_mut() {
+                    Some(c) => branches.push((i + 1, c)),
+                    None => {
+                        return Err(Failure::Fatal(ApplyError::Connection {
+                            what: format!("lane {} lost its connection", i + 1),
+                            source: mysql_async::Error::Other("no connection".into()),
+                        }))
+                    }
+                }
+            }
+        }
+        let prepared = futures_util::future::join_all(branches.into_iter().map(|(lane, conn)| {
+            let gtrid = &gtrid;
+            async move {
+                conn.query_drop(format!("XA END '{gtrid}','{lane}'"))
+                    .await
+                    .map_err(|e| ("ending an XA branch", e))?;
+                conn.query_drop(format!("XA PREPARE '{gtrid}','{lane}'"))
+                    .await
+                    .map_err(|e| ("preparing an XA branch", e))
+            }
+        }))
+        .await;
+        for outcome in prepared {
+            if let Err((what, source)) = outcome {
+                return Err(self.classify(source, "-", what, batch, first));
+            }
         }
         self.xa_on(0, "COMMIT", &gtrid)
             .await
