@@ -595,8 +595,10 @@ async fn outside_the_window_batches_wait_then_ship() {
     for seq in 1..=50 {
         spool.append(payload(seq, 4000)).await.unwrap();
     }
-    // Windows have one-second resolution; starting 3 s ahead leaves at least 2 s closed.
-    let window = window_from_now(3, 600);
+    // Windows have one-second resolution; starting 4 s ahead leaves at least 3 s closed,
+    // a second more than the check below needs, so a test thread woken late under load
+    // does not find the window already open.
+    let window = window_from_now(4, 600);
     let schedule = Schedule::parse(&[window.as_str()]).unwrap();
     let opens = Instant::now() + Duration::from_secs(2);
     let sender = Arc::new(
