@@ -383,6 +383,19 @@ fn fixed_binary_len(data_type: &str, column_type: &str) -> Option<usize> {
     }
 }
 
+/// Where a row sorts among the rows of one statement (module `stage`, "Row order"): its
+/// first key column's value, in the target index's order, when that column is an integer;
+/// `None` otherwise. Integers compare exactly, so rows with equal sort keys are the same
+/// row or share that column, and a stable sort keeps their order.
+pub(crate) fn key_order(plan: &TablePlan, image: &Image<'_>) -> Option<u64> {
+    match image.get(*plan.key.first()?)? {
+        // Flipping the sign bit maps i64 order onto u64 order.
+        ValueRef::Int(x) => Some((x as u64) ^ (1 << 63)),
+        ValueRef::UInt(x) => Some(x),
+        _ => None,
+    }
+}
+
 /// A 64-bit hash of a row's key values, for spotting a row touched twice. Fuzzy columns
 /// are normalised (ASCII case folded, trailing spaces dropped, `-0.0` as `0.0`), so that
 /// values a collation calls equal usually hash alike; a miss there is caught later by the

@@ -32,6 +32,17 @@
 //! the last update's); a reordered insert or delete of such a row shows up in the counts
 //! (below).
 //!
+//! # Row order
+//! The rows of an upsert or insert statement are written in the order of their first key
+//! column when that is an integer (the usual `id` primary key): the engine then walks its
+//! clustered index in order, the pages and records a row needs are still in the CPU cache
+//! from the row before, and the target spends less CPU per row. Measured: 12% less time
+//! for 2,000-row upserts into a 100,000-row table, sorted against random keys; 1-8% less
+//! in four paired runs of the apply bench, where most statements are smaller. The sort is
+//! stable, so the rows of one key (several updates in one group) keep their source order;
+//! rows of different keys commute (the dependency rule). Other keys (text under a
+//! collation, where equal values can differ in bytes) keep source order.
+//!
 //! # What is checked
 //! Every statement carries the row count it must affect: inserts and deletes 1 per row;
 //! an upsert must find every one of its rows (the server's `Duplicates:` count, with
@@ -55,7 +66,7 @@ use std::collections::HashMap;
 use outflow_core::{Change, Image, Op, TableSection};
 
 use crate::literal::LiteralError;
-use crate::plan::{key_hash, TablePlan};
+use crate::plan::{key_hash, key_order, TablePlan};
 
 /// What a statement must do to the target for the batch to be what it expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +153,64 @@ struct Group {
     merged: u64,
     /// Batch columns the rows carry (bitmask): the group's column list.
     sig: Vec<u64>,
+    /// Each row's sort key and where its tuple lies in `sql` (see "Row order").
+    order: Vec<(u64, u32, u32)>,
+    /// A row had no sort key: the rows stay as they came.
+    unsortable: bool,
+    /// The rows came in key order (nothing to sort).
+    in_order: bool,
+}
+
+impl Group {
+    fn new(sql: Vec<u8>, sig: Vec<u64>) -> Group {
+        Group {
+            sql,
+            sig,
+            in_order: true,
+            ..Group::default()
+        }
+    }
+
+    /// Counts the row just written at `start..` of the statement, sorting as `key`.
+    fn add_row(&mut self, key: Option<u64>, start: usize) {
+        self.rows += 1;
+        if self.unsortable {
+            return;
+        }
+        let span = u32::try_from(start)
+            .ok()
+            .zip(u32::try_from(self.sql.len()).ok());
+        match (key, span) {
+            (Some(k), Some((start, end))) => {
+                if self.order.last().is_some_and(|&(last, _, _)| k < last) {
+                    self.in_order = false;
+                }
+                self.order.push((k, start, end));
+            }
+            _ => {
+                self.unsortable = true;
+                self.order.clear();
+            }
+        }
+    }
+
+    /// The statement with its rows in key order, written into `buf`; gives back the
+    /// buffer it no longer needs. A stable sort: rows with equal keys (the changes of one
+    /// row, in an update group) keep their order.
+    fn sorted(&mut self, mut buf: Vec<u8>) -> (Vec<u8>, Vec<u8>) {
+        if self.unsortable || self.in_order || self.order.len() < 2 {
+            return (std::mem::take(&mut self.sql), buf);
+        }
+        let head = self.order[0].1 as usize;
+        self.order.sort_by_key(|&(k, _, _)| k);
+        buf.clear();
+        buf.reserve(self.sql.len());
+        buf.extend_from_slice(&self.sql[..head]);
+        for &(_, start, end) in &self.order {
+            buf.extend_from_slice(&self.sql[start as usize..end as usize]);
+        }
+        (buf, std::mem::take(&mut self.sql))
+    }
 }
 
 #[derive(Debug, Default)]
@@ -381,7 +450,7 @@ impl Batcher {
                 let start = self.tables[st].gens[g].inserts[grp].sql.len();
                 let group = &mut self.tables[st].gens[g].inserts[grp];
                 plan_row(plan, &after, &mut group.sql)?;
-                group.rows += 1;
+                group.add_row(key_order(plan, &after), start);
                 self.after_add(cx, st, g, Stage::Insert, grp, start, out)?;
             }
             Op::Delete => {
@@ -430,7 +499,7 @@ impl Batcher {
                 let group = &mut self.tables[st].gens[g].updates[grp];
                 let start = group.sql.len();
                 plan_upsert_row(plan, &before, &after, &mut group.sql)?;
-                group.rows += 1;
+                group.add_row(key_order(plan, &before), start);
                 self.after_add(cx, st, g, Stage::Update, grp, start, out)?;
             }
         }
@@ -549,7 +618,7 @@ impl Batcher {
         let group = &mut t.gens[g].updates[grp];
         let start = group.sql.len();
         plan_upsert_row(plan, after, after, &mut group.sql)?;
-        group.rows += 1;
+        group.add_row(key_order(plan, after), start);
         group.merged += 1;
         if let Some(m) = t.keys.get_mut(&h) {
             m.stages = STAGE_DELETE | STAGE_UPDATE | STAGE_INSERT;
@@ -600,12 +669,7 @@ impl Batcher {
                     plan.push_column_list(&mut sql, (0..plan.cols.len()).filter(in_sig));
                 }
                 sql.extend_from_slice(b" VALUES ");
-                let group = Group {
-                    sql,
-                    rows: 0,
-                    merged: 0,
-                    sig: self.sig.clone(),
-                };
+                let group = Group::new(sql, self.sig.clone());
                 let gen = &mut self.tables[p].gens[g];
                 let groups = if stage == Stage::Update {
                     &mut gen.updates
@@ -740,6 +804,9 @@ impl Batcher {
                     spare.push(grp.sql);
                     continue;
                 }
+                let (sql, old) = grp.sorted(self.spare.pop().unwrap_or_default());
+                grp.sql = sql;
+                spare.push(old);
                 grp.sql.pop(); // the trailing comma
                 grp.sql.extend_from_slice(b" ON DUPLICATE KEY UPDATE ");
                 let mut first = true;
@@ -776,6 +843,9 @@ impl Batcher {
                     spare.push(grp.sql);
                     continue;
                 }
+                let (sql, old) = grp.sorted(self.spare.pop().unwrap_or_default());
+                grp.sql = sql;
+                spare.push(old);
                 grp.sql.pop();
                 flushed += grp.sql.len();
                 out.push(Stmt {
@@ -1109,6 +1179,47 @@ mod tests {
                 format!("INSERT INTO {T} (`id`,`c`) VALUES (2,20) ON DUPLICATE KEY UPDATE `c`=VALUES(`c`)"),
                 format!("INSERT INTO {T} (`id`,`k`,`c`) VALUES (3,0,0),(5,1,1) ON DUPLICATE KEY UPDATE `k`=VALUES(`k`),`c`=VALUES(`c`)"),
             ]
+        );
+    }
+
+    #[test]
+    fn rows_run_in_key_order_and_a_rows_own_changes_keep_theirs() {
+        let got = statements(
+            true,
+            &[
+                &[
+                    (Op::Update, &[(0, 7)], &[(1, 1)]),
+                    (Op::Update, &[(0, -2)], &[(1, 2)]),
+                    (Op::Insert, &[], &[(0, 9), (1, 0), (2, 0)]),
+                ],
+                &[
+                    (Op::Update, &[(0, 7)], &[(1, 3)]),
+                    (Op::Update, &[(0, 3)], &[(1, 4)]),
+                    (Op::Insert, &[], &[(0, -5), (1, 0), (2, 0)]),
+                    (Op::Update, &[(0, -2)], &[(1, 5)]),
+                ],
+            ],
+        );
+        // Row 7's updates (1 then 3) and row -2's (2 then 5) keep their order; negative
+        // keys sort first.
+        assert_eq!(
+            got,
+            [
+                format!("INSERT INTO {T} (`id`,`k`) VALUES (-2,2),(-2,5),(3,4),(7,1),(7,3) ON DUPLICATE KEY UPDATE `k`=VALUES(`k`)"),
+                format!("INSERT INTO {T} (`id`,`k`,`c`) VALUES (-5,0,0),(9,0,0)"),
+            ]
+        );
+        // Without a key, inserts stay in source order.
+        let got = statements(
+            false,
+            &[&[
+                (Op::Insert, &[], &[(0, 9), (1, 0), (2, 0)]),
+                (Op::Insert, &[], &[(0, 1), (1, 0), (2, 0)]),
+            ]],
+        );
+        assert_eq!(
+            got,
+            ["INSERT INTO `d`.`h` (`id`,`k`,`c`) VALUES (9,0,0),(1,0,0)"]
         );
     }
 
