@@ -248,3 +248,48 @@ async fn ddl_follows_its_policy_and_runs_once() -> Result<()> {
     assert_same(&src, &target, &["app.t"]).await?;
     Ok(())
 }
+
+/// Small statements go to the target several in one query. An error in a later one is
+/// that statement's: here a target trigger refuses the insert into `app.b`, the second
+/// statement of the query after the insert into `app.a`. The error names `app.b`, and
+/// nothing of the transaction stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_in_a_later_statement_of_one_query_names_its_table() -> Result<()> {
+    let setup = "CREATE DATABASE app;
+        CREATE TABLE app.a (id INT PRIMARY KEY, v INT);
+        CREATE TABLE app.b (id INT PRIMARY KEY, v INT);";
+    let src = source()?;
+    let target = server()?;
+    src.run_sql_script(setup)?;
+    target.run_sql_script(setup)?;
+    target.run_sql_script(
+        "CREATE TRIGGER app.refuse BEFORE INSERT ON app.b FOR EACH ROW \
+         SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused by the target';",
+    )?;
+    let first = start_changes(&src)?;
+    src.run_sql_script(
+        "BEGIN; INSERT INTO app.a VALUES (1, 1); INSERT INTO app.b VALUES (1, 1); COMMIT;",
+    )?;
+    let files = changed_binlogs(&src, &first)?;
+    let frames = frames(&files, PipelineConfig::default())?;
+    let err = match apply_all(&target, &frames, ApplyConfig::default()).await {
+        Err(e) => e,
+        Ok(_) => bail!("the refused insert went unnoticed"),
+    };
+    match err.downcast_ref::<ApplyError>() {
+        Some(ApplyError::Statement {
+            table, position, ..
+        }) => {
+            ensure!(table == "app.b", "{table}: {err:#}");
+            ensure!(position.starts_with("GTID 0-"), "{position}");
+            ensure!(
+                format!("{err:#}").contains("refused by the target"),
+                "{err:#}"
+            );
+        }
+        _ => bail!("not a statement error: {err:#}"),
+    }
+    let rows: i64 = target.query_scalar("SELECT COUNT(*) FROM app.a").await?;
+    ensure!(rows == 0, "the insert into app.a stayed: {rows} rows");
+    Ok(())
+}

@@ -2129,11 +2129,25 @@ enum LaneError {
     },
 }
 
-/// Runs `stmts` in order on `conn`, checking each one's row count; stops at the first
-/// failure. Returns the work done and the failure, if any.
+/// Statements shorter than this are sent several in one `COM_QUERY` (`;`-separated, which
+/// the driver's `CLIENT_MULTI_STATEMENTS` allows): the later generations of a target
+/// transaction are many small statements, and one round trip each left the target's
+/// connection idle between them.
+const SMALL_STATEMENT: usize = 64 << 10;
+
+/// The most statement text sent in one multi-statement query.
+const MULTI_STATEMENT_BYTES: usize = 1 << 20;
+
+/// Runs a lane's statements in order, checking each one's row count; stops at the first
+/// failure. Runs of small statements go in one query each (see [`SMALL_STATEMENT`]); the
+/// server runs them in order and stops at the first error, and each one's count is
+/// checked from its own result.
 async fn exec_statements(conn: &mut Conn, stmts: &[Stmt]) -> (ApplyStats, Option<LaneError>) {
     let mut stats = ApplyStats::default();
-    for stmt in stmts {
+    let mut multi = Vec::new();
+    let mut i = 0;
+    while i < stmts.len() {
+        let stmt = &stmts[i];
         if let Some(probe) = &stmt.probe {
             let n: Option<u64> = match conn
                 .query_first::<Row, _>(&probe[..])
@@ -2158,42 +2172,86 @@ async fn exec_statements(conn: &mut Conn, stmts: &[Stmt]) -> (ApplyStats, Option
                 return (stats, Some(LaneError::Anomaly));
             }
         }
-        match conn.query_drop(&stmt.sql[..]).await {
-            Ok(()) => {
-                let affected = conn.affected_rows();
-                let as_expected = match stmt.check {
-                    Check::Rows(n) => affected == n,
-                    // One row: 2 when it was found and changed (1 would also mean found
-                    // unchanged, which only careful mode can tell apart).
-                    Check::Upserts(1) => affected == 2,
-                    // Several rows: the server's "Records: n  Duplicates: d" says how many
-                    // found their row (with CLIENT_FOUND_ROWS, changed or not).
-                    Check::Upserts(n) => duplicates(&conn.info()) == Some(n) && affected >= n,
-                };
-                if !as_expected {
-                    return (stats, Some(LaneError::Anomaly));
+        // The statements that go with this one: i..end.
+        let mut end = i + 1;
+        if stmt.sql.len() < SMALL_STATEMENT {
+            let mut size = stmt.sql.len();
+            while let Some(next) = stmts.get(end) {
+                if next.probe.is_some()
+                    || next.sql.len() >= SMALL_STATEMENT
+                    || size + 1 + next.sql.len() > MULTI_STATEMENT_BYTES
+                {
+                    break;
                 }
-                stats.count_rows(stmt.op, stmt.changes - stmt.merged);
-                stats.count_rows(Op::Delete, stmt.merged);
-                stats.count_rows(Op::Insert, stmt.merged);
-                stats.statements += 1;
-                stats.sql_bytes += stmt.sql.len() as u64;
-            }
-            Err(e) if server_code(&e) == Some(ER_DUP_ENTRY) => {
-                return (stats, Some(LaneError::Anomaly));
-            }
-            Err(source) => {
-                let what = "a batched statement";
-                return (
-                    stats,
-                    Some(LaneError::Driver {
-                        plan: stmt.plan,
-                        what,
-                        source,
-                    }),
-                );
+                size += 1 + next.sql.len();
+                end += 1;
             }
         }
+        let sql: &[u8] = if end == i + 1 {
+            &stmt.sql
+        } else {
+            multi.clear();
+            for (n, s) in stmts[i..end].iter().enumerate() {
+                if n > 0 {
+                    multi.push(b';');
+                }
+                multi.extend_from_slice(&s.sql);
+            }
+            &multi
+        };
+        let failed = |stmt: &Stmt, e: mysql_async::Error| {
+            if server_code(&e) == Some(ER_DUP_ENTRY) {
+                return LaneError::Anomaly;
+            }
+            LaneError::Driver {
+                plan: stmt.plan,
+                what: "a batched statement",
+                source: e,
+            }
+        };
+        let mut result = match conn.query_iter(sql).await {
+            Ok(r) => r,
+            Err(e) => return (stats, Some(failed(stmt, e))),
+        };
+        for (k, stmt) in stmts.iter().enumerate().take(end).skip(i) {
+            if k > i {
+                // On to this statement's result: an error there is pending until the next
+                // call, which surfaces it (below).
+                if let Err(e) = result.next().await {
+                    return (stats, Some(failed(&stmts[k - 1], e)));
+                }
+            }
+            let affected = result.affected_rows();
+            let as_expected = match stmt.check {
+                Check::Rows(n) => affected == n,
+                // One row: 2 when it was found and changed (1 would also mean found
+                // unchanged, which only careful mode can tell apart).
+                Check::Upserts(1) => affected == 2,
+                // Several rows: the server's "Records: n  Duplicates: d" says how many
+                // found their row (with CLIENT_FOUND_ROWS, changed or not).
+                Check::Upserts(n) => duplicates(&result.info()) == Some(n) && affected >= n,
+            };
+            if !as_expected {
+                // A failed statement reads as no rows: its error, if it has one, comes
+                // with the next step.
+                let err = match result.next().await {
+                    Err(e) => failed(stmt, e),
+                    Ok(_) => LaneError::Anomaly,
+                };
+                // What follows is rolled back; read it off the connection.
+                let _ = result.drop_result().await;
+                return (stats, Some(err));
+            }
+            stats.count_rows(stmt.op, stmt.changes - stmt.merged);
+            stats.count_rows(Op::Delete, stmt.merged);
+            stats.count_rows(Op::Insert, stmt.merged);
+            stats.statements += 1;
+            stats.sql_bytes += stmt.sql.len() as u64;
+        }
+        if let Err(e) = result.drop_result().await {
+            return (stats, Some(failed(&stmts[end - 1], e)));
+        }
+        i = end;
     }
     (stats, None)
 }
