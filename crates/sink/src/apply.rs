@@ -46,7 +46,8 @@
 //! careful mode: one statement per change, in source order, where each conflict is named
 //! and handled by the [`ConflictPolicy`]. Deadlocks and lock-wait timeouts roll back and
 //! retry. A lost connection is returned as a retryable error: reconnect, and re-deliver
-//! from [`Applier::last_applied`].
+//! from [`Applier::last_applied`]. Small statements of a lane go to the target several in
+//! one query (one round trip for all); each one's count and error are still its own.
 //!
 //! # Several connections
 //! With `apply_threads` > 1 the fast path spreads a target transaction over that many
