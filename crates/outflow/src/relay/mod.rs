@@ -305,13 +305,15 @@ fn sink_reporter(
             last = (rows, std::time::Instant::now());
             eprintln!(
                 "sink: {} batches ({} duplicates), {} transactions, {rows} rows ({rate:.0}/s), \
-                 {} conflicts, {} DDL applied, {} DDL skipped",
+                 {} conflicts, {} DDL applied, {} DDL skipped, {} retries, {} careful replays",
                 s.frames,
                 s.duplicate_frames,
                 s.transactions,
                 s.conflicts.total(),
                 s.ddl_applied,
-                s.ddl_skipped
+                s.ddl_skipped,
+                s.retries,
+                s.careful_replays
             );
         }
     })
