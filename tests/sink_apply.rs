@@ -221,3 +221,30 @@ async fn create_like(source: &Server, target: &Server, db: &str, tables: &[&str]
     target.run_sql_script(&script)?;
     Ok(())
 }
+
+/// Small statements share a query, but a query never exceeds what one statement may be,
+/// which stays under the target's `max_allowed_packet`: here 512 KiB, with 32 KiB
+/// statements spread over 2 connections, about a megabyte of them per connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_queries_fit_a_small_max_allowed_packet() -> Result<()> {
+    let setup = "CREATE DATABASE app;
+        CREATE TABLE app.t (id INT PRIMARY KEY, pad CHAR(200));";
+    let src = source()?;
+    let target = Server::start(outflow_testkit::ServerConfig::new().max_allowed_packet(512 << 10))?;
+    src.run_sql_script(setup)?;
+    target.run_sql_script(setup)?;
+    let first = start_changes(&src)?;
+    src.run_sql_script(
+        "INSERT INTO app.t SELECT seq, REPEAT(CHAR(65 + seq % 26), 200) FROM app.seq_1_to_10000;",
+    )?;
+    let files = changed_binlogs(&src, &first)?;
+    let frames = frames(&files, PipelineConfig::default())?;
+    let cfg = ApplyConfig {
+        max_statement_bytes: 32 << 10,
+        apply_threads: NonZeroUsize::new(2).unwrap_or(NonZeroUsize::MIN),
+        ..ApplyConfig::default()
+    };
+    let a = apply_all(&target, &frames, cfg).await?;
+    ensure!(a.stats().statements > 40, "{:?}", a.stats());
+    assert_same(&src, &target, &["app.t"]).await
+}

@@ -1535,6 +1535,7 @@ impl Applier {
         if !last && queued < self.batcher.limits().max_pending_bytes {
             return Ok(());
         }
+        let packet = self.batcher.limits().max_statement_bytes;
         let mut stmts = std::mem::take(&mut self.stmts);
         let mut result = Ok(());
         while !stmts.is_empty() && result.is_ok() {
@@ -1568,7 +1569,7 @@ impl Applier {
                     tokio::spawn(async move {
                         let outcome = match join {
                             Some(sql) => match conn.query_drop(sql).await {
-                                Ok(()) => exec_statements(&mut conn, &work).await,
+                                Ok(()) => exec_statements(&mut conn, &work, packet).await,
                                 Err(source) => (
                                     ApplyStats::default(),
                                     Some(LaneError::Driver {
@@ -1578,14 +1579,14 @@ impl Applier {
                                     }),
                                 ),
                             },
-                            None => exec_statements(&mut conn, &work).await,
+                            None => exec_statements(&mut conn, &work, packet).await,
                         };
                         (conn, work, outcome)
                     }),
                 ));
             }
             let lane0 = std::mem::take(&mut lanes[0]);
-            let outcome0 = exec_statements(&mut self.conn, &lane0).await;
+            let outcome0 = exec_statements(&mut self.conn, &lane0, packet).await;
             let mut outcomes = vec![(lane0, outcome0)];
             for (n, handle) in handles {
                 match handle.await {
@@ -1632,7 +1633,8 @@ impl Applier {
         stats: &mut ApplyStats,
     ) -> Result<(), Failure> {
         let mut stmts = std::mem::take(&mut self.stmts);
-        let (lane_stats, err) = exec_statements(&mut self.conn, &stmts).await;
+        let packet = self.batcher.limits().max_statement_bytes;
+        let (lane_stats, err) = exec_statements(&mut self.conn, &stmts, packet).await;
         stats.add(&lane_stats);
         let result = match err {
             Some(e) => Err(self.lane_failure(e, batch, t)),
@@ -2136,14 +2138,20 @@ enum LaneError {
 /// connection idle between them.
 const SMALL_STATEMENT: usize = 64 << 10;
 
-/// The most statement text sent in one multi-statement query.
+/// The most statement text sent in one multi-statement query (and never more than one
+/// statement may have, which stays below the target's `max_allowed_packet`).
 const MULTI_STATEMENT_BYTES: usize = 1 << 20;
 
 /// Runs a lane's statements in order, checking each one's row count; stops at the first
 /// failure. Runs of small statements go in one query each (see [`SMALL_STATEMENT`]); the
 /// server runs them in order and stops at the first error, and each one's count is
 /// checked from its own result.
-async fn exec_statements(conn: &mut Conn, stmts: &[Stmt]) -> (ApplyStats, Option<LaneError>) {
+async fn exec_statements(
+    conn: &mut Conn,
+    stmts: &[Stmt],
+    max_statement_bytes: usize,
+) -> (ApplyStats, Option<LaneError>) {
+    let packet = MULTI_STATEMENT_BYTES.min(max_statement_bytes);
     let mut stats = ApplyStats::default();
     let mut multi = Vec::new();
     let mut i = 0;
@@ -2180,7 +2188,7 @@ async fn exec_statements(conn: &mut Conn, stmts: &[Stmt]) -> (ApplyStats, Option
             while let Some(next) = stmts.get(end) {
                 if next.probe.is_some()
                     || next.sql.len() >= SMALL_STATEMENT
-                    || size + 1 + next.sql.len() > MULTI_STATEMENT_BYTES
+                    || size + 1 + next.sql.len() > packet
                 {
                     break;
                 }
