@@ -162,13 +162,17 @@ async fn run() -> Result<()> {
             "outflow, {n} connection(s): {} target commits, {} statements ({:.1} changes \
              each), {} careful replays, {:.1} MB of SQL, {:.2} heap allocations per row \
              change; CPU: {cpu_self:.2} s in this process (decode, SQL), {cpu_target:.2} s \
-             in the target mariadbd, over {secs:.2} s",
+             in the target mariadbd, over {secs:.2} s; of which building {:.2} s, executing \
+             {:.2} s, committing {:.2} s",
             s.commits,
             s.statements,
             (s.inserted + s.updated + s.deleted) as f64 / s.statements.max(1) as f64,
             s.careful_replays,
             s.sql_bytes as f64 / 1e6,
-            allocs as f64 / rows.max(1) as f64
+            allocs as f64 / rows.max(1) as f64,
+            s.times.build.as_secs_f64(),
+            s.times.execute.as_secs_f64(),
+            s.times.commit.as_secs_f64()
         );
     }
 

@@ -14,7 +14,8 @@
 //!   `--batch-bytes 16MiB`), to measure a setting against the defaults;
 //! - `OUTFLOW_BENCH_E2E_WRAP`: a command that runs `outflow run`, split at spaces, for
 //!   profiling (e.g. `strace -f -tt -o FILE`); its CPU time is then counted as outflow's;
-//! - `OUTFLOW_BENCH_E2E_LOG`: keep `outflow run`'s log (its standard error) in this file;
+//! - `OUTFLOW_BENCH_E2E_LOG`: keep each `outflow run`'s log (its standard error) in this
+//!   file with `.1`, `.2`, ... appended, one per run in the order of the table;
 //! - `OUTFLOW_BIN`: the `outflow` binary; by default the bench builds it first with
 //!   `cargo build --release -p outflow` and runs what cargo reports.
 //!
@@ -291,7 +292,7 @@ async fn run() -> Result<()> {
             vec!["--apply-threads".to_string(), "1".to_string()],
         ),
     ];
-    for (name, target, more) in runs {
+    for (nth, (name, target, more)) in (1..).zip(runs) {
         let mut flags = extra.clone();
         flags.extend(more);
         let run = Run {
@@ -301,6 +302,7 @@ async fn run() -> Result<()> {
             before: &before,
             gtid_after: &backlog.gtid_after,
             extra: &flags,
+            nth,
         };
         lines.push(run.measure(name).await?);
     }
@@ -373,6 +375,8 @@ struct Run<'a> {
     gtid_after: &'a str,
     /// Flags after the bench's own.
     extra: &'a [String],
+    /// Which `outflow run` of the bench this is, from 1 (names its kept log).
+    nth: usize,
 }
 
 impl Run<'_> {
@@ -467,6 +471,8 @@ impl Run<'_> {
         };
         stop(&mut relay_proc);
         if let Some(keep) = std::env::var_os("OUTFLOW_BENCH_E2E_LOG") {
+            let mut keep = keep;
+            keep.push(format!(".{}", self.nth));
             std::fs::copy(&log, &keep).context("copying the outflow run log")?;
         }
         println!("  progress, as outflow run printed it every 5 s:");

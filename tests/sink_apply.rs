@@ -140,9 +140,21 @@ async fn every_type_and_table_shape_round_trips() -> Result<()> {
             apply_threads: NonZeroUsize::new(threads).expect("non-zero"),
             ..tight()
         };
+        let started = std::time::Instant::now();
         let applier = apply_all(&target, &frames, cfg).await?;
+        let elapsed = started.elapsed();
         let stats = *applier.stats();
         applier.close().await;
+        // Where the time went: each part measured, together no more than the wall time.
+        let t = stats.times;
+        ensure!(
+            !t.build.is_zero() && !t.execute.is_zero() && !t.commit.is_zero(),
+            "{name}: a part of the apply time is not measured: {t:?}"
+        );
+        ensure!(
+            t.build + t.execute + t.commit <= elapsed,
+            "{name}: apply times {t:?} add up to more than the {elapsed:?} it took"
+        );
         assert_same(&src, &target, &TABLES)
             .await
             .map_err(|e| e.context(name))?;

@@ -84,7 +84,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Row};
@@ -311,6 +311,30 @@ pub struct ApplyStats {
     pub ddl_applied: u64,
     /// DDL statements skipped by policy.
     pub ddl_skipped: u64,
+    /// Where the committed target transactions' time went.
+    pub times: ApplyTimes,
+}
+
+/// Wall time of committed target transactions, by what the applier was doing: it says
+/// whether the target (executing) or the applier itself (building) is the limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplyTimes {
+    /// Everything but the two below: starting the transaction, reading the checkpoint,
+    /// building statements (the connections wait meanwhile), and the rare statements that
+    /// run one at a time (a key change).
+    pub build: Duration,
+    /// Waiting for the target to run the batched statements, on every connection.
+    pub execute: Duration,
+    /// Writing the checkpoint and committing (every connection's branch).
+    pub commit: Duration,
+}
+
+impl ApplyTimes {
+    fn add(&mut self, o: &ApplyTimes) {
+        self.build += o.build;
+        self.execute += o.execute;
+        self.commit += o.commit;
+    }
 }
 
 impl ApplyStats {
@@ -329,6 +353,7 @@ impl ApplyStats {
         self.conflicts.add(&o.conflicts);
         self.ddl_applied += o.ddl_applied;
         self.ddl_skipped += o.ddl_skipped;
+        self.times.add(&o.times);
     }
 
     fn count_rows(&mut self, op: Op, n: u64) {
@@ -1049,6 +1074,7 @@ impl Applier {
         loop {
             let mut stats = ApplyStats::default();
             self.in_doubt = true;
+            let started = Instant::now();
             let result = self
                 .try_chunk(
                     seq,
@@ -1064,6 +1090,8 @@ impl Applier {
             match result {
                 Ok(()) => {
                     self.in_doubt = false;
+                    let t = &mut stats.times;
+                    t.build = started.elapsed().saturating_sub(t.execute + t.commit);
                     stats.add(&extra);
                     let changes = stats.inserted + stats.updated + stats.deleted;
                     self.stats.add(&stats);
@@ -1242,8 +1270,10 @@ impl Applier {
                         let buf = std::mem::take(&mut self.scratch);
                         let stmt = careful(&self.plans, p, section, i, buf)
                             .map_err(|e| self.stage_error(p, e))?;
+                        let started = Instant::now();
                         self.run_careful(stmt, run.section, section, batch, t, stats)
                             .await?;
+                        stats.times.execute += started.elapsed();
                     } else {
                         let cx = Cx {
                             plans: &self.plans,
@@ -1358,6 +1388,7 @@ impl Applier {
             sql.extend_from_slice(b", updated_at = CURRENT_TIMESTAMP(6) WHERE stream = ");
             sql.extend_from_slice(&self.stream_literal);
         }
+        let committing = Instant::now();
         let moved = |found: &str| {
             Failure::Fatal(ApplyError::CheckpointMoved {
                 stream: self.cfg.stream.clone(),
@@ -1380,6 +1411,7 @@ impl Applier {
         // Lanes other than the coordinator commit after it (see `commit`); from here on a
         // failure leaves prepared branches that a new applier commits.
         self.commit_others(batch, first).await?;
+        stats.times.commit += committing.elapsed();
         stats.commits += 1;
         stats.transactions += u64::from(applied - first.min(applied));
         Ok(())
@@ -1529,12 +1561,16 @@ impl Applier {
             return Ok(());
         }
         if !self.spread {
-            return self.run_lane_zero(batch, t, stats).await;
+            let started = Instant::now();
+            let result = self.run_lane_zero(batch, t, stats).await;
+            stats.times.execute += started.elapsed();
+            return result;
         }
         let queued: usize = self.stmts.iter().map(|s| s.sql.len()).sum();
         if !last && queued < self.batcher.limits().max_pending_bytes {
             return Ok(());
         }
+        let started = Instant::now();
         let packet = self.batcher.limits().max_statement_bytes;
         let mut stmts = std::mem::take(&mut self.stmts);
         let mut result = Ok(());
@@ -1622,6 +1658,7 @@ impl Applier {
             }
         }
         self.stmts = stmts;
+        stats.times.execute += started.elapsed();
         result
     }
 

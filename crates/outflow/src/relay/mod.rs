@@ -305,7 +305,8 @@ fn sink_reporter(
             last = (rows, std::time::Instant::now());
             eprintln!(
                 "sink: {} batches ({} duplicates), {} transactions, {rows} rows ({rate:.0}/s), \
-                 {} conflicts, {} DDL applied, {} DDL skipped, {} retries, {} careful replays",
+                 {} conflicts, {} DDL applied, {} DDL skipped, {} retries, {} careful replays, \
+                 seconds building {:.2}, executing {:.2}, committing {:.2}",
                 s.frames,
                 s.duplicate_frames,
                 s.transactions,
@@ -313,7 +314,10 @@ fn sink_reporter(
                 s.ddl_applied,
                 s.ddl_skipped,
                 s.retries,
-                s.careful_replays
+                s.careful_replays,
+                s.times.build.as_secs_f64(),
+                s.times.execute.as_secs_f64(),
+                s.times.commit.as_secs_f64()
             );
         }
     })
