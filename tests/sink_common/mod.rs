@@ -11,6 +11,7 @@ use outflow::verify::{run, VerifyArgs};
 use outflow_binlog::walk::Walker;
 use outflow_codec::{Decoder, Limits, Pipeline, PipelineConfig};
 use outflow_core::ChangeBatch;
+use outflow_sink::apply::Staged;
 use outflow_sink::verify::TableName;
 use outflow_sink::{Applied, Applier, ApplyConfig};
 use outflow_testkit::{RowMetadata, Server, ServerConfig};
@@ -148,12 +149,25 @@ pub async fn applier(target: &Server, cfg: ApplyConfig) -> Result<Applier> {
     Ok(Applier::connect(target.opts(), cfg).await?)
 }
 
-/// Applies every frame in order with a fresh applier; returns it for its counters.
+/// Applies every frame in order with a fresh applier, as the relay's sink does: each
+/// frame's statements are built ahead ([`Applier::stager`]) before the frame before it is
+/// applied. Returns the applier for its counters.
 pub async fn apply_all(target: &Server, frames: &[Vec<u8>], cfg: ApplyConfig) -> Result<Applier> {
     let mut a = applier(target, cfg).await?;
-    let mut feed = Feed::new()?;
+    let mut decoder = Decoder::new(Limits::default())?;
+    let mut held: Option<(u64, ChangeBatch, Staged)> = None;
     for f in frames {
-        feed.apply(&mut a, f).await?;
+        let mut batch = ChangeBatch::default();
+        let seq = decoder.decode(f, &mut batch)?.sequence;
+        let staged = a.stager().stage(seq, &batch);
+        if let Some((before, b, st)) = held.replace((seq, batch, staged)) {
+            a.stage_next(st);
+            a.apply(before, &b).await?;
+        }
+    }
+    if let Some((before, b, st)) = held {
+        a.stage_next(st);
+        a.apply(before, &b).await?;
     }
     Ok(a)
 }

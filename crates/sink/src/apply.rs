@@ -84,6 +84,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
@@ -92,7 +93,10 @@ use outflow_core::{
     ChangeBatch, Ddl, Op, SchemaVersion, SnapshotStatement, SourcePosition, TableSection,
 };
 
+mod ahead;
 mod parts;
+
+pub use ahead::{Staged, Stager};
 
 use crate::catalog::{load_collations, load_table, CatalogTable};
 use crate::ddl::{
@@ -311,6 +315,9 @@ pub struct ApplyStats {
     pub ddl_applied: u64,
     /// DDL statements skipped by policy.
     pub ddl_skipped: u64,
+    /// Target transactions whose statements were built ahead, while the one before ran
+    /// ([`Applier::stager`]).
+    pub staged: u64,
     /// Where the committed target transactions' time went.
     pub times: ApplyTimes,
 }
@@ -353,6 +360,7 @@ impl ApplyStats {
         self.conflicts.add(&o.conflicts);
         self.ddl_applied += o.ddl_applied;
         self.ddl_skipped += o.ddl_skipped;
+        self.staged += o.staged;
         self.times.add(&o.times);
     }
 
@@ -597,11 +605,18 @@ pub struct Applier {
     checkpoint: Option<Checkpoint>,
     collations: HashMap<u16, (String, String)>,
     catalog: HashMap<(String, String), CatalogTable>,
-    plans: Vec<TablePlan>,
-    by_version: HashMap<SchemaVersion, usize>,
+    /// Shared with a [`Stager`] building the next frame's statements meanwhile: a plan is
+    /// only ever added (copy on write) or all are dropped, so a stager's plan indices stay
+    /// valid while its `Arc` is this one.
+    plans: Arc<Vec<TablePlan>>,
+    by_version: Arc<HashMap<SchemaVersion, usize>>,
     /// Plan index of each section of the batch being applied.
     section_plans: Vec<usize>,
     batcher: Batcher,
+    /// The next frame's statements, built ahead ([`Applier::stage_next`]).
+    staged: Option<Staged>,
+    /// A batcher for the next [`Stager`] (two take turns).
+    spare_batcher: Option<Batcher>,
     stmts: Vec<Stmt>,
     scratch: Vec<u8>,
     /// Careful-mode updates of a compacted frame that met a duplicate key: (section,
@@ -692,10 +707,12 @@ impl Applier {
             checkpoint: None,
             collations,
             catalog: HashMap::new(),
-            plans: Vec::new(),
-            by_version: HashMap::new(),
+            plans: Arc::default(),
+            by_version: Arc::default(),
             section_plans: Vec::new(),
             batcher: Batcher::new(limits, lanes),
+            staged: None,
+            spare_batcher: None,
             stmts: Vec::new(),
             scratch: Vec::new(),
             deferred: Vec::new(),
@@ -954,21 +971,7 @@ impl Applier {
         } else {
             let mut t = first;
             while t < rows_end {
-                let mut end = t;
-                let mut size = 0usize;
-                while end < rows_end {
-                    let txn = &batch.transactions()[end as usize];
-                    let len: usize = batch
-                        .transaction_runs(txn)
-                        .iter()
-                        .map(|r| r.len as usize)
-                        .sum();
-                    if end > t && size + len > self.cfg.max_txn_changes.get() {
-                        break;
-                    }
-                    size += len;
-                    end += 1;
-                }
+                let end = chunk_end(batch, t, rows_end, self.cfg.max_txn_changes.get());
                 changes += self.apply_chunk(seq, batch, t, end).await?;
                 t = end;
             }
@@ -1036,9 +1039,10 @@ impl Applier {
                     detail,
                 },
             )?;
-            self.plans.push(plan);
-            let p = self.plans.len() - 1;
-            self.by_version.insert(schema.version, p);
+            let plans = Arc::make_mut(&mut self.plans);
+            plans.push(plan);
+            let p = plans.len() - 1;
+            Arc::make_mut(&mut self.by_version).insert(schema.version, p);
             self.section_plans.push(p);
         }
         Ok(())
@@ -1048,9 +1052,11 @@ impl Applier {
     /// a table changed).
     fn forget_catalog(&mut self) {
         self.catalog.clear();
-        self.plans.clear();
-        self.by_version.clear();
+        self.plans = Arc::default();
+        self.by_version = Arc::default();
         self.batcher = Batcher::new(self.batcher_limits(), self.batcher.lanes());
+        self.staged = None;
+        self.spare_batcher = None;
     }
 
     fn batcher_limits(&self) -> Limits {
@@ -1174,10 +1180,7 @@ impl Applier {
 
     fn recycle_stmts(&mut self) {
         for s in self.stmts.drain(..) {
-            self.batcher.recycle(s.sql);
-            if let Some(p) = s.probe {
-                self.batcher.recycle(p);
-            }
+            self.batcher.recycle_stmt(s);
         }
     }
 
@@ -1250,44 +1253,35 @@ impl Applier {
         }
         let compacted = batch.is_compacted();
         let txns = batch.transactions();
-        // The DDL transaction has no rows (and a compacted batch's rows are not its own).
-        let ddl_at = batch.ddl().map(|_| txns.len() as u32 - 1);
-        for t in first..end.max(first) {
-            if Some(t) == ddl_at {
-                continue;
-            }
-            let runs = if compacted {
-                batch.runs()
-            } else {
-                batch.transaction_runs(&txns[t as usize])
-            };
-            for run in runs {
-                let section = &batch.sections()[run.section as usize];
-                let p = self.section_plans[run.section as usize];
-                for i in run.first..run.first + run.len {
-                    let i = i as usize;
-                    if careful_mode {
-                        let buf = std::mem::take(&mut self.scratch);
-                        let stmt = careful(&self.plans, p, section, i, buf)
-                            .map_err(|e| self.stage_error(p, e))?;
-                        let started = Instant::now();
-                        self.run_careful(stmt, run.section, section, batch, t, stats)
-                            .await?;
-                        stats.times.execute += started.elapsed();
-                    } else {
-                        let cx = Cx {
-                            plans: &self.plans,
-                            sections: batch.sections(),
-                        };
-                        self.batcher
-                            .admit(cx, p, run.section, i, &mut self.stmts)
-                            .map_err(|e| self.stage_error(p, e))?;
-                        self.run_pending(batch, t, stats, false).await?;
-                    }
+        let staged = if careful_mode {
+            None
+        } else {
+            self.take_staged(seq, first, end)
+        };
+        if let Some(stmts) = staged {
+            self.stmts = stmts;
+            stats.staged += 1;
+        } else {
+            for (t, s, i) in chunk_rows(batch, first, end) {
+                let section = &batch.sections()[s as usize];
+                let p = self.section_plans[s as usize];
+                if careful_mode {
+                    let buf = std::mem::take(&mut self.scratch);
+                    let stmt = careful(&self.plans, p, section, i, buf)
+                        .map_err(|e| self.stage_error(p, e))?;
+                    let started = Instant::now();
+                    self.run_careful(stmt, s, section, batch, t, stats).await?;
+                    stats.times.execute += started.elapsed();
+                } else {
+                    let cx = Cx {
+                        plans: &self.plans,
+                        sections: batch.sections(),
+                    };
+                    self.batcher
+                        .admit(cx, p, s, i, &mut self.stmts)
+                        .map_err(|e| self.stage_error(p, e))?;
+                    self.run_pending(batch, t, stats, false).await?;
                 }
-            }
-            if compacted {
-                break;
             }
         }
         if !self.deferred.is_empty() {
@@ -1644,18 +1638,12 @@ impl Applier {
                     result = Err(self.lane_failure(e, batch, t));
                 }
                 for s in work {
-                    self.batcher.recycle(s.sql);
-                    if let Some(p) = s.probe {
-                        self.batcher.recycle(p);
-                    }
+                    self.batcher.recycle_stmt(s);
                 }
             }
         }
         for s in stmts.drain(..) {
-            self.batcher.recycle(s.sql);
-            if let Some(p) = s.probe {
-                self.batcher.recycle(p);
-            }
+            self.batcher.recycle_stmt(s);
         }
         self.stmts = stmts;
         stats.times.execute += started.elapsed();
@@ -1678,10 +1666,7 @@ impl Applier {
             None => Ok(()),
         };
         for s in stmts.drain(..) {
-            self.batcher.recycle(s.sql);
-            if let Some(p) = s.probe {
-                self.batcher.recycle(p);
-            }
+            self.batcher.recycle_stmt(s);
         }
         self.stmts = stmts;
         result
@@ -2117,6 +2102,56 @@ impl Applier {
 
 /// Every XA id this crate writes starts so.
 const XA_PREFIX: &str = "outflow-";
+
+/// The end of the target transaction that starts at source transaction `t` of `batch`:
+/// whole source transactions up to `max_changes` row changes (at least one), before
+/// `rows_end`.
+fn chunk_end(batch: &ChangeBatch, t: u32, rows_end: u32, max_changes: usize) -> u32 {
+    let mut end = t;
+    let mut size = 0usize;
+    while end < rows_end {
+        let txn = &batch.transactions()[end as usize];
+        let len: usize = batch
+            .transaction_runs(txn)
+            .iter()
+            .map(|r| r.len as usize)
+            .sum();
+        if end > t && size + len > max_changes {
+            break;
+        }
+        size += len;
+        end += 1;
+    }
+    end
+}
+
+/// The row changes of source transactions `first..end` of `batch` in the order they are
+/// applied, as (transaction, section, change). The DDL transaction has no rows, and a
+/// compacted batch's rows are not any one transaction's: its chunk is all of them.
+fn chunk_rows(
+    batch: &ChangeBatch,
+    first: u32,
+    end: u32,
+) -> impl Iterator<Item = (u32, u32, usize)> + '_ {
+    let compacted = batch.is_compacted();
+    let txns = batch.transactions();
+    let ddl_at = batch.ddl().map(|_| txns.len() as u32 - 1);
+    let ts = if compacted {
+        first..end.min(first.saturating_add(1))
+    } else {
+        first..end.max(first)
+    };
+    ts.filter(move |&t| Some(t) != ddl_at).flat_map(move |t| {
+        let runs = if compacted {
+            batch.runs()
+        } else {
+            batch.transaction_runs(&txns[t as usize])
+        };
+        runs.iter().flat_map(move |run| {
+            (run.first..run.first + run.len).map(move |i| (t, run.section, i as usize))
+        })
+    })
+}
 
 /// The XA global id of the target transaction of stream `stream` that starts at source
 /// transaction `first` of frame `seq`, opened by session `session` (for tools and tests

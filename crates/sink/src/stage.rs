@@ -383,6 +383,14 @@ impl Batcher {
         self.spare.push(sql);
     }
 
+    /// Gives a statement's buffers back for reuse.
+    pub fn recycle_stmt(&mut self, stmt: Stmt) {
+        self.recycle(stmt.sql);
+        if let Some(p) = stmt.probe {
+            self.recycle(p);
+        }
+    }
+
     fn buffer(&mut self) -> Vec<u8> {
         self.spare.pop().unwrap_or_default()
     }

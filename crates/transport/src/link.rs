@@ -273,7 +273,8 @@ pub trait BatchSink: Send {
 
     /// Makes batch `seq` durable (applied, or spooled) and returns [`Delivered::Durable`]
     /// only then; or takes it into work that becomes durable with a later batch
-    /// ([`Delivered::Held`]); or drops all such work ([`Delivered::Rewind`]). Called once
+    /// ([`Delivered::Held`]), or later on its own ([`Delivered::Trailing`], and
+    /// [`BatchSink::settle`]); or drops all such work ([`Delivered::Rewind`]). Called once
     /// per batch, in sequence order, `seq` one more than the last, except that after a
     /// rewind or a new connection delivery starts again after the last durable batch: a
     /// sink that held batches must then drop them. The call is never cancelled.
@@ -282,6 +283,16 @@ pub trait BatchSink: Send {
         seq: u64,
         payload: Bytes,
     ) -> impl Future<Output = Result<Delivered, SinkError>> + Send;
+
+    /// Finishes the batch a sink holds back for the next one (see
+    /// [`Delivered::Trailing`]), called when no further batch is waiting: returns that
+    /// batch's number and what became of it, or `None` if nothing was held back. Never
+    /// cancelled.
+    fn settle(
+        &mut self,
+    ) -> impl Future<Output = Result<Option<(u64, Delivered)>, SinkError>> + Send {
+        std::future::ready(Ok(None))
+    }
 }
 
 /// A sink that spools received batches durably (under the sender's numbers) for a later
@@ -1002,11 +1013,14 @@ impl Receiver {
                     .deliver(seq, payload)
                     .await
                     .map_err(TransportError::Sink)?;
-                if !session.on_delivered(seq, how) {
-                    return Err(TransportError::Rewind(session.durable()));
+                self.on_delivered(session, seq, how)?;
+            }
+            // A sink that holds a batch back until the next one arrives finishes it once
+            // no further batch is waiting.
+            if data_rx.is_empty() {
+                if let Some((seq, how)) = sink.settle().await.map_err(TransportError::Sink)? {
+                    self.on_delivered(session, seq, how)?;
                 }
-                self.metrics
-                    .update(|m| m.batches_acked += u64::from(how == Delivered::Durable));
             }
             while let Some(ack) = session.poll_ack() {
                 write_message(control, &ack).await?;
@@ -1017,6 +1031,21 @@ impl Receiver {
                 last_observe = Instant::now();
             }
         }
+    }
+
+    fn on_delivered(
+        &self,
+        session: &mut ReceiverSession,
+        seq: u64,
+        how: Delivered,
+    ) -> Result<(), TransportError> {
+        let before = session.durable();
+        if !session.on_delivered(seq, how) {
+            return Err(TransportError::Rewind(session.durable()));
+        }
+        self.metrics
+            .update(|m| m.batches_acked += session.durable() - before);
+        Ok(())
     }
 
     fn on_data(

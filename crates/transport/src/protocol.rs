@@ -100,6 +100,9 @@ pub enum Delivered {
     /// Taken into work that becomes durable only with a later batch: the sender may send
     /// on (Received), but keeps the batch until an Ack covers it.
     Held,
+    /// Held, as above, and every batch up to this earlier one is now durable: a sink that
+    /// finishes batch N while it takes batch N + 1 (to prepare it meanwhile).
+    Trailing(u64),
     /// The sink dropped every batch after the last durable one (to apply them again):
     /// delivery must start over after [`ReceiverSession::durable`], on a new connection.
     Rewind,
@@ -456,6 +459,10 @@ impl ReceiverSession {
         match how {
             Delivered::Durable => self.on_durable(seq),
             Delivered::Held => self.received = self.received.max(seq),
+            Delivered::Trailing(durable) => {
+                self.on_durable(durable.min(seq));
+                self.received = self.received.max(seq);
+            }
             Delivered::Rewind => return false,
         }
         true
@@ -578,6 +585,28 @@ mod tests {
         r.on_durable(6);
         assert_eq!(r.poll_ack(), Some(Message::Ack { seq: 6 }));
         assert_eq!(r.duplicates(), 2);
+    }
+
+    #[test]
+    fn a_trailing_sink_acknowledges_the_batch_before_the_one_it_takes() {
+        let mut r = ReceiverSession::new(0, 1000);
+        for seq in 1..=3 {
+            r.on_data(batch(seq)).expect("batch");
+        }
+        assert_eq!(r.next_deliverable().map(|(q, _)| q), Some(1));
+        assert!(r.on_delivered(1, Delivered::Held));
+        assert_eq!(r.poll_ack(), Some(Message::Received { seq: 1 }));
+        for seq in 2..=3 {
+            assert_eq!(r.next_deliverable().map(|(q, _)| q), Some(seq));
+            assert!(r.on_delivered(seq, Delivered::Trailing(seq - 1)));
+        }
+        assert_eq!(r.durable(), 2);
+        assert_eq!(r.poll_ack(), Some(Message::Ack { seq: 2 }));
+        assert_eq!(r.poll_ack(), Some(Message::Received { seq: 3 }));
+        // The last one, finished on its own (`BatchSink::settle`).
+        assert!(r.on_delivered(3, Delivered::Durable));
+        assert_eq!(r.poll_ack(), Some(Message::Ack { seq: 3 }));
+        assert_eq!(r.poll_ack(), None);
     }
 
     #[test]

@@ -306,7 +306,8 @@ fn sink_reporter(
             eprintln!(
                 "sink: {} batches ({} duplicates), {} transactions, {rows} rows ({rate:.0}/s), \
                  {} conflicts, {} DDL applied, {} DDL skipped, {} retries, {} careful replays, \
-                 seconds building {:.2}, executing {:.2}, committing {:.2}",
+                 {} target transactions built ahead, seconds building {:.2}, executing {:.2}, \
+                 committing {:.2}",
                 s.frames,
                 s.duplicate_frames,
                 s.transactions,
@@ -315,6 +316,7 @@ fn sink_reporter(
                 s.ddl_skipped,
                 s.retries,
                 s.careful_replays,
+                s.staged,
                 s.times.build.as_secs_f64(),
                 s.times.execute.as_secs_f64(),
                 s.times.commit.as_secs_f64()

@@ -10,6 +10,11 @@
 //! the frame's rows, by the configured policy, and a `stop` policy ends the sink with an
 //! error naming the statement.
 //!
+//! A frame is applied when the next one arrives (or when no further frame is waiting,
+//! [`BatchSink::settle`]): meanwhile the next one is decoded and its statements built on
+//! another thread, so the target's connections do not wait for that between frames. Its
+//! acknowledgement trails by a frame ([`Delivered::Trailing`]).
+//!
 //! A source transaction in parts (several frames) is applied into one open target
 //! transaction: its frames are answered [`Delivered::Held`] (the sender may send on but
 //! keeps them in its spool) until the frame that commits it. If that open transaction is
@@ -23,7 +28,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use outflow_codec::{Decoder, Limits};
 use outflow_core::{ChangeBatch, ImageMode};
-use outflow_sink::apply::{Applied, Applier, ApplyConfig, ApplyError, ApplyStats};
+use outflow_sink::apply::{Applied, Applier, ApplyConfig, ApplyError, ApplyStats, Staged, Stager};
 use outflow_transport::{BatchSink, Delivered, SinkError};
 
 use super::split_frames;
@@ -33,10 +38,28 @@ pub struct ApplySink {
     opts: mysql_async::Opts,
     cfg: ApplyConfig,
     applier: Option<Applier>,
-    decoder: Decoder,
-    batch: ChangeBatch,
+    /// With the batch buffer, moved to the task that decodes the next frame and back.
+    decoder: Option<Decoder>,
+    spare: Option<ChangeBatch>,
+    /// The frame held back until the next one arrives (or [`BatchSink::settle`]).
+    ahead: Option<Ahead>,
     limits: Limits,
     stats: Arc<Mutex<ApplyStats>>,
+}
+
+/// A decoded frame not applied yet, with its statements if they could be built ahead.
+struct Ahead {
+    seq: u64,
+    batch: ChangeBatch,
+    staged: Option<Staged>,
+}
+
+/// What the decoding task gives back.
+struct Prepared {
+    decoder: Decoder,
+    batch: ChangeBatch,
+    staged: Option<Staged>,
+    result: Result<(), SinkError>,
 }
 
 impl ApplySink {
@@ -51,8 +74,9 @@ impl ApplySink {
             opts,
             cfg,
             applier: Some(applier),
-            decoder: Decoder::new(Limits::default())?,
-            batch: ChangeBatch::new(ImageMode::Replica),
+            decoder: Some(Decoder::new(Limits::default())?),
+            spare: None,
+            ahead: None,
             limits: Limits::default(),
             stats,
         })
@@ -78,6 +102,94 @@ impl ApplySink {
             .as_mut()
             .ok_or_else(|| "target connection missing".into())
     }
+
+    /// Applies a held-back frame: [`Delivered::Durable`] once it is committed (or was
+    /// already), [`Delivered::Held`] for part of a transaction that continues, or
+    /// [`Delivered::Rewind`].
+    async fn apply(&mut self, ahead: Ahead) -> Result<Delivered, SinkError> {
+        let Ahead {
+            seq,
+            batch,
+            mut staged,
+        } = ahead;
+        test_hook_exit(seq, &batch);
+        let outcome = loop {
+            self.applier().await?;
+            let Some(applier) = self.applier.as_mut() else {
+                continue;
+            };
+            if let Some(st) = staged.take() {
+                applier.stage_next(st);
+            }
+            // Parts of a transaction live only in the open target transaction.
+            let parts = applier.has_open_parts() || batch.continued() || batch.continues();
+            match applier.apply(seq, &batch).await {
+                Ok(applied) => {
+                    if let Ok(mut s) = self.stats.lock() {
+                        s.clone_from(applier.stats());
+                    }
+                    break Ok(match applied {
+                        Applied::Held => Delivered::Held,
+                        Applied::Duplicate | Applied::Frame { .. } => Delivered::Durable,
+                    });
+                }
+                Err(e @ ApplyError::Rewind { .. }) => {
+                    tracing::warn!(error = %e, seq, "rolled back; delivering again");
+                    break Ok(Delivered::Rewind);
+                }
+                Err(e) if e.is_retryable() => {
+                    self.applier = None;
+                    if parts {
+                        tracing::warn!(error = %e, seq, "target connection lost inside a source transaction in parts; delivering it again");
+                        break Ok(Delivered::Rewind);
+                    }
+                    tracing::warn!(error = %e, seq, "target connection lost; re-applying");
+                }
+                Err(e) => break Err(e.into()),
+            }
+        };
+        self.spare = Some(batch);
+        outcome
+    }
+}
+
+/// Decodes frame `seq` and builds its statements (on a task of its own, while the frame
+/// before it is applied).
+fn prepare(
+    mut decoder: Decoder,
+    mut batch: ChangeBatch,
+    payload: Bytes,
+    limits: Limits,
+    seq: u64,
+    stager: Option<Stager>,
+) -> Prepared {
+    let result = split_frames(&payload, &limits)
+        .map_err(SinkError::from)
+        .and_then(|frames| {
+            // The source side appends each drain of the codec as one record, and the codec
+            // cuts batches at transaction boundaries, so a record holds one frame; the
+            // applier's checkpoint counts frames by the link's sequence number, which
+            // needs exactly that.
+            if frames.len() != 1 {
+                return Err(format!(
+                    "batch {seq} holds {} frames where the source side writes one",
+                    frames.len()
+                )
+                .into());
+            }
+            decoder.decode(frames[0], &mut batch)?;
+            Ok(())
+        });
+    let staged = match (&result, stager) {
+        (Ok(()), Some(stager)) => Some(stager.stage(seq, &batch)),
+        _ => None,
+    };
+    Prepared {
+        decoder,
+        batch,
+        staged,
+        result,
+    }
 }
 
 impl BatchSink for ApplySink {
@@ -88,53 +200,59 @@ impl BatchSink for ApplySink {
             .map_or(0, |cp| cp.next_seq().saturating_sub(1)))
     }
 
+    /// Takes frame `seq` and applies the one before it: the new frame is decoded and its
+    /// statements built on another task meanwhile (see `outflow_sink::apply::Stager`), so
+    /// the target's connections do not wait for that.
     async fn deliver(&mut self, seq: u64, payload: Bytes) -> Result<Delivered, SinkError> {
-        let frames = split_frames(&payload, &self.limits)?;
-        // The source side appends each drain of the codec as one record, and the codec cuts
-        // batches at transaction boundaries, so a record holds one frame; the applier's
-        // checkpoint counts frames by the link's sequence number, which needs exactly that.
-        if frames.len() != 1 {
-            return Err(format!(
-                "batch {seq} holds {} frames where the source side writes one",
-                frames.len()
-            )
-            .into());
-        }
-        self.decoder.decode(frames[0], &mut self.batch)?;
-        test_hook_exit(seq, &self.batch);
-        loop {
-            self.applier().await?;
-            let Some(applier) = self.applier.as_mut() else {
-                continue;
-            };
-            // Parts of a transaction live only in the open target transaction.
-            let parts =
-                applier.has_open_parts() || self.batch.continued() || self.batch.continues();
-            match applier.apply(seq, &self.batch).await {
-                Ok(applied) => {
-                    if let Ok(mut s) = self.stats.lock() {
-                        s.clone_from(applier.stats());
-                    }
-                    return Ok(match applied {
-                        Applied::Held => Delivered::Held,
-                        Applied::Duplicate | Applied::Frame { .. } => Delivered::Durable,
-                    });
-                }
-                Err(e @ ApplyError::Rewind { .. }) => {
-                    tracing::warn!(error = %e, seq, "rolled back; delivering again");
-                    return Ok(Delivered::Rewind);
-                }
-                Err(e) if e.is_retryable() => {
-                    self.applier = None;
-                    if parts {
-                        tracing::warn!(error = %e, seq, "target connection lost inside a source transaction in parts; delivering it again");
-                        return Ok(Delivered::Rewind);
-                    }
-                    tracing::warn!(error = %e, seq, "target connection lost; re-applying");
-                }
-                Err(e) => return Err(e.into()),
+        // Delivery starting over (a new connection, or after a rewind) drops what was held
+        // back: it was not applied, and comes again.
+        let before = self.ahead.take().filter(|a| a.seq + 1 == seq);
+        let stager = self.applier.as_mut().map(Applier::stager);
+        let decoder = match self.decoder.take() {
+            Some(d) => d,
+            None => Decoder::new(self.limits)?,
+        };
+        let batch = self
+            .spare
+            .take()
+            .unwrap_or_else(|| ChangeBatch::new(ImageMode::Replica));
+        // Some milliseconds of CPU: a blocking task, not one of the runtime's workers.
+        let limits = self.limits;
+        let job = tokio::task::spawn_blocking(move || {
+            prepare(decoder, batch, payload, limits, seq, stager)
+        });
+        let applied = match before {
+            Some(b) => Some(self.apply(b).await),
+            None => None,
+        };
+        let prepared = job
+            .await
+            .map_err(|e| format!("decoding batch {seq}: {e}"))?;
+        self.decoder = Some(prepared.decoder);
+        let how = match applied {
+            Some(Err(e)) => return Err(e),
+            Some(Ok(Delivered::Rewind)) => {
+                self.spare = Some(prepared.batch);
+                return Ok(Delivered::Rewind);
             }
-        }
+            Some(Ok(Delivered::Durable)) => Delivered::Trailing(seq - 1),
+            _ => Delivered::Held,
+        };
+        prepared.result?;
+        self.ahead = Some(Ahead {
+            seq,
+            batch: prepared.batch,
+            staged: prepared.staged,
+        });
+        Ok(how)
+    }
+
+    async fn settle(&mut self) -> Result<Option<(u64, Delivered)>, SinkError> {
+        let Some(ahead) = self.ahead.take() else {
+            return Ok(None);
+        };
+        let seq = ahead.seq;
+        Ok(Some((seq, self.apply(ahead).await?)))
     }
 }
 
