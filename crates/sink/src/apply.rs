@@ -161,7 +161,9 @@ pub struct ApplyConfig {
     /// `max_allowed_packet`).
     pub max_statement_bytes: usize,
     /// Statement text held for all tables together before it is sent, in bytes
-    /// (default 32 MiB): with the decoded frame, what bounds the applier's memory. Spread
+    /// (default 32 MiB): with the decoded frame, what bounds the applier's memory (and a
+    /// [`Stager`]'s, building the next frame meanwhile: a frame whose statements exceed
+    /// it is not built ahead). Spread
     /// over several connections, ready statements also wait for this much (or the end of
     /// the target transaction) before the lanes run them side by side.
     pub max_pending_bytes: usize,
@@ -327,8 +329,8 @@ pub struct ApplyStats {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ApplyTimes {
     /// Everything but the two below: starting the transaction, reading the checkpoint,
-    /// building statements (the connections wait meanwhile), and the rare statements that
-    /// run one at a time (a key change).
+    /// building statements unless a [`Stager`] built them ahead (the connections wait
+    /// meanwhile), and the rare statements that run one at a time (a key change).
     pub build: Duration,
     /// Waiting for the target to run the batched statements, on every connection.
     pub execute: Duration,
