@@ -1181,9 +1181,7 @@ impl Applier {
     }
 
     fn recycle_stmts(&mut self) {
-        for s in self.stmts.drain(..) {
-            self.batcher.recycle_stmt(s);
-        }
+        self.batcher.recycle_all(self.stmts.drain(..));
     }
 
     async fn try_chunk(
@@ -1639,14 +1637,10 @@ impl Applier {
                 if let (Some(e), true) = (err, result.is_ok()) {
                     result = Err(self.lane_failure(e, batch, t));
                 }
-                for s in work {
-                    self.batcher.recycle_stmt(s);
-                }
+                self.batcher.recycle_all(work);
             }
         }
-        for s in stmts.drain(..) {
-            self.batcher.recycle_stmt(s);
-        }
+        self.batcher.recycle_all(stmts.drain(..));
         self.stmts = stmts;
         stats.times.execute += started.elapsed();
         result
@@ -1667,9 +1661,7 @@ impl Applier {
             Some(e) => Err(self.lane_failure(e, batch, t)),
             None => Ok(()),
         };
-        for s in stmts.drain(..) {
-            self.batcher.recycle_stmt(s);
-        }
+        self.batcher.recycle_all(stmts.drain(..));
         self.stmts = stmts;
         result
     }

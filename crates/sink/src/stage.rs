@@ -383,11 +383,13 @@ impl Batcher {
         self.spare.push(sql);
     }
 
-    /// Gives a statement's buffers back for reuse.
-    pub fn recycle_stmt(&mut self, stmt: Stmt) {
-        self.recycle(stmt.sql);
-        if let Some(p) = stmt.probe {
-            self.recycle(p);
+    /// Gives statements' buffers back for reuse.
+    pub fn recycle_all(&mut self, stmts: impl IntoIterator<Item = Stmt>) {
+        for stmt in stmts {
+            self.recycle(stmt.sql);
+            if let Some(p) = stmt.probe {
+                self.recycle(p);
+            }
         }
     }
 

@@ -55,9 +55,7 @@ impl Stager {
         let end = self.build(batch, &mut stmts);
         if end.is_none() {
             self.batcher.reset();
-            for s in stmts.drain(..) {
-                self.batcher.recycle_stmt(s);
-            }
+            self.batcher.recycle_all(stmts.drain(..));
         }
         Staged {
             seq,
@@ -148,9 +146,7 @@ impl Applier {
     /// Drops staged statements that will not run, keeping their batcher and buffers.
     fn drop_staged(&mut self) {
         if let Some(mut st) = self.staged.take() {
-            for s in st.stmts.drain(..) {
-                st.batcher.recycle_stmt(s);
-            }
+            st.batcher.recycle_all(st.stmts.drain(..));
             if Arc::ptr_eq(&st.plans, &self.plans) {
                 self.spare_batcher = Some(st.batcher);
             }
