@@ -246,10 +246,16 @@ impl Pipeline {
         &self.stats
     }
 
+    /// Whether [`Pipeline::flush`] would produce a frame now: committed transactions are
+    /// gathered and none is open.
+    pub fn can_flush(&self) -> bool {
+        !self.builder.in_transaction() && !self.builder.batch().transactions().is_empty()
+    }
+
     /// Encodes the committed transactions gathered so far, if any (an open transaction
     /// stays for the next batch). Returns whether a frame was produced.
     pub fn flush(&mut self) -> Result<bool, PipelineError> {
-        if self.builder.in_transaction() || self.builder.batch().transactions().is_empty() {
+        if !self.can_flush() {
             return Ok(false);
         }
         self.encode_batch()?;

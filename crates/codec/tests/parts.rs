@@ -175,3 +175,45 @@ fn parts_join_into_exactly_the_uncut_transactions() {
         );
     }
 }
+
+/// `can_flush` is what the live source asks after each event before it reads the clock:
+/// it must say exactly whether `flush` would cut a frame, never inside a transaction
+/// (whole or in parts), and flushing wherever it says so must lose nothing.
+#[test]
+fn can_flush_says_exactly_where_flush_cuts() {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/binlog-corpus");
+    let name = "osheroff__mysql-binlog-connector-java__src__test__resources__mysql-bin.sakila";
+    let evs = common::events(&std::fs::read(corpus.join(name)).unwrap());
+    let cfg = PipelineConfig {
+        batch_bytes: 64 << 10,
+        split_bytes: 8 << 10,
+        ..PipelineConfig::default()
+    };
+    let mut p = Pipeline::new(cfg.clone()).unwrap();
+    let mut walker = Walker::new();
+    p.set_file("binlog.000001");
+    let mut out = Vec::new();
+    let (mut yes, mut no_inside) = (0, 0);
+    for (pos, ev) in &evs {
+        walker.process(*pos, ev, &mut p).unwrap();
+        let can = p.can_flush();
+        if walker.decoder().in_transaction() {
+            assert!(!can, "can_flush inside a transaction, event at {pos}");
+            no_inside += 1;
+        }
+        assert_eq!(p.flush().unwrap(), can, "event at {pos}");
+        assert!(
+            !p.can_flush(),
+            "nothing left to flush after the event at {pos}"
+        );
+        yes += usize::from(can);
+        p.drain_frames(|f| out.push(f.to_vec()));
+    }
+    let (got, _) = transactions(&out);
+    let (want, _) = transactions(&frames(&evs, cfg));
+    assert_eq!(got, want);
+    // Cuts by flush (others come with DDL, which ends a batch by itself), and many
+    // events where none may happen.
+    assert!(yes > 10, "{yes} cuts by flush");
+    assert!(no_inside > 1000, "{no_inside} events inside transactions");
+}

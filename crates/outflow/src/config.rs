@@ -191,7 +191,8 @@ pub struct CodecConfig {
     /// Default: 4MiB.
     #[arg(long = "batch-bytes", value_name = "SIZE")]
     pub batch_bytes: Option<String>,
-    /// ... or once its oldest change is this old, e.g. `200ms`. Default: 200ms.
+    /// ... or once its first transaction has waited this long since its commit was read,
+    /// e.g. `200ms`. Default: 200ms.
     #[arg(long = "batch-delay", value_name = "DURATION")]
     pub batch_delay: Option<String>,
     /// A transaction larger than this (binlog bytes) is cut into parts of about this size,
