@@ -47,8 +47,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use outflow_binlog::walk::Walker;
 use outflow_testkit::{
-    bytes_sent, gtid_pos_covers, io_thread_bytes, parse_gtid_pos, wait_caught_up, ParallelMode,
-    Server,
+    bytes_sent, global_status, gtid_pos_covers, io_thread_bytes, parse_gtid_pos, wait_caught_up,
+    ParallelMode, Server,
 };
 
 use catchup::{config, cpu_secs, env_u64, TABLES};
@@ -252,15 +252,17 @@ async fn run() -> Result<()> {
         let pid = r.pid().map(|p| p.to_string()).unwrap_or_default();
         let (cpu_src, cpu_rep) = (cpu_secs(&source_pid), cpu_secs(&pid));
         let sent = bytes_sent(&source).await?;
+        let redo = Redo::read(r).await?;
         let t = Instant::now();
         r.exec("START SLAVE").await?;
         wait_caught_up(&source, r, Duration::from_secs(3600)).await?;
         let secs = t.elapsed().as_secs_f64();
         let wire = bytes_sent(&source).await? - sent;
         println!(
-            "{name}: {secs:.2} s; CPU: {:.2} s in the replica, {:.2} s in the source",
+            "{name}: {secs:.2} s; CPU: {:.2} s in the replica, {:.2} s in the source; {}",
             cpu_secs(&pid) - cpu_rep,
-            cpu_secs(&source_pid) - cpu_src
+            cpu_secs(&source_pid) - cpu_src,
+            redo.since(r).await?
         );
         lines.push(Line {
             name: name.to_string(),
@@ -364,6 +366,39 @@ async fn run() -> Result<()> {
     Ok(())
 }
 
+/// A target's InnoDB redo log before a catch-up. The log is a ring: once the checkpoint
+/// age (redo not yet covered by flushed pages) nears its limit, InnoDB flushes dirty pages
+/// before it lets writers go on, so a catch-up that starts with an old checkpoint and writes
+/// more than the room left runs partly at the speed of page flushing.
+struct Redo {
+    written: u64,
+    age: u64,
+}
+
+impl Redo {
+    async fn read(server: &Server) -> Result<Redo> {
+        Ok(Redo {
+            written: global_status(server, "Innodb_os_log_written").await?,
+            age: global_status(server, "Innodb_checkpoint_age").await?,
+        })
+    }
+
+    /// What the catch-up wrote, against the room the log had when it started.
+    async fn since(&self, server: &Server) -> Result<String> {
+        let now = Redo::read(server).await?;
+        let max = global_status(server, "Innodb_checkpoint_max_age").await?;
+        let mb = |b: u64| b as f64 / 1e6;
+        Ok(format!(
+            "redo: {:.0} MB written, checkpoint age {:.0} MB at the start and {:.0} MB at the \
+             end, of at most {:.0} MB",
+            mb(now.written - self.written),
+            mb(self.age),
+            mb(now.age),
+            mb(max)
+        ))
+    }
+}
+
 /// One `outflow run` catch-up of the backlog into a target.
 struct Run<'a> {
     bin: &'a Path,
@@ -424,6 +459,7 @@ impl Run<'_> {
         );
         let target_pid = self.target.pid().map(|p| p.to_string()).unwrap_or_default();
         let (cpu_src, cpu_tgt) = (cpu_secs(&source_pid), cpu_secs(&target_pid));
+        let redo = Redo::read(self.target).await?;
         let t = Instant::now();
         let mut relay_proc = cmd.spawn().context("starting outflow run")?;
         let relay_pid = relay_proc.id().to_string();
@@ -448,9 +484,10 @@ impl Run<'_> {
         };
         println!(
             "outflow run: {secs:.2} s; CPU: {cpu_relay:.2} s in outflow, {:.2} s in the target, \
-             {:.2} s in the source",
+             {:.2} s in the source; {}",
             cpu_secs(&target_pid) - cpu_tgt,
-            cpu_secs(&source_pid) - cpu_src
+            cpu_secs(&source_pid) - cpu_src,
+            redo.since(self.target).await?
         );
         // The link's totals: the first progress line printed after the catch-up.
         let seen = source_lines(&log).len();

@@ -59,8 +59,8 @@ pub use config::{
 };
 pub use error::KitError;
 pub use replication::{
-    bytes_sent, gtid_pos_covers, io_thread_bytes, parse_gtid_pos, replicate, wait_caught_up,
-    ReplicationOpts, SlaveStatus, UseGtid,
+    bytes_sent, global_status, gtid_pos_covers, io_thread_bytes, parse_gtid_pos, replicate,
+    wait_caught_up, ReplicationOpts, SlaveStatus, UseGtid,
 };
 pub use server::{BinlogPosition, Server};
 pub use sysbench::{Sysbench, SysbenchConnection, Workload};

@@ -333,11 +333,16 @@ pub async fn io_thread_bytes(
 
 /// The source's `Bytes_sent` status counter: bytes sent to all clients since start.
 pub async fn bytes_sent(server: &Server) -> Result<u64, KitError> {
-    const SQL: &str = "SHOW GLOBAL STATUS LIKE 'Bytes_sent'";
-    let rows: Vec<(String, String)> = server.query_rows(SQL).await?;
+    global_status(server, "Bytes_sent").await
+}
+
+/// A numeric global status variable, such as `Innodb_os_log_written`.
+pub async fn global_status(server: &Server, name: &str) -> Result<u64, KitError> {
+    let sql = format!("SHOW GLOBAL STATUS LIKE '{name}'");
+    let rows: Vec<(String, String)> = server.query_rows(&sql).await?;
     rows.first()
         .and_then(|(_, v)| v.parse().ok())
-        .ok_or_else(|| server.unexpected(SQL, format!("no number in {rows:?}")))
+        .ok_or_else(|| server.unexpected(&sql, format!("no number in {rows:?}")))
 }
 
 fn none_if_empty(text: String) -> String {
