@@ -4,22 +4,9 @@ use crate::bytes::Reader;
 use crate::error::ErrorKind;
 use std::fmt;
 
-/// A MariaDB GTID: `domain-server-sequence`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MariaGtid {
-    /// Replication domain.
-    pub domain: u32,
-    /// Server that committed the transaction.
-    pub server_id: u32,
-    /// Sequence number within the domain.
-    pub sequence: u64,
-}
-
-impl fmt::Display for MariaGtid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}-{}", self.domain, self.server_id, self.sequence)
-    }
-}
+// The identifiers are the pipeline's shared types, so that what the decoder reads is what
+// positions, batches and checkpoints carry, without a conversion.
+pub use outflow_core::{MariaGtid, Uuid};
 
 /// MariaDB GTID event flags.
 pub mod maria_flags {
@@ -116,22 +103,6 @@ impl<'a> GtidList<'a> {
                 sequence: r.u64().unwrap_or(0),
             }
         })
-    }
-}
-
-/// A MySQL server UUID (source id of GTIDs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Uuid(pub [u8; 16]);
-
-impl fmt::Display for Uuid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, b) in self.0.iter().enumerate() {
-            if matches!(i, 4 | 6 | 8 | 10) {
-                f.write_str("-")?;
-            }
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
     }
 }
 

@@ -48,7 +48,6 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use outflow_binlog::gtid::MariaGtid as BinMariaGtid;
 use outflow_binlog::table_map::{col, ColumnKind};
 use outflow_binlog::walk::{RowsContext, Visitor};
 use outflow_binlog::{
@@ -56,8 +55,8 @@ use outflow_binlog::{
 };
 use outflow_core::{
     BatchError, BinlogPosition, ChangeBatch, ColumnSchema, ColumnType, Date, DateTime, Ddl, Gtid,
-    GtidSet, GtidState, ImageMode, MariaGtid, MariaGtidPos, MySqlGtid, Op, SchemaVersion,
-    SectionId, SourcePosition, StatementKind, TableSchema, Tag, Time, Timestamp, Uuid, ValueRef,
+    GtidSet, GtidState, ImageMode, MariaGtidPos, MySqlGtid, Op, SchemaVersion, SectionId,
+    SourcePosition, StatementKind, TableSchema, Tag, Time, Timestamp, ValueRef,
 };
 
 use crate::columns::{mask_text, ByteWriter, ColumnMap, ColumnPolicy};
@@ -1014,14 +1013,6 @@ pub(crate) fn content_hash(schema: &TableSchema) -> u64 {
     h.max(1)
 }
 
-fn maria(g: BinMariaGtid) -> MariaGtid {
-    MariaGtid {
-        domain: g.domain,
-        server_id: g.server_id,
-        sequence: g.sequence,
-    }
-}
-
 impl Visitor for BatchBuilder {
     type Error = BuildError;
 
@@ -1041,7 +1032,7 @@ impl Visitor for BatchBuilder {
             Event::GtidList(list) if !self.started => {
                 let mut p = MariaGtidPos::new();
                 for g in list.gtids() {
-                    p.advance(maria(g));
+                    p.advance(g);
                 }
                 self.batch.set_start(SourcePosition {
                     binlog: None,
@@ -1079,7 +1070,7 @@ impl Visitor for BatchBuilder {
                 if g.xa.is_some() {
                     return Err(self.unsupported(pos, format!("XA transaction {}", g.gtid)));
                 }
-                self.pending_gtid = Some(Gtid::Maria(maria(g.gtid)));
+                self.pending_gtid = Some(Gtid::Maria(g.gtid));
             }
             Event::MySqlGtid(g) => {
                 if self.batch.in_transaction() {
@@ -1095,7 +1086,7 @@ impl Visitor for BatchBuilder {
                         .filter(|&n| n >= 1)
                         .ok_or_else(|| self.row_error(pos, "GTID number below 1"))?;
                     Some(Gtid::MySql(MySqlGtid {
-                        uuid: Uuid(g.uuid.0),
+                        uuid: g.uuid,
                         tag,
                         gno,
                     }))
