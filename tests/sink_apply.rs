@@ -271,9 +271,10 @@ async fn frames_built_ahead_reproduce_the_source() -> Result<()> {
     Ok(())
 }
 
-/// The rows of sysbench `tables` on `server`, table by table.
+/// Sysbench rows, table by table: (table, [(id, k, c, pad)]).
 type Rows = Vec<(String, Vec<(i64, i64, String, String)>)>;
 
+/// The rows of sysbench `tables` on `server`.
 async fn read_rows(server: &Server, tables: &[&str]) -> Result<Rows> {
     let mut out = Vec::new();
     for t in tables {
