@@ -249,7 +249,7 @@ async fn ddl_follows_its_policy_and_runs_once() -> Result<()> {
     Ok(())
 }
 
-/// Small statements go to the target several in one query. An error in a later one is
+/// A lane's statements go to the target several in one query. An error in a later one is
 /// that statement's: here a target trigger refuses the insert into `app.b`, the second
 /// statement of the query after the insert into `app.a`. The error names `app.b`, and
 /// nothing of the transaction stays.

@@ -46,8 +46,10 @@
 //! careful mode: one statement per change, in source order, where each conflict is named
 //! and handled by the [`ConflictPolicy`]. Deadlocks and lock-wait timeouts roll back and
 //! retry. A lost connection is returned as a retryable error: reconnect, and re-deliver
-//! from [`Applier::last_applied`]. Small statements of a lane go to the target several in
-//! one query (one round trip for all); each one's count and error are still its own.
+//! from [`Applier::last_applied`]. A lane's statements go to the target several in one
+//! query, up to 1 MiB (one round trip for all); each one's count and error are still its
+//! own. Committing takes three round trips: the checkpoint with every branch's end and
+//! prepare (the lanes at once), the coordinator's commit, the other branches' commits.
 //!
 //! # Several connections
 //! With `apply_threads` > 1 the fast path spreads a target transaction over that many
@@ -589,6 +591,9 @@ pub struct Applier {
     others: Vec<Option<Conn>>,
     /// Which lanes have joined the open XA transaction.
     lanes_used: Vec<bool>,
+    /// Each lane's buffer for several statements in one query, kept so that its pages are
+    /// not faulted in afresh for every query.
+    multi: Vec<Vec<u8>>,
     /// A target transaction is open: set when one starts, cleared when it commits or rolls
     /// back. Still set at the next call, it means the last call's future was dropped
     /// midway, leaving the sessions in a state this applier cannot know.
@@ -699,6 +704,7 @@ impl Applier {
             conn,
             others,
             lanes_used: vec![false; lanes],
+            multi: vec![Vec::new(); lanes],
             in_doubt: false,
             spread: false,
             short_wait: false,
@@ -1383,27 +1389,20 @@ impl Applier {
             sql.extend_from_slice(&self.stream_literal);
         }
         let committing = Instant::now();
-        let moved = |found: &str| {
-            Failure::Fatal(ApplyError::CheckpointMoved {
+        let ck_affected = self.commit(&sql, batch, first).await?;
+        if !first_checkpoint && ck_affected != 1 {
+            // Nothing is committed yet (the branches are at most prepared): the failure's
+            // rollback undoes it all.
+            return Err(Failure::Fatal(ApplyError::CheckpointMoved {
                 stream: self.cfg.stream.clone(),
                 expected: "the row this applier read".to_string(),
-                found: found.to_string(),
-            })
-        };
-        match self.conn.query_drop(&sql[..]).await {
-            Ok(()) if first_checkpoint || self.conn.affected_rows() == 1 => {}
-            Ok(()) => return Err(moved("no row")),
-            Err(e) if server_code(&e) == Some(ER_DUP_ENTRY) => {
-                return Err(moved("a row written by another applier"))
-            }
-            Err(source) => {
-                return Err(self.classify(source, "-", "writing the checkpoint", batch, first))
-            }
+                found: "no row".to_string(),
+            }));
         }
-        self.commit(batch, first).await?;
+        self.commit_decided(batch, first).await?;
         self.checkpoint = Some(checkpoint);
-        // Lanes other than the coordinator commit after it (see `commit`); from here on a
-        // failure leaves prepared branches that a new applier commits.
+        // Lanes other than the coordinator commit after it (see `commit_decided`); from
+        // here on a failure leaves prepared branches that a new applier commits.
         self.commit_others(batch, first).await?;
         stats.times.commit += committing.elapsed();
         stats.commits += 1;
@@ -1411,44 +1410,60 @@ impl Applier {
         Ok(())
     }
 
-    /// Commits the target transaction: a plain COMMIT; or, for an XA transaction, ends
-    /// and prepares every branch, then commits the coordinator's (which holds the
-    /// checkpoint). Two-phase commit: once every branch is prepared, the coordinator's
-    /// commit decides, and [`Applier::commit_others`] (or a later applier's recovery)
-    /// follows it.
-    async fn commit(&mut self, batch: &ChangeBatch, first: u32) -> Result<(), Failure> {
+    /// Writes the checkpoint (`checkpoint_sql`) and readies the target transaction to
+    /// commit, returning the rows the checkpoint statement affected; the caller checks
+    /// them, then calls [`Applier::commit_decided`]. For an XA transaction every branch is
+    /// ended (and, with several, prepared) here, each lane's statements in one round trip,
+    /// the lanes at once, the checkpoint going with the coordinator's: one statement to a
+    /// round trip, these were most of the commit's time, and over a dozen milliseconds a
+    /// frame while the machine was busy (each round trip waits for the target's thread to
+    /// get a CPU). All of them finish (none is cancelled mid-statement) before any failure
+    /// is reported. Committing stays a round trip of its own: the checkpoint's count must
+    /// be seen before anything commits.
+    async fn commit(
+        &mut self,
+        checkpoint_sql: &[u8],
+        batch: &ChangeBatch,
+        first: u32,
+    ) -> Result<u64, Failure> {
+        let checkpoint_failed = |this: &Self, source: mysql_async::Error| {
+            if server_code(&source) == Some(ER_DUP_ENTRY) {
+                // The first checkpoint of a stream is an INSERT.
+                return Failure::Fatal(ApplyError::CheckpointMoved {
+                    stream: this.cfg.stream.clone(),
+                    expected: "the row this applier read".to_string(),
+                    found: "a row written by another applier".to_string(),
+                });
+            }
+            this.classify(source, "-", "writing the checkpoint", batch, first)
+        };
         let Some(gtrid) = self.xa.clone() else {
-            return self
-                .conn
-                .query_drop("COMMIT")
+            self.conn
+                .query_drop(checkpoint_sql)
                 .await
-                .map_err(|source| self.classify(source, "-", "committing", batch, first));
+                .map_err(|source| checkpoint_failed(self, source))?;
+            return Ok(self.conn.affected_rows());
         };
         let used: Vec<usize> = (0..self.lanes_used.len())
             .filter(|&l| self.lanes_used[l])
             .collect();
-        if used.len() == 1 {
-            self.xa_on(0, "END", &gtrid).await.map_err(|source| {
-                self.classify(source, "-", "ending an XA branch", batch, first)
-            })?;
-            self.conn
-                .query_drop(format!("XA COMMIT '{gtrid}','0' ONE PHASE"))
-                .await
-                .map_err(|source| self.classify(source, "-", "committing", batch, first))?;
-            self.xa = None;
-            return Ok(());
-        }
-        // Every branch ends and prepares at once, each on its own connection: done lane
-        // after lane, these round trips were a tenth of the apply time. All of them finish
-        // (none is cancelled mid-statement) before any failure is reported.
-        let mut branches: Vec<(usize, &mut Conn)> = Vec::with_capacity(used.len());
-        if self.lanes_used[0] {
-            branches.push((0, &mut self.conn));
-        }
+        let two_phase = used.len() > 1;
+        let branch_sql = |lane: usize| {
+            let mut sql = format!("XA END '{gtrid}','{lane}'");
+            if two_phase {
+                sql.push_str(&format!(";XA PREPARE '{gtrid}','{lane}'"));
+            }
+            sql.into_bytes()
+        };
+        let mut coordinator = checkpoint_sql.to_vec();
+        coordinator.push(b';');
+        coordinator.extend_from_slice(&branch_sql(0));
+        let mut branches: Vec<(usize, &mut Conn, Vec<u8>)> = Vec::with_capacity(used.len());
+        branches.push((0, &mut self.conn, coordinator));
         for (i, conn) in self.others.iter_mut().enumerate() {
             if self.lanes_used[i + 1] {
                 match conn.as_mut() {
-                    Some(c) => branches.push((i + 1, c)),
+                    Some(c) => branches.push((i + 1, c, branch_sql(i + 1))),
                     None => {
                         return Err(Failure::Fatal(ApplyError::Connection {
                             what: format!("lane {} lost its connection", i + 1),
@@ -1458,22 +1473,53 @@ impl Applier {
                 }
             }
         }
-        let prepared = futures_util::future::join_all(branches.into_iter().map(|(lane, conn)| {
-            let gtrid = &gtrid;
-            async move {
-                conn.query_drop(format!("XA END '{gtrid}','{lane}'"))
-                    .await
-                    .map_err(|e| ("ending an XA branch", e))?;
-                conn.query_drop(format!("XA PREPARE '{gtrid}','{lane}'"))
-                    .await
-                    .map_err(|e| ("preparing an XA branch", e))
-            }
-        }))
+        let outcomes = futures_util::future::join_all(
+            branches
+                .into_iter()
+                .map(|(lane, conn, sql)| async move { (lane, run_multi(conn, &sql).await) }),
+        )
         .await;
-        for outcome in prepared {
-            if let Err((what, source)) = outcome {
-                return Err(self.classify(source, "-", what, batch, first));
+        let mut affected = 0;
+        for (lane, outcome) in outcomes {
+            match outcome {
+                Ok(rows) if lane == 0 => affected = rows,
+                Ok(_) => {}
+                // The checkpoint is the first statement of lane 0's query.
+                Err((true, source)) if lane == 0 => return Err(checkpoint_failed(self, source)),
+                Err((_, source)) => {
+                    let what = if two_phase {
+                        "ending and preparing an XA branch"
+                    } else {
+                        "ending an XA branch"
+                    };
+                    return Err(self.classify(source, "-", what, batch, first));
+                }
             }
+        }
+        Ok(affected)
+    }
+
+    /// Commits the target transaction readied by [`Applier::commit`]: a plain COMMIT; or
+    /// the coordinator's XA branch, which holds the checkpoint (in one phase when it is the
+    /// only branch). Two-phase commit: once every branch is prepared, the coordinator's
+    /// commit decides, and [`Applier::commit_others`] (or a later applier's recovery)
+    /// follows it.
+    async fn commit_decided(&mut self, batch: &ChangeBatch, first: u32) -> Result<(), Failure> {
+        let Some(gtrid) = self.xa.clone() else {
+            return self
+                .conn
+                .query_drop("COMMIT")
+                .await
+                .map_err(|source| self.classify(source, "-", "committing", batch, first));
+        };
+        if self.lanes_used.iter().filter(|&&u| u).count() == 1 {
+            self.conn
+                .query_drop(format!("XA COMMIT '{gtrid}','0' ONE PHASE"))
+                .await
+                .map_err(|source| self.classify(source, "-", "committing", batch, first))?;
+            self.lanes_used[0] = false;
+            self.xa = None;
+            return Ok(());
         }
         self.xa_on(0, "COMMIT", &gtrid)
             .await
@@ -1594,34 +1640,25 @@ impl Applier {
                     _ => None,
                 };
                 self.lanes_used[n] = true;
+                let mut multi = std::mem::take(&mut self.multi[n]);
                 handles.push((
                     n,
                     tokio::spawn(async move {
-                        let outcome = match join {
-                            Some(sql) => match conn.query_drop(sql).await {
-                                Ok(()) => exec_statements(&mut conn, &work, packet).await,
-                                Err(source) => (
-                                    ApplyStats::default(),
-                                    Some(LaneError::Driver {
-                                        plan: usize::MAX,
-                                        what: "joining the XA transaction",
-                                        source,
-                                    }),
-                                ),
-                            },
-                            None => exec_statements(&mut conn, &work, packet).await,
-                        };
-                        (conn, work, outcome)
+                        let outcome =
+                            exec_statements(&mut conn, join, &work, packet, &mut multi).await;
+                        (conn, work, outcome, multi)
                     }),
                 ));
             }
             let lane0 = std::mem::take(&mut lanes[0]);
-            let outcome0 = exec_statements(&mut self.conn, &lane0, packet).await;
+            let outcome0 =
+                exec_statements(&mut self.conn, None, &lane0, packet, &mut self.multi[0]).await;
             let mut outcomes = vec![(lane0, outcome0)];
             for (n, handle) in handles {
                 match handle.await {
-                    Ok((conn, work, outcome)) => {
+                    Ok((conn, work, outcome, multi)) => {
                         self.others[n - 1] = Some(conn);
+                        self.multi[n] = multi;
                         outcomes.push((work, outcome));
                     }
                     Err(e) => {
@@ -1655,7 +1692,8 @@ impl Applier {
     ) -> Result<(), Failure> {
         let mut stmts = std::mem::take(&mut self.stmts);
         let packet = self.batcher.limits().max_statement_bytes;
-        let (lane_stats, err) = exec_statements(&mut self.conn, &stmts, packet).await;
+        let (lane_stats, err) =
+            exec_statements(&mut self.conn, None, &stmts, packet, &mut self.multi[0]).await;
         stats.add(&lane_stats);
         let result = match err {
             Some(e) => Err(self.lane_failure(e, batch, t)),
@@ -2198,28 +2236,47 @@ enum LaneError {
     },
 }
 
-/// Statements shorter than this are sent several in one `COM_QUERY` (`;`-separated, which
-/// the driver's `CLIENT_MULTI_STATEMENTS` allows): the later generations of a target
-/// transaction are many small statements, and one round trip each left the target's
-/// connection idle between them.
-const SMALL_STATEMENT: usize = 64 << 10;
+/// Runs `sql`, statements separated by `;`, in one round trip, and reads every result:
+/// the rows the first statement affected, or the error of the one that failed (the server
+/// runs none after it), with whether it was the first.
+async fn run_multi(conn: &mut Conn, sql: &[u8]) -> Result<u64, (bool, mysql_async::Error)> {
+    let result = conn.query_iter(sql).await.map_err(|e| (true, e))?;
+    let affected = result.affected_rows();
+    result.drop_result().await.map_err(|e| (false, e))?;
+    Ok(affected)
+}
 
-/// The most statement text sent in one multi-statement query (and never more than one
-/// statement may have, which stays below the target's `max_allowed_packet`).
+/// The most statement text sent in one query (and never more than one statement may have,
+/// which stays below the target's `max_allowed_packet`). A lane's statements go to the
+/// target several in one `COM_QUERY` (`;`-separated, which the driver's
+/// `CLIENT_MULTI_STATEMENTS` allows), up to this much: one round trip each left the
+/// target's connection idle between them, waiting for this process and then for a CPU,
+/// which on a busy machine took milliseconds each.
 const MULTI_STATEMENT_BYTES: usize = 1 << 20;
 
 /// Runs a lane's statements in order, checking each one's row count; stops at the first
-/// failure. Runs of small statements go in one query each (see [`SMALL_STATEMENT`]); the
-/// server runs them in order and stops at the first error, and each one's count is
-/// checked from its own result.
+/// failure. Consecutive statements go in one query (see [`MULTI_STATEMENT_BYTES`]),
+/// built in `multi`, which is kept from call to call; the server runs them in order and
+/// stops at the first error, and each one's count is checked from its own result. `join`
+/// (the lane's `XA START`) goes first in the first query.
 async fn exec_statements(
     conn: &mut Conn,
+    mut join: Option<String>,
     stmts: &[Stmt],
     max_statement_bytes: usize,
+    multi: &mut Vec<u8>,
 ) -> (ApplyStats, Option<LaneError>) {
     let packet = MULTI_STATEMENT_BYTES.min(max_statement_bytes);
     let mut stats = ApplyStats::default();
-    let mut multi = Vec::new();
+    if let (Some(sql), Some(Stmt { probe: Some(_), .. })) = (&join, stmts.first()) {
+        // The probe must run inside the branch.
+        if let Err(source) = conn.query_drop(sql.as_str()).await {
+            let what = "joining the XA transaction";
+            let plan = usize::MAX;
+            return (stats, Some(LaneError::Driver { plan, what, source }));
+        }
+        join = None;
+    }
     let mut i = 0;
     while i < stmts.len() {
         let stmt = &stmts[i];
@@ -2248,31 +2305,31 @@ async fn exec_statements(
             }
         }
         // The statements that go with this one: i..end.
+        let prefix = join.take();
+        let mut size = prefix.as_ref().map_or(0, |j| j.len() + 1) + stmt.sql.len();
         let mut end = i + 1;
-        if stmt.sql.len() < SMALL_STATEMENT {
-            let mut size = stmt.sql.len();
-            while let Some(next) = stmts.get(end) {
-                if next.probe.is_some()
-                    || next.sql.len() >= SMALL_STATEMENT
-                    || size + 1 + next.sql.len() > packet
-                {
-                    break;
-                }
-                size += 1 + next.sql.len();
-                end += 1;
+        while let Some(next) = stmts.get(end) {
+            if next.probe.is_some() || size + 1 + next.sql.len() > packet {
+                break;
             }
+            size += 1 + next.sql.len();
+            end += 1;
         }
-        let sql: &[u8] = if end == i + 1 {
+        let sql: &[u8] = if end == i + 1 && prefix.is_none() {
             &stmt.sql
         } else {
             multi.clear();
+            if let Some(j) = &prefix {
+                multi.extend_from_slice(j.as_bytes());
+                multi.push(b';');
+            }
             for (n, s) in stmts[i..end].iter().enumerate() {
                 if n > 0 {
                     multi.push(b';');
                 }
                 multi.extend_from_slice(&s.sql);
             }
-            &multi
+            multi
         };
         let failed = |stmt: &Stmt, e: mysql_async::Error| {
             if server_code(&e) == Some(ER_DUP_ENTRY) {
@@ -2286,8 +2343,19 @@ async fn exec_statements(
         };
         let mut result = match conn.query_iter(sql).await {
             Ok(r) => r,
+            Err(source) if prefix.is_some() => {
+                let what = "joining the XA transaction";
+                let plan = usize::MAX;
+                return (stats, Some(LaneError::Driver { plan, what, source }));
+            }
             Err(e) => return (stats, Some(failed(stmt, e))),
         };
+        if prefix.is_some() {
+            // On to the first statement's result (an error there surfaces as below).
+            if let Err(e) = result.next().await {
+                return (stats, Some(failed(stmt, e)));
+            }
+        }
         for (k, stmt) in stmts.iter().enumerate().take(end).skip(i) {
             if k > i {
                 // On to this statement's result: an error there is pending until the next
