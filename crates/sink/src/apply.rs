@@ -871,6 +871,18 @@ impl Applier {
     }
 
     async fn read_checkpoint(&mut self, lock: bool) -> Result<Option<Checkpoint>, ApplyError> {
+        let sql = self.checkpoint_query(lock);
+        let row = self
+            .conn
+            .query_first::<Row, _>(&sql[..])
+            .await
+            .and_then(typed_first)
+            .map_err(checkpoint_unread)?;
+        Ok(row.map(Checkpoint::from_row))
+    }
+
+    /// The query that reads this stream's checkpoint row (locking it with `lock`).
+    fn checkpoint_query(&self, lock: bool) -> Vec<u8> {
         let mut sql = format!(
             "SELECT seq, txns_applied, txns_in_frame, gtid, position FROM {} WHERE stream = ",
             self.checkpoint_table
@@ -880,25 +892,36 @@ impl Applier {
         if lock {
             sql.extend_from_slice(b" FOR UPDATE");
         }
-        type CheckpointRow = (u64, u32, u32, Option<Vec<u8>>, Vec<u8>);
-        let row: Option<CheckpointRow> = self
-            .conn
-            .query_first::<Row, _>(&sql[..])
-            .await
-            .and_then(typed_first)
-            .map_err(|source| ApplyError::Connection {
-                what: "reading the checkpoint".to_string(),
-                source,
-            })?;
-        Ok(row.map(
-            |(seq, txns_applied, txns_in_frame, gtid, position)| Checkpoint {
-                seq,
-                txns_applied,
-                txns_in_frame,
-                gtid: gtid.map(|g| String::from_utf8_lossy(&g).into_owned()),
-                position: String::from_utf8_lossy(&position).into_owned(),
-            },
-        ))
+        sql
+    }
+
+    /// Starts a target transaction with `start` and reads (locking) the checkpoint row in
+    /// it, both in one round trip: on a busy machine each round trip waits for the
+    /// target's thread to get a CPU.
+    async fn start_reading_checkpoint(
+        &mut self,
+        start: &str,
+        batch: &ChangeBatch,
+        first: u32,
+    ) -> Result<Option<Checkpoint>, Failure> {
+        let mut sql = start.as_bytes().to_vec();
+        sql.push(b';');
+        sql.extend_from_slice(&self.checkpoint_query(true));
+        let mut result = match self.conn.query_iter(&sql[..]).await {
+            Ok(r) => r,
+            Err(source) => {
+                return Err(self.classify(source, "-", "starting a transaction", batch, first))
+            }
+        };
+        let read = async {
+            // On to the SELECT's result set, then its row.
+            result.next().await?;
+            let rows: Vec<Row> = result.collect().await?;
+            result.drop_result().await?;
+            typed_first::<CheckpointRow>(rows.into_iter().next())
+        };
+        let row = read.await.map_err(checkpoint_unread)?;
+        Ok(row.map(Checkpoint::from_row))
     }
 
     /// Applies frame `seq`, whose decoded content is `batch`; returns once it is committed
@@ -1235,13 +1258,8 @@ impl Applier {
             self.lanes_used[0] = true;
             sql
         };
-        if !start.is_empty() {
-            self.conn.query_drop(start).await.map_err(|source| {
-                self.classify(source, "-", "starting a transaction", batch, first)
-            })?;
-        }
         let found = if self.part.starts() {
-            self.read_checkpoint(true).await?
+            self.start_reading_checkpoint(&start, batch, first).await?
         } else {
             self.checkpoint.clone()
         };
@@ -2234,6 +2252,29 @@ enum LaneError {
         what: &'static str,
         source: mysql_async::Error,
     },
+}
+
+/// The checkpoint row as read: seq, txns_applied, txns_in_frame, gtid, position.
+type CheckpointRow = (u64, u32, u32, Option<Vec<u8>>, Vec<u8>);
+
+impl Checkpoint {
+    fn from_row((seq, txns_applied, txns_in_frame, gtid, position): CheckpointRow) -> Self {
+        Checkpoint {
+            seq,
+            txns_applied,
+            txns_in_frame,
+            gtid: gtid.map(|g| String::from_utf8_lossy(&g).into_owned()),
+            position: String::from_utf8_lossy(&position).into_owned(),
+        }
+    }
+}
+
+/// The error for a checkpoint row that could not be read.
+fn checkpoint_unread(source: mysql_async::Error) -> ApplyError {
+    ApplyError::Connection {
+        what: "reading the checkpoint".to_string(),
+        source,
+    }
 }
 
 /// Runs `sql`, statements separated by `;`, in one round trip, and reads every result:
