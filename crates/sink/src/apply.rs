@@ -48,8 +48,10 @@
 //! retry. A lost connection is returned as a retryable error: reconnect, and re-deliver
 //! from [`Applier::last_applied`]. A lane's statements go to the target several in one
 //! query, up to 1 MiB (one round trip for all); each one's count and error are still its
-//! own. Committing takes three round trips: the checkpoint with every branch's end and
-//! prepare (the lanes at once), the coordinator's commit, the other branches' commits.
+//! own. A target transaction's start and the locking read of its checkpoint row take one
+//! round trip; with several lanes, committing takes three: the checkpoint with every
+//! branch's end and prepare (the lanes at once), the coordinator's commit, the other
+//! branches' commits.
 //!
 //! # Several connections
 //! With `apply_threads` > 1 the fast path spreads a target transaction over that many
