@@ -1464,10 +1464,8 @@ impl Applier {
                 .map_err(|source| checkpoint_failed(self, source))?;
             return Ok(self.conn.affected_rows());
         };
-        let used: Vec<usize> = (0..self.lanes_used.len())
-            .filter(|&l| self.lanes_used[l])
-            .collect();
-        let two_phase = used.len() > 1;
+        let branches_used = self.lanes_used.iter().filter(|&&u| u).count();
+        let two_phase = branches_used > 1;
         let branch_sql = |lane: usize| {
             let mut sql = format!("XA END '{gtrid}','{lane}'");
             if two_phase {
@@ -1478,7 +1476,7 @@ impl Applier {
         let mut coordinator = checkpoint_sql.to_vec();
         coordinator.push(b';');
         coordinator.extend_from_slice(&branch_sql(0));
-        let mut branches: Vec<(usize, &mut Conn, Vec<u8>)> = Vec::with_capacity(used.len());
+        let mut branches: Vec<(usize, &mut Conn, Vec<u8>)> = Vec::with_capacity(branches_used);
         branches.push((0, &mut self.conn, coordinator));
         for (i, conn) in self.others.iter_mut().enumerate() {
             if self.lanes_used[i + 1] {
