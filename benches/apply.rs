@@ -20,7 +20,7 @@
 //! bench): every target follows the sysbench `prepare` as a native replica, then the
 //! source runs the workload into fresh binlog files.
 //!
-//! What is timed:
+//! What is timed, each run started on an idle machine (`catchup::settle`):
 //! - outflow: decoding each frame and applying it (the sink's whole work); making the
 //!   frames from the binlog (the source side's work) is timed apart and not included;
 //! - native: `START SLAVE` until the replica's `gtid_slave_pos` covers the source's
@@ -48,7 +48,7 @@ use outflow_core::ChangeBatch;
 use outflow_sink::{Applier, ApplyConfig};
 use outflow_testkit::{gtid_pos_covers, wait_caught_up, ParallelMode, Server};
 
-use catchup::{config, cpu_secs, env_u64, TABLES};
+use catchup::{config, cpu_secs, env_u64, settle, TABLES};
 
 #[global_allocator]
 static GLOBAL: alloc_count::CountingAlloc = alloc_count::CountingAlloc;
@@ -133,6 +133,7 @@ async fn run() -> Result<()> {
         let mut decoder = Decoder::new(Limits::default())?;
         let mut batch = ChangeBatch::default();
         let target_pid = outflow.pid().map(|p| p.to_string()).unwrap_or_default();
+        settle().await;
         let (cpu_self, cpu_target) = (cpu_secs("self"), cpu_secs(&target_pid));
         alloc_count::start();
         let t = Instant::now();
@@ -186,6 +187,7 @@ async fn run() -> Result<()> {
         ("native replica, 1 SQL thread", &native1),
         ("native replica, 4 parallel threads", &native4),
     ] {
+        settle().await;
         let t = Instant::now();
         r.exec("START SLAVE").await?;
         wait_caught_up(&source, r, Duration::from_secs(3600)).await?;
@@ -201,6 +203,7 @@ async fn run() -> Result<()> {
         let group = env_u64("OUTFLOW_BENCH_APPLY_REPLAY_TXNS", 5_000)?.max(1);
         let mut conn = replay.conn().await?;
         let target_pid = replay.pid().map(|p| p.to_string()).unwrap_or_default();
+        settle().await;
         let cpu_target = cpu_secs(&target_pid);
         let t = Instant::now();
         let commits = binlog_replay(&mut conn, &backlog.files, group).await?;

@@ -19,7 +19,8 @@
 //! - `OUTFLOW_BIN`: the `outflow` binary; by default the bench builds it first with
 //!   `cargo build --release -p outflow` and runs what cargo reports.
 //!
-//! What is timed, each alone on the machine:
+//! What is timed, each alone on the machine and started once it is idle (`catchup::settle`:
+//! a server goes on purging and flushing after it has applied a backlog):
 //! - native: `START SLAVE` until the replica's `gtid_slave_pos` covers the source's last
 //!   GTID (the kit's `wait_caught_up`, polling every 20 ms); the IO thread fetches while
 //!   the SQL thread(s) apply, as in production;
@@ -51,7 +52,7 @@ use outflow_testkit::{
     ParallelMode, Server,
 };
 
-use catchup::{config, cpu_secs, env_u64, TABLES};
+use catchup::{config, cpu_secs, env_u64, machine_busy_secs, settle, TABLES};
 
 /// One target's line in the table.
 struct Line {
@@ -250,16 +251,21 @@ async fn run() -> Result<()> {
         ("native replica, 4 parallel threads", &native4),
     ] {
         let pid = r.pid().map(|p| p.to_string()).unwrap_or_default();
+        let settled = settle().await;
         let (cpu_src, cpu_rep) = (cpu_secs(&source_pid), cpu_secs(&pid));
         let sent = bytes_sent(&source).await?;
         let redo = Redo::read(r).await?;
+        let busy = machine_busy_secs();
         let t = Instant::now();
         r.exec("START SLAVE").await?;
         wait_caught_up(&source, r, Duration::from_secs(3600)).await?;
         let secs = t.elapsed().as_secs_f64();
+        let busy = machine_busy_secs() - busy;
         let wire = bytes_sent(&source).await? - sent;
         println!(
-            "{name}: {secs:.2} s; CPU: {:.2} s in the replica, {:.2} s in the source; {}",
+            "{name}: {secs:.2} s; CPU: {:.2} s in the replica, {:.2} s in the source, \
+             {busy:.2} s on the whole machine (started after {settled:.1} s of waiting for \
+             an idle machine); {}",
             cpu_secs(&pid) - cpu_rep,
             cpu_secs(&source_pid) - cpu_src,
             redo.since(r).await?
@@ -458,8 +464,10 @@ impl Run<'_> {
             self.extra.join(" ")
         );
         let target_pid = self.target.pid().map(|p| p.to_string()).unwrap_or_default();
+        let settled = settle().await;
         let (cpu_src, cpu_tgt) = (cpu_secs(&source_pid), cpu_secs(&target_pid));
         let redo = Redo::read(self.target).await?;
+        let busy = machine_busy_secs();
         let t = Instant::now();
         let mut relay_proc = cmd.spawn().context("starting outflow run")?;
         let relay_pid = relay_proc.id().to_string();
@@ -482,9 +490,11 @@ impl Run<'_> {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
+        let busy = machine_busy_secs() - busy;
         println!(
             "outflow run: {secs:.2} s; CPU: {cpu_relay:.2} s in outflow, {:.2} s in the target, \
-             {:.2} s in the source; {}",
+             {:.2} s in the source, {busy:.2} s on the whole machine (started after \
+             {settled:.1} s of waiting for an idle machine); {}",
             cpu_secs(&target_pid) - cpu_tgt,
             cpu_secs(&source_pid) - cpu_src,
             redo.since(self.target).await?

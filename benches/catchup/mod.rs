@@ -62,6 +62,43 @@ pub fn cpu_secs(pid: &str) -> f64 {
     ns as f64 / 1e9
 }
 
+/// CPU seconds the whole machine has been busy so far (every core, every process), from the
+/// first line of `/proc/stat`: user, nice, system, irq, softirq and steal, in clock ticks
+/// of 1/100 s (`USER_HZ`, fixed at 100 on Linux).
+pub fn machine_busy_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy: u64 = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|&i| ticks.get(i))
+        .sum();
+    busy as f64 / 100.0
+}
+
+/// Waits until the machine is idle (under a fifth of a core busy for a whole second), at
+/// most a minute, and returns the seconds waited. A server keeps working after it has
+/// applied a backlog (InnoDB purges the old row versions, flushes pages), and a run timed
+/// while it does so shares the CPU with it: each timed run starts on a quiet machine.
+pub async fn settle() -> f64 {
+    let t = Instant::now();
+    let (mut last, mut quiet) = (machine_busy_secs(), 0);
+    while quiet < 5 && t.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = machine_busy_secs();
+        quiet = if now - last < 0.04 { quiet + 1 } else { 0 };
+        last = now;
+    }
+    t.elapsed().as_secs_f64()
+}
+
 /// The workload: 4 tables of 100,000 rows, 4 client threads.
 pub fn sysbench() -> Sysbench {
     Sysbench::new(Workload::OltpWriteOnly)
