@@ -401,3 +401,60 @@ async fn a_lock_wait_while_spread_over_lanes_retries_on_one_connection() -> Resu
     assert_checksums(&src, &target, &TABLES).await?;
     Ok(())
 }
+
+/// A source transaction in parts counts in the applier's statistics when it commits, all
+/// of it at once: while its target transaction is open nothing of it is counted, and when
+/// it is rolled back (its frames delivered again) what it had counted is dropped, so the
+/// rows are counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_in_parts_counts_its_rows_when_it_commits() -> Result<()> {
+    let setup = "CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(300));";
+    let src = source()?;
+    let target = server()?;
+    src.run_sql_script(setup)?;
+    target.run_sql_script(setup)?;
+    let first = start_changes(&src)?;
+    src.run_sql_script(
+        "USE app;
+         INSERT INTO app.t SELECT seq, REPEAT('x', 250) FROM seq_1_to_2000;
+         INSERT INTO app.t VALUES (5000, 'after');",
+    )?;
+    let files = changed_binlogs(&src, &first)?;
+    let frames = frames(
+        &files,
+        PipelineConfig {
+            split_bytes: 64 << 10,
+            ..PipelineConfig::default()
+        },
+    )?;
+    ensure!(frames.len() >= 4, "only {} frames", frames.len());
+
+    let mut a = applier(&target, ApplyConfig::default()).await?;
+    let mut feed = Feed::new()?;
+    // The first two parts, then the first again: the open transaction is rolled back.
+    for f in [&frames[0], &frames[1], &frames[0]] {
+        let outcome = feed.apply(&mut a, f).await?;
+        ensure!(outcome == Applied::Held, "{outcome:?}");
+        ensure!(
+            a.stats().inserted == 0,
+            "counted while open: {:?}",
+            a.stats()
+        );
+    }
+    let mut committed = 0;
+    for f in &frames[1..] {
+        match feed.apply(&mut a, f).await? {
+            Applied::Held => ensure!(a.stats().inserted == 0, "{:?}", a.stats()),
+            Applied::Frame { changes, .. } => committed += changes,
+            Applied::Duplicate => bail!("a duplicate frame"),
+        }
+    }
+    ensure!(
+        committed == 2001 && a.stats().inserted == 2001,
+        "{committed} changes reported, {:?}",
+        a.stats()
+    );
+    a.close().await;
+    assert_same(&src, &target, &["app.t"]).await?;
+    Ok(())
+}

@@ -253,7 +253,8 @@ pub enum Applied {
     /// The checkpoint already covered the whole frame: nothing was done.
     Duplicate,
     /// These source transactions and row changes were applied (a resumed frame counts only
-    /// the part applied now).
+    /// the part applied now; the frame that commits a transaction in parts counts all of
+    /// it, its earlier frames none).
     Frame {
         /// Source transactions.
         transactions: u32,
@@ -643,6 +644,9 @@ pub struct Applier {
     part: parts::Span,
     /// The open target transaction of a source transaction in parts.
     open_parts: Option<parts::OpenParts>,
+    /// What that open transaction has applied so far: counted into `stats` when it
+    /// commits, so that the counters only ever hold committed rows.
+    held: ApplyStats,
     /// How to apply a transaction in parts delivered again after [`ApplyError::Rewind`].
     replay_parts: Option<parts::Replay>,
 }
@@ -736,6 +740,7 @@ impl Applier {
             stats: ApplyStats::default(),
             part: parts::Span::Whole,
             open_parts: None,
+            held: ApplyStats::default(),
             replay_parts: None,
             cfg,
         };
@@ -952,9 +957,9 @@ impl Applier {
             detail: "more than 2^32 transactions in one frame".to_string(),
         })?;
         // Parts of a source transaction: the next part, or the open one dropped.
-        let superseded = match self.parts_first(seq, batch).await? {
+        let (superseded, closed) = match self.parts_first(seq, batch).await? {
             parts::Step::Done(applied) => return Ok(applied),
-            parts::Step::Go { superseded } => superseded,
+            parts::Step::Go { superseded, closed } => (superseded, closed),
         };
         let first = match &self.checkpoint {
             None => 0,
@@ -1041,8 +1046,8 @@ impl Applier {
         }
         self.stats.frames += 1;
         Ok(Applied::Frame {
-            transactions: n - first,
-            changes,
+            transactions: n - first + u32::from(closed.is_some()),
+            changes: changes + closed.unwrap_or(0),
         })
     }
 
@@ -1139,9 +1144,17 @@ impl Applier {
                     let t = &mut stats.times;
                     t.build = started.elapsed().saturating_sub(t.execute + t.commit);
                     stats.add(&extra);
-                    let changes = stats.inserted + stats.updated + stats.deleted;
+                    // A transaction in parts counts when it commits, all of it at once.
+                    match self.part {
+                        parts::Span::Opens | parts::Span::Continues => {
+                            self.held.add(&stats);
+                            return Ok(0);
+                        }
+                        parts::Span::Closes => stats.add(&std::mem::take(&mut self.held)),
+                        parts::Span::Whole => {}
+                    }
                     self.stats.add(&stats);
-                    return Ok(changes);
+                    return Ok(stats.inserted + stats.updated + stats.deleted);
                 }
                 Err(failure) => {
                     self.deferred.clear();

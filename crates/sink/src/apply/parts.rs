@@ -59,8 +59,12 @@ pub(super) enum Step {
     Done(Applied),
     /// Go on with the frame from the checkpoint; `superseded`: the frames of the open
     /// transaction, between the checkpoint and this one, were dropped (the source side
-    /// sends the transaction again from its start in this frame).
-    Go { superseded: bool },
+    /// sends the transaction again from its start in this frame); `closed`: the row
+    /// changes of the transaction in parts this frame has just committed (its first), if any.
+    Go {
+        superseded: bool,
+        closed: Option<u64>,
+    },
 }
 
 impl Applier {
@@ -84,12 +88,16 @@ impl Applier {
         batch: &ChangeBatch,
     ) -> Result<Step, ApplyError> {
         let Some(open) = self.open_parts else {
-            return Ok(Step::Go { superseded: false });
+            return Ok(Step::Go {
+                superseded: false,
+                closed: None,
+            });
         };
         if !(batch.continued() && seq == open.last_seq + 1) {
             self.rollback_parts().await?;
             return Ok(Step::Go {
                 superseded: !batch.continued() && seq == open.last_seq + 1,
+                closed: None,
             });
         }
         self.prepare_plans(batch).await?;
@@ -106,6 +114,7 @@ impl Applier {
             Ok(changes) => changes,
             Err(e) => {
                 self.open_parts = None;
+                self.drop_held();
                 return Err(e);
             }
         };
@@ -126,7 +135,10 @@ impl Applier {
             }));
         }
         // The checkpoint now covers the frame's first transaction: the rest as usual.
-        Ok(Step::Go { superseded: false })
+        Ok(Step::Go {
+            superseded: false,
+            closed: Some(changes),
+        })
     }
 
     /// Applies the first part of a source transaction, transaction `part` of frame `seq`
@@ -153,6 +165,7 @@ impl Applier {
         self.part = Span::Whole;
         if applied.is_err() {
             self.open_parts = None;
+            self.drop_held();
         }
         applied
     }
@@ -171,6 +184,7 @@ impl Applier {
             return None;
         }
         let open = self.open_parts.take()?;
+        self.drop_held();
         let earlier = self.replay_parts.filter(|r| r.first_seq == open.first_seq);
         let (careful, retries, why) = match failure {
             Failure::Fatal(_) => return None,
@@ -207,9 +221,18 @@ impl Applier {
         })
     }
 
+    /// Forgets what a rolled-back transaction in parts had applied, but for its retries
+    /// and careful replays, which did happen.
+    fn drop_held(&mut self) {
+        let held = std::mem::take(&mut self.held);
+        self.stats.retries += held.retries;
+        self.stats.careful_replays += held.careful_replays;
+    }
+
     /// Rolls back the open transaction of parts (they are delivered again, or superseded).
     async fn rollback_parts(&mut self) -> Result<(), ApplyError> {
         if let Some(open) = self.open_parts.take() {
+            self.drop_held();
             tracing::info!(
                 first_seq = open.first_seq,
                 last_seq = open.last_seq,
