@@ -15,7 +15,8 @@
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use outflow_replication::protocol::auth::AuthExchange;
-use outflow_replication::protocol::gtid::{MariaGtidPos, MySqlGtidSet};
+use outflow_core::{GtidSet, MariaGtidPos};
+use outflow_replication::protocol::gtid::{decode_gtid_set, encode_gtid_set};
 use outflow_replication::protocol::handshake::parse_greeting;
 use outflow_replication::protocol::packet::{Framer, Take};
 use outflow_replication::protocol::response::{classify, is_eof, parse_err, ResultSetReader};
@@ -67,14 +68,16 @@ fuzz_target!(|data: &[u8]| {
         let _ = is_eof(p);
         let _ = auth.on_packet(p);
         let _ = results.feed(p);
-        let _ = MySqlGtidSet::decode(p);
+        let _ = decode_gtid_set(p);
     }
 
     // The text forms (`--from`, GTID positions).
     let text = String::from_utf8_lossy(stream);
-    let _ = MariaGtidPos::parse(&text);
-    if let Ok(set) = MySqlGtidSet::parse(&text) {
-        assert_eq!(MySqlGtidSet::decode(&set.encode()).ok(), Some(set));
+    let _ = text.parse::<MariaGtidPos>();
+    if let Ok(set) = text.parse::<GtidSet>() {
+        if let Ok(bytes) = encode_gtid_set(&set) {
+            assert_eq!(decode_gtid_set(&bytes).ok(), Some(set));
+        }
     }
     let _ = text.parse::<StartPosition>();
 

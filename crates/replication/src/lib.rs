@@ -8,8 +8,9 @@
 //! boundary; [`replica`] puts them together with the decoder.
 //!
 //! Left to others: schema tracking, filters, snapshots and failover between servers
-//! (`outflow-source`), and typed positions shared by the whole pipeline (`outflow-core`;
-//! this crate takes GTID positions as text and parses only what the dump needs).
+//! (`outflow-source`). GTID positions are `outflow-core`'s types, shared by the whole
+//! pipeline; this crate adds only the dump command's binary GTID set
+//! ([`protocol::gtid`]).
 //!
 //! # Server prerequisites
 //!

@@ -12,7 +12,7 @@ use std::str::FromStr;
 use outflow_binlog::walk::{RowsContext, Visitor};
 use outflow_binlog::{Decoded, Event, RowIter, RowsEvent, TableInfo};
 
-use crate::protocol::gtid::{MariaGtidPos, MySqlGtidSet};
+use outflow_core::{GtidSet, MariaGtid, MariaGtidPos, MySqlGtid, Tag};
 
 /// Where to start streaming.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +31,7 @@ pub enum StartPosition {
     /// A MariaDB GTID position (the last transaction applied, per domain).
     MariaGtid(MariaGtidPos),
     /// A MySQL GTID set (the transactions already applied).
-    MySqlGtid(MySqlGtidSet),
+    MySqlGtid(GtidSet),
 }
 
 impl FromStr for StartPosition {
@@ -65,13 +65,18 @@ impl FromStr for StartPosition {
         }
         if let Some(rest) = s.strip_prefix("gtid:") {
             return if rest.contains(':') {
-                MySqlGtidSet::parse(rest)
-                    .map(StartPosition::MySqlGtid)
-                    .map_err(|e| e.to_string())
+                let set: GtidSet = rest.parse().map_err(|e| format!("{e}"))?;
+                if let Some((uuid, tag, _, _)) = set.intervals().find(|i| !i.1.is_empty()) {
+                    return Err(format!(
+                        "'{s}': tagged GTIDs ({uuid}:{}) are not supported",
+                        tag.as_str()
+                    ));
+                }
+                Ok(StartPosition::MySqlGtid(set))
             } else {
-                MariaGtidPos::parse(rest)
+                rest.parse()
                     .map(StartPosition::MariaGtid)
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| format!("{e}"))
             };
         }
         Err(format!(
@@ -96,21 +101,14 @@ impl fmt::Display for StartPosition {
 enum GtidState {
     None,
     Maria(MariaGtidPos),
-    MySql(MySqlGtidSet),
+    MySql(GtidSet),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pending {
     None,
-    Maria {
-        domain: u32,
-        server_id: u32,
-        seq: u64,
-    },
-    MySql {
-        uuid: [u8; 16],
-        gno: u64,
-    },
+    Maria(MariaGtid),
+    MySql(MySqlGtid),
 }
 
 /// Follows a stream's position and its last transaction boundary.
@@ -176,20 +174,17 @@ impl PositionTracker {
                 self.file = String::from_utf8_lossy(next_file).into_owned();
                 self.next_pos = *position;
             }
-            Event::MariaGtid(g) => {
-                self.pending = Pending::Maria {
-                    domain: g.gtid.domain,
-                    server_id: g.gtid.server_id,
-                    seq: g.gtid.sequence,
-                }
-            }
+            Event::MariaGtid(g) => self.pending = Pending::Maria(g.gtid),
             Event::MySqlGtid(g) if !g.anonymous => {
-                self.pending = match u64::try_from(g.gno) {
-                    Ok(gno) => Pending::MySql {
-                        uuid: g.uuid.0,
+                let tag = std::str::from_utf8(g.tag).ok().map(Tag::new);
+                self.pending = match (u64::try_from(g.gno), tag) {
+                    (Ok(gno), Some(Ok(tag))) => Pending::MySql(MySqlGtid {
+                        uuid: g.uuid,
+                        tag,
                         gno,
-                    },
-                    Err(_) => Pending::None,
+                    }),
+                    // Not a GTID a set can hold: the position stays at the last one.
+                    _ => Pending::None,
                 }
             }
             _ => {}
@@ -226,15 +221,8 @@ impl PositionTracker {
             std::mem::replace(&mut self.pending, Pending::None),
             &mut self.gtids,
         ) {
-            (
-                Pending::Maria {
-                    domain,
-                    server_id,
-                    seq,
-                },
-                GtidState::Maria(pos),
-            ) => pos.update(domain, server_id, seq),
-            (Pending::MySql { uuid, gno }, GtidState::MySql(set)) => set.add(uuid, gno),
+            (Pending::Maria(gtid), GtidState::Maria(pos)) => pos.advance(gtid),
+            (Pending::MySql(gtid), GtidState::MySql(set)) => set.add(&gtid),
             _ => {}
         }
     }

@@ -9,6 +9,7 @@ use crate::error::codes;
 use crate::options::ConnectOptions;
 use crate::position::StartPosition;
 use crate::protocol::command::{self, BINLOG_DUMP_NON_BLOCK, BINLOG_SEND_ANNOTATE_ROWS_EVENT};
+use crate::protocol::gtid::encode_gtid_set;
 use crate::protocol::response::{classify, is_eof, parse_err, Reply, ServerError};
 use crate::protocol::ProtocolError;
 use crate::Error;
@@ -117,7 +118,8 @@ impl BinlogStream {
             }
             StartPosition::MariaGtid(_) => command::binlog_dump(opts.server_id, "", 4, flags),
             StartPosition::MySqlGtid(set) => {
-                command::binlog_dump_gtid(opts.server_id, "", 4, flags, &set.encode())
+                let set = encode_gtid_set(set).map_err(|e| Error::Options(e.to_string()))?;
+                command::binlog_dump_gtid(opts.server_id, "", 4, flags, &set)
             }
             StartPosition::Oldest | StartPosition::Now => {
                 return Err(Error::Options(

@@ -64,7 +64,7 @@ pub fn binlog_dump(server_id: u32, file: &str, position: u32, flags: u16) -> Vec
 }
 
 /// `COM_BINLOG_DUMP_GTID` (MySQL) with an encoded GTID set (see
-/// [`super::gtid::MySqlGtidSet::encode`]); file and position may be empty and 4.
+/// [`super::gtid::encode_gtid_set`]); file and position may be empty and 4.
 pub fn binlog_dump_gtid(
     server_id: u32,
     file: &str,
