@@ -284,17 +284,14 @@ async fn binlog_replay(
     files: &[std::path::PathBuf],
     group: u64,
 ) -> Result<u64> {
-    use base64::Engine;
     use mysql_async::prelude::Queryable;
     use outflow_binlog::event_type::code;
     use outflow_binlog::header::{EventHeader, MAGIC};
     use outflow_binlog::rows::STMT_END_F;
     use outflow_binlog::stream::split_events;
 
-    let b64 = base64::engine::general_purpose::STANDARD;
     let (mut events, mut sql) = (Vec::new(), String::new());
     let (mut in_group, mut commits, mut fde_sent) = (0u64, 0u64, false);
-    let mut open = false;
     for f in files {
         let data = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
         let body = data.strip_prefix(&MAGIC[..]).context("not a binlog file")?;
@@ -312,12 +309,11 @@ async fn binlog_replay(
             );
             match h.type_code {
                 code::FORMAT_DESCRIPTION if !fde_sent => {
-                    // The server must know the event format before any row event.
-                    sql.clear();
-                    sql.push_str("BINLOG '");
-                    b64.encode_string(ev, &mut sql);
-                    sql.push('\'');
-                    conn.query_drop(sql.as_str()).await?;
+                    // The server must know the event format before any row event; the
+                    // first target transaction opens after it.
+                    events.extend_from_slice(ev);
+                    binlog_statement(conn, &mut sql, &mut events).await?;
+                    conn.query_drop("BEGIN").await?;
                     fde_sent = true;
                 }
                 code::TABLE_MAP => events.extend_from_slice(ev),
@@ -328,22 +324,15 @@ async fn binlog_replay(
                         .get(25..27)
                         .map_or(0, |f| u16::from_le_bytes([f[0], f[1]]));
                     if flags & STMT_END_F != 0 && events.len() >= 1 << 20 {
-                        if !open {
-                            conn.query_drop("BEGIN").await?;
-                            open = true;
-                        }
                         binlog_statement(conn, &mut sql, &mut events).await?;
                     }
                 }
                 code::XID => {
                     in_group += 1;
                     if in_group == group {
-                        if !open {
-                            conn.query_drop("BEGIN").await?;
-                        }
                         binlog_statement(conn, &mut sql, &mut events).await?;
-                        conn.query_drop("COMMIT").await?;
-                        (open, in_group) = (false, 0);
+                        conn.query_drop("COMMIT; BEGIN").await?;
+                        in_group = 0;
                         commits += 1;
                     }
                 }
@@ -351,14 +340,9 @@ async fn binlog_replay(
             }
         }
     }
-    if in_group > 0 || open {
-        if !open {
-            conn.query_drop("BEGIN").await?;
-        }
-        binlog_statement(conn, &mut sql, &mut events).await?;
-        conn.query_drop("COMMIT").await?;
-        commits += 1;
-    }
+    binlog_statement(conn, &mut sql, &mut events).await?;
+    conn.query_drop("COMMIT").await?;
+    commits += u64::from(in_group > 0);
     Ok(commits)
 }
 
