@@ -10,6 +10,8 @@
 //! Run with `cargo bench --bench e2e`. Environment:
 //! - `OUTFLOW_BENCH_E2E_EVENTS`: sysbench transactions in the backlog (default 180,000,
 //!   about 400 MB of binlog: the issue's reference backlog is 177,950 transactions);
+//! - `OUTFLOW_BENCH_E2E_ROUNDS`: rounds (default 3); the table gives each contender's
+//!   median and lists every round;
 //! - `OUTFLOW_BENCH_E2E_ARGS`: extra flags for `outflow run`, split at spaces (e.g.
 //!   `--batch-bytes 16MiB`), to measure a setting against the defaults;
 //! - `OUTFLOW_BENCH_E2E_WRAP`: a command that runs `outflow run`, split at spaces, for
@@ -18,6 +20,14 @@
 //!   file with `.1`, `.2`, ... appended, one per run in the order of the table;
 //! - `OUTFLOW_BIN`: the `outflow` binary; by default the bench builds it first with
 //!   `cargo build --release -p outflow` and runs what cargo reports.
+//!
+//! Rounds: one sample per contender is at the mercy of this machine's moods (the same
+//! replica has taken 11 s and 15 s for the same backlog in one session), so each contender
+//! catches up the backlog once per round and the table gives medians. Every round starts
+//! each target from the same files, saved after the `prepare` (`Server::save_data`,
+//! `restore_data`), with its tables then read whole into the buffer pool (`warm`),
+//! as on a replica that has been running. A restart leaves InnoDB's redo checkpoint at
+//! zero, so every catch-up starts with the whole redo log free.
 //!
 //! What is timed, each alone on the machine and started once it is idle (`catchup::settle`:
 //! a server goes on purging and flushing after it has applied a backlog):
@@ -57,8 +67,8 @@ use catchup::{config, cpu_secs, env_u64, machine_busy_secs, settle, TABLES};
 /// One target's line in the table.
 struct Line {
     name: String,
-    /// Seconds to catch up; `None` for the fetch-only row.
-    secs: Option<f64>,
+    /// Seconds to catch up, one per round; empty for the fetch-only row.
+    secs: Vec<f64>,
     wire_bytes: u64,
     verify: String,
 }
@@ -191,6 +201,7 @@ fn stop(child: &mut Child) {
 
 async fn run() -> Result<()> {
     let events = env_u64("OUTFLOW_BENCH_E2E_EVENTS", 180_000)?;
+    let rounds = env_u64("OUTFLOW_BENCH_E2E_ROUNDS", 3)?.max(1);
     let extra: Vec<String> = std::env::var("OUTFLOW_BENCH_E2E_ARGS")
         .unwrap_or_default()
         .split_whitespace()
@@ -200,16 +211,16 @@ async fn run() -> Result<()> {
     println!("outflow: {}", bin.display());
 
     let source = Server::start(config())?;
-    let native1 = Server::start(config().slave_parallel_threads(0))?;
-    let native4 = Server::start(
+    let mut native1 = Server::start(config().slave_parallel_threads(0))?;
+    let mut native4 = Server::start(
         config()
             .slave_parallel_threads(4)
             .slave_parallel_mode(ParallelMode::Optimistic),
     )?;
     let compressed = Server::start(config().slave_compressed_protocol(true))?;
     // Like the replicas, which do not log what they apply (`log_slave_updates` off).
-    let target = Server::start(config().log_bin(false))?;
-    let target1 = Server::start(config().log_bin(false))?;
+    let mut target = Server::start(config().log_bin(false))?;
+    let mut target1 = Server::start(config().log_bin(false))?;
 
     catchup::prepare(
         &source,
@@ -218,6 +229,10 @@ async fn run() -> Result<()> {
     .await?;
     for t in [&target, &target1] {
         t.exec("RESET SLAVE ALL").await?;
+    }
+    // The state every round starts from.
+    for t in [&mut native1, &mut native4, &mut target, &mut target1] {
+        t.save_data()?;
     }
     let before = source.gtid_binlog_pos().await?;
     let backlog = catchup::backlog(&source, events).await?;
@@ -242,99 +257,107 @@ async fn run() -> Result<()> {
         backlog.gtid_after
     );
 
-    let source_pid = source.pid().map(|p| p.to_string()).unwrap_or_default();
-    let mut lines = Vec::new();
-
-    // Native replication, one replica at a time.
-    for (name, r) in [
-        ("native replica, 1 SQL thread", &native1),
-        ("native replica, 4 parallel threads", &native4),
-    ] {
-        let pid = r.pid().map(|p| p.to_string()).unwrap_or_default();
-        let settled = settle().await;
-        let (cpu_src, cpu_rep) = (cpu_secs(&source_pid), cpu_secs(&pid));
-        let sent = bytes_sent(&source).await?;
-        let redo = Redo::read(r).await?;
-        let busy = machine_busy_secs();
-        let t = Instant::now();
-        r.exec("START SLAVE").await?;
-        wait_caught_up(&source, r, Duration::from_secs(3600)).await?;
-        let secs = t.elapsed().as_secs_f64();
-        let busy = machine_busy_secs() - busy;
-        let wire = bytes_sent(&source).await? - sent;
-        println!(
-            "{name}: {secs:.2} s; CPU: {:.2} s in the replica, {:.2} s in the source, \
-             {busy:.2} s on the whole machine (started after {settled:.1} s of waiting for \
-             an idle machine); {}",
-            cpu_secs(&pid) - cpu_rep,
-            cpu_secs(&source_pid) - cpu_src,
-            redo.since(r).await?
-        );
-        lines.push(Line {
-            name: name.to_string(),
-            secs: Some(secs),
-            wire_bytes: wire,
-            verify: String::new(),
-        });
-    }
-
     let (wire, relay) = io_thread_bytes(&source, &compressed, Duration::from_secs(600)).await?;
     println!(
         "native replica with slave_compressed_protocol, IO thread only: source Bytes_sent \
          {wire}, relay logs {relay}"
     );
-    lines.push(Line {
+    let mut lines = vec![Line {
         name: "native, slave_compressed_protocol (fetch)".to_string(),
-        secs: None,
+        secs: Vec::new(),
         wire_bytes: wire,
         verify: "-".to_string(),
-    });
-
-    // outflow run, from the GTID before the backlog: with the defaults (plus the extra
-    // flags), then on one connection, where no reader ever sees a partial transaction.
-    let runs = [
-        ("outflow run (source -> QUIC -> sink)", &target, Vec::new()),
-        (
-            "outflow run, --apply-threads 1",
-            &target1,
-            vec!["--apply-threads".to_string(), "1".to_string()],
-        ),
-    ];
-    for (nth, (name, target, more)) in (1..).zip(runs) {
-        let mut flags = extra.clone();
-        flags.extend(more);
-        let run = Run {
-            bin: &bin,
-            source: &source,
-            target,
-            before: &before,
-            gtid_after: &backlog.gtid_after,
-            extra: &flags,
-            nth,
-        };
-        lines.push(run.measure(name).await?);
+    }];
+    for name in [
+        NATIVE_1,
+        NATIVE_4,
+        "outflow run (source -> QUIC -> sink)",
+        "outflow run, --apply-threads 1",
+    ] {
+        lines.push(Line {
+            name: name.to_string(),
+            secs: Vec::new(),
+            wire_bytes: 0,
+            verify: String::new(),
+        });
     }
 
-    // Every target against the source.
-    for (line, server) in lines
-        .iter_mut()
-        .filter(|l| l.verify.is_empty())
-        .zip([&native1, &native4, &target, &target1])
-    {
-        line.verify = verify(&bin, &source, server)?;
+    let source_pid = source.pid().map(|p| p.to_string()).unwrap_or_default();
+    for round in 1..=rounds {
+        println!(
+            "\nround {round} of {rounds}: every target back to its saved state, then read whole"
+        );
+        for t in [&mut native1, &mut native4, &mut target, &mut target1] {
+            t.restore_data()?;
+            warm(t).await?;
+        }
+
+        // Native replication, one replica at a time.
+        for (line, r) in lines[1..3].iter_mut().zip([&native1, &native4]) {
+            let pid = r.pid().map(|p| p.to_string()).unwrap_or_default();
+            let settled = settle().await;
+            let (cpu_src, cpu_rep) = (cpu_secs(&source_pid), cpu_secs(&pid));
+            let sent = bytes_sent(&source).await?;
+            let redo = Redo::read(r).await?;
+            let busy = machine_busy_secs();
+            let t = Instant::now();
+            r.exec("START SLAVE").await?;
+            wait_caught_up(&source, r, Duration::from_secs(3600)).await?;
+            let secs = t.elapsed().as_secs_f64();
+            let busy = machine_busy_secs() - busy;
+            line.wire_bytes = bytes_sent(&source).await? - sent;
+            println!(
+                "{}: {secs:.2} s; CPU: {:.2} s in the replica, {:.2} s in the source, \
+                 {busy:.2} s on the whole machine (started after {settled:.1} s of waiting \
+                 for an idle machine); {}",
+                line.name,
+                cpu_secs(&pid) - cpu_rep,
+                cpu_secs(&source_pid) - cpu_src,
+                redo.since(r).await?
+            );
+            line.secs.push(secs);
+        }
+
+        // outflow run, from the GTID before the backlog: with the defaults (plus the extra
+        // flags), then on one connection, where no reader ever sees a partial transaction.
+        let runs = [
+            (&target, Vec::new()),
+            (&target1, vec!["--apply-threads", "1"]),
+        ];
+        for (nth, (line, (target, more))) in (1..).zip(lines[3..].iter_mut().zip(runs)) {
+            let mut flags = extra.clone();
+            flags.extend(more.into_iter().map(str::to_string));
+            let run = Run {
+                bin: &bin,
+                source: &source,
+                target,
+                before: &before,
+                gtid_after: &backlog.gtid_after,
+                extra: &flags,
+                nth: (round as usize - 1) * 2 + nth,
+            };
+            let (secs, wire) = run.measure(&line.name).await?;
+            line.secs.push(secs);
+            line.wire_bytes = wire;
+        }
+
+        // Every target against the source.
+        for (line, server) in lines[1..]
+            .iter_mut()
+            .zip([&native1, &native4, &target, &target1])
+        {
+            line.verify = verify(&bin, &source, server)?;
+        }
     }
 
-    let reference = |prefix: &str| {
+    let reference = |name: &str| {
         lines
             .iter()
-            .find(|l| l.name.starts_with(prefix))
-            .and_then(|l| l.secs)
+            .find(|l| l.name == name)
+            .map(|l| median(&l.secs))
             .unwrap_or(f64::NAN)
     };
-    let (one, four) = (
-        reference("native replica, 1"),
-        reference("native replica, 4"),
-    );
+    let (one, four) = (reference(NATIVE_1), reference(NATIVE_4));
     println!(
         "\nbacklog: {txns} transactions, {rows} row changes, {:.1} MB of binlog; load \
          average at the end {}",
@@ -347,29 +370,85 @@ async fn run() -> Result<()> {
             .join(" ")
     );
     println!(
+        "catch-up times are medians of {rounds} rounds (each round: every target restored \
+         to the same saved state, its tables read into the buffer pool, then each timed \
+         alone on an idle machine); ratios are of medians"
+    );
+    println!(
         "{:<42} {:>8} {:>9} {:>9} {:>8} {:>8} {:>12} {:>8}  verify",
         "catch-up", "seconds", "txn/s", "rows/s", "vs 1 thr", "vs 4 thr", "wire bytes", "% binlog"
     );
     for l in &lines {
-        let timing = match l.secs {
-            Some(s) => format!(
+        let timing = if l.secs.is_empty() {
+            format!("{:>8} {:>9} {:>9} {:>8} {:>8}", "-", "-", "-", "-", "-")
+        } else {
+            let s = median(&l.secs);
+            format!(
                 "{s:>8.2} {:>9.0} {:>9.0} {:>7.2}x {:>7.2}x",
                 txns as f64 / s,
                 rows as f64 / s,
                 one / s,
                 four / s
-            ),
-            None => format!("{:>8} {:>9} {:>9} {:>8} {:>8}", "-", "-", "-", "-", "-"),
+            )
+        };
+        let every = if rounds > 1 && !l.secs.is_empty() {
+            " every round"
+        } else {
+            ""
         };
         println!(
-            "{:<42} {timing} {:>12} {:>7.2}%  {}",
+            "{:<42} {timing} {:>12} {:>7.2}%  {}{every}",
             l.name,
             l.wire_bytes,
             100.0 * l.wire_bytes as f64 / backlog.binlog_bytes as f64,
             l.verify
         );
     }
+    println!("\nevery round, in order:");
+    let natives = &lines[1].secs;
+    for l in lines.iter().filter(|l| !l.secs.is_empty()) {
+        let each: Vec<String> = l
+            .secs
+            .iter()
+            .zip(natives)
+            .map(|(s, n)| format!("{s:.2} s ({:.2}x)", n / s))
+            .collect();
+        println!("  {:<42} {}", l.name, each.join(" / "));
+    }
+    println!("  (in brackets: native 1 SQL thread's time in the same round, divided by it)");
     Ok(())
+}
+
+/// Reads every page of the sysbench tables (clustered index and `k_N`) into `server`'s
+/// buffer pool, as a replica that has been running holds them: a target restored from saved
+/// files starts with an empty one.
+pub async fn warm(server: &Server) -> Result<()> {
+    for t in TABLES {
+        // sysbench names table N's secondary index k_N.
+        let n = t.trim_start_matches("sbtest.sbtest");
+        server.exec(&format!("CHECKSUM TABLE {t}")).await?;
+        server
+            .exec(&format!(
+                "SELECT SUM(k) FROM {t} FORCE INDEX (k_{n}) WHERE k >= 0"
+            ))
+            .await?;
+    }
+    Ok(())
+}
+
+/// The table's reference rows.
+const NATIVE_1: &str = "native replica, 1 SQL thread";
+const NATIVE_4: &str = "native replica, 4 parallel threads";
+
+/// The median of `v` (the mean of the middle two for an even count); NaN when empty.
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
 }
 
 /// A target's InnoDB redo log before a catch-up. The log is a ring: once the checkpoint
@@ -422,8 +501,8 @@ struct Run<'a> {
 
 impl Run<'_> {
     /// Runs `outflow run` until the target's checkpoint covers the backlog; prints its CPU
-    /// and progress lines, and returns its line of the table.
-    async fn measure(&self, name: &str) -> Result<Line> {
+    /// and progress lines, and returns its seconds and its link's UDP bytes both ways.
+    async fn measure(&self, name: &str) -> Result<(f64, u64)> {
         let source_pid = self.source.pid().map(|p| p.to_string()).unwrap_or_default();
         let work = tempfile::tempdir()?;
         let log = work.path().join("outflow-run.log");
@@ -492,7 +571,7 @@ impl Run<'_> {
         };
         let busy = machine_busy_secs() - busy;
         println!(
-            "outflow run: {secs:.2} s; CPU: {cpu_relay:.2} s in outflow, {:.2} s in the target, \
+            "{name}: {secs:.2} s; CPU: {cpu_relay:.2} s in outflow, {:.2} s in the target, \
              {:.2} s in the source, {busy:.2} s on the whole machine (started after \
              {settled:.1} s of waiting for an idle machine); {}",
             cpu_secs(&target_pid) - cpu_tgt,
@@ -541,11 +620,6 @@ impl Run<'_> {
             "outflow link: {payload} batch payload bytes, {sent} UDP bytes sent, {received} \
              received (acknowledgements)"
         );
-        Ok(Line {
-            name: name.to_string(),
-            secs: Some(secs),
-            wire_bytes: sent + received,
-            verify: String::new(),
-        })
+        Ok((secs, sent + received))
     }
 }

@@ -189,3 +189,45 @@ async fn assert_plain_tcp_refused(server: &Server) -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn restore_data_returns_to_the_saved_state() -> Result<()> {
+    let mut server = Server::start(ServerConfig::new())?;
+    let err = server.restore_data().expect_err("nothing saved yet");
+    assert!(err.to_string().contains("save_data"), "{err}");
+    server
+        .exec_all(&[
+            "CREATE DATABASE app",
+            "CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(40))",
+            "INSERT INTO app.t SELECT seq, CONCAT('row ', seq) FROM app.seq_1_to_300",
+        ])
+        .await?;
+    let saved = server.checksum_table("app.t").await?;
+    let gtid = server.gtid_binlog_pos().await?;
+    server.save_data()?;
+    assert_eq!(server.checksum_table("app.t").await?, saved);
+
+    for _ in 0..2 {
+        server
+            .exec_all(&[
+                "DELETE FROM app.t WHERE id % 3 = 0",
+                "CREATE TABLE app.extra (id INT PRIMARY KEY)",
+            ])
+            .await?;
+        assert_ne!(server.checksum_table("app.t").await?, saved);
+        server.restore_data()?;
+        assert_eq!(server.checksum_table("app.t").await?, saved);
+        assert_eq!(server.gtid_binlog_pos().await?, gtid);
+        let extra: i64 = server
+            .query_scalar(
+                "SELECT COUNT(*) FROM information_schema.tables \
+                 WHERE table_schema = 'app' AND table_name = 'extra'",
+            )
+            .await?;
+        assert_eq!(
+            extra, 0,
+            "a table created after save_data survived the restore"
+        );
+    }
+    Ok(())
+}

@@ -36,9 +36,11 @@ pub fn env_u64(name: &str, default: u64) -> Result<u64> {
 
 /// Every server of a catch-up bench: the kit's defaults (`innodb_flush_log_at_trx_commit=2`,
 /// `sync_binlog=0`), one binlog file up to 1 GiB, and a buffer pool that holds the tables,
-/// so that no run is bound by page reads.
+/// so that no run is bound by page reads. Replication starts only when a bench says so,
+/// also after a server is restarted from saved files.
 pub fn config() -> ServerConfig {
     ServerConfig::new()
+        .flag("skip-slave-start")
         .max_binlog_size(1 << 30)
         .option("innodb_buffer_pool_size", "512M")
         .option("innodb_log_file_size", "256M")

@@ -14,7 +14,9 @@ use mysql_async::{Conn, Opts, OptsBuilder, Pool, Row};
 
 use crate::config::{Layout, Runtime, BINLOG_BASENAME};
 use crate::template::{self, SUPERUSER, SUPERUSER_PASSWORD};
-use crate::util::{copy_tree, describe, file_tail, find_program, output_tail, user_args};
+use crate::util::{
+    copy_tree, describe, file_tail, find_program, output_tail, remove_tree, user_args,
+};
 use crate::{KitError, ServerConfig};
 
 /// How many fresh ports [`Server::start`] tries when another process grabs the one it picked.
@@ -331,6 +333,38 @@ impl Server {
                 log_tail,
             }),
         }
+    }
+
+    /// Stops the server, keeps a copy of its data directory beside it (replacing any copy
+    /// kept before), and starts it again: [`Server::restore_data`] returns to this state.
+    /// A bench that measures several rounds starts each from the same files this way.
+    pub fn save_data(&mut self) -> Result<(), KitError> {
+        self.stop()?;
+        let saved = self.saved_data_dir();
+        remove_tree(&saved)?;
+        copy_tree(&self.layout.data_dir, &saved)?;
+        self.restart()
+    }
+
+    /// Stops the server, replaces its data directory with the copy [`Server::save_data`]
+    /// kept, and starts it again. The buffer pool starts empty, as after any restart.
+    pub fn restore_data(&mut self) -> Result<(), KitError> {
+        let saved = self.saved_data_dir();
+        if !saved.is_dir() {
+            return Err(KitError::io(
+                "restoring (save_data was not called) from",
+                &saved,
+                std::io::Error::from(ErrorKind::NotFound),
+            ));
+        }
+        self.stop()?;
+        remove_tree(&self.layout.data_dir)?;
+        copy_tree(&saved, &self.layout.data_dir)?;
+        self.restart()
+    }
+
+    fn saved_data_dir(&self) -> PathBuf {
+        self.layout.base.join("saved-data")
     }
 
     /// True while the process is alive.

@@ -150,6 +150,14 @@ pub(crate) fn copy_tree(from: &Path, to: &Path) -> Result<(), KitError> {
     Ok(())
 }
 
+/// Removes a directory tree; one that is not there is already removed.
+pub(crate) fn remove_tree(dir: &Path) -> Result<(), KitError> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(KitError::io("removing", dir, e)),
+        _ => Ok(()),
+    }
+}
+
 /// Quotes a string as a SQL literal (MariaDB's default `sql_mode` treats `\` as an escape).
 pub(crate) fn sql_literal(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 2);
