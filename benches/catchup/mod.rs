@@ -46,22 +46,23 @@ pub fn config() -> ServerConfig {
         .option("innodb_log_file_size", "256M")
 }
 
-/// CPU seconds used so far by all live threads of process `pid` (`self` for this one),
-/// from `/proc/PID/task/*/schedstat` (nanoseconds on CPU, no clock-tick rounding).
+/// CPU seconds used so far by process `pid` (`self` for this one), user and system, from
+/// `/proc/PID/stat` in clock ticks of 1/100 s. That count includes threads that have
+/// exited (a per-thread sum would lose them: a server's connection threads come and go).
 pub fn cpu_secs(pid: &str) -> f64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return f64::NAN;
     };
-    let mut ns = 0u64;
-    for t in tasks.flatten() {
-        let stat = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
-        ns += stat
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
+    // After the command name in brackets: state is field 3, utime 14 and stime 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+    match (ticks(11), ticks(12)) {
+        (Some(user), Some(system)) => (user + system) as f64 / 100.0,
+        _ => f64::NAN,
     }
-    ns as f64 / 1e9
 }
 
 /// CPU seconds the whole machine has been busy so far (every core, every process), from the
