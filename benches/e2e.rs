@@ -10,8 +10,8 @@
 //! Run with `cargo bench --bench e2e`. Environment:
 //! - `OUTFLOW_BENCH_E2E_EVENTS`: sysbench transactions in the backlog (default 180,000,
 //!   about 400 MB of binlog: the reference backlog is 177,950 transactions);
-//! - `OUTFLOW_BENCH_E2E_ROUNDS`: rounds (default 3); the table gives each contender's
-//!   median and lists every round;
+//! - `OUTFLOW_BENCH_E2E_ROUNDS`: rounds (default 4: each contender once in each place of
+//!   the order); the table gives each contender's median and lists every round;
 //! - `OUTFLOW_BENCH_E2E_ARGS`: extra flags for `outflow run`, split at spaces (e.g.
 //!   `--batch-bytes 16MiB`), to measure a setting against the defaults;
 //! - `OUTFLOW_BENCH_E2E_WRAP`: a command that runs `outflow run`, split at spaces, for
@@ -23,7 +23,8 @@
 //!
 //! Rounds: one sample per contender is at the mercy of this machine's moods (the same
 //! replica has taken 11 s and 15 s for the same backlog in one session), so each contender
-//! catches up the backlog once per round and the table gives medians. Every round starts
+//! catches up the backlog once per round, in an order turned by one place each round, and
+//! the table gives medians. Every round starts
 //! each target from the same files, saved after the `prepare` (`Server::save_data`,
 //! `restore_data`), with its tables then read whole into the buffer pool (`warm`),
 //! as on a replica that has been running. A restart leaves InnoDB's redo checkpoint at
@@ -201,7 +202,7 @@ fn stop(child: &mut Child) {
 
 async fn run() -> Result<()> {
     let events = env_u64("OUTFLOW_BENCH_E2E_EVENTS", 180_000)?;
-    let rounds = env_u64("OUTFLOW_BENCH_E2E_ROUNDS", 3)?.max(1);
+    let rounds = env_u64("OUTFLOW_BENCH_E2E_ROUNDS", 4)?.max(1);
     let extra: Vec<String> = std::env::var("OUTFLOW_BENCH_E2E_ARGS")
         .unwrap_or_default()
         .split_whitespace()
@@ -292,8 +293,36 @@ async fn run() -> Result<()> {
             warm(t).await?;
         }
 
-        // Native replication, one replica at a time.
-        for (line, r) in lines[1..3].iter_mut().zip([&native1, &native4]) {
+        // One contender at a time, in an order turned by one place each round: a run's
+        // place in the round must not decide its time (the first paired trials, 4 against
+        // 8 MiB frames, favoured whichever ran later).
+        let targets = [&native1, &native4, &target, &target1];
+        for k in 0..targets.len() {
+            let i = (k + round as usize - 1) % targets.len();
+            let (line, r) = (&mut lines[1 + i], targets[i]);
+            if i >= 2 {
+                // outflow run, from the GTID before the backlog: with the defaults (plus
+                // the extra flags), or on one connection, where no reader ever sees a
+                // partial transaction.
+                let mut flags = extra.clone();
+                if i == 3 {
+                    flags.extend(["--apply-threads".to_string(), "1".to_string()]);
+                }
+                let run = Run {
+                    bin: &bin,
+                    source: &source,
+                    target: r,
+                    before: &before,
+                    gtid_after: &backlog.gtid_after,
+                    extra: &flags,
+                    nth: (round as usize - 1) * 2 + i - 1,
+                };
+                let (secs, wire) = run.measure(&line.name).await?;
+                line.secs.push(secs);
+                line.wire_bytes = wire;
+                continue;
+            }
+            // Native replication.
             let pid = r.pid().map(|p| p.to_string()).unwrap_or_default();
             let settled = settle().await;
             let (cpu_src, cpu_rep) = (cpu_secs(&source_pid), cpu_secs(&pid));
@@ -318,34 +347,8 @@ async fn run() -> Result<()> {
             line.secs.push(secs);
         }
 
-        // outflow run, from the GTID before the backlog: with the defaults (plus the extra
-        // flags), then on one connection, where no reader ever sees a partial transaction.
-        let runs = [
-            (&target, Vec::new()),
-            (&target1, vec!["--apply-threads", "1"]),
-        ];
-        for (nth, (line, (target, more))) in (1..).zip(lines[3..].iter_mut().zip(runs)) {
-            let mut flags = extra.clone();
-            flags.extend(more.into_iter().map(str::to_string));
-            let run = Run {
-                bin: &bin,
-                source: &source,
-                target,
-                before: &before,
-                gtid_after: &backlog.gtid_after,
-                extra: &flags,
-                nth: (round as usize - 1) * 2 + nth,
-            };
-            let (secs, wire) = run.measure(&line.name).await?;
-            line.secs.push(secs);
-            line.wire_bytes = wire;
-        }
-
         // Every target against the source.
-        for (line, server) in lines[1..]
-            .iter_mut()
-            .zip([&native1, &native4, &target, &target1])
-        {
+        for (line, server) in lines[1..].iter_mut().zip(targets) {
             line.verify = verify(&bin, &source, server)?;
         }
     }
