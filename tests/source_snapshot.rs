@@ -370,3 +370,150 @@ fn snapshot_under_load_then_stream_equals_source() {
 fn snapshot_interrupted_and_resumed_under_load_equals_source() {
     run(true);
 }
+
+/// Where each update of `t.cnt` landed in the binlog, and the count it wrote.
+struct CountUpdates {
+    file: String,
+    seen: Vec<(BinlogPosition, i64)>,
+}
+
+impl Visitor for CountUpdates {
+    type Error = DecodeError;
+
+    fn rows(
+        &mut self,
+        ctx: RowsContext<'_>,
+        _event: &RowsEvent<'_>,
+        table: &TableInfo,
+        rows: RowIter<'_>,
+    ) -> Result<(), DecodeError> {
+        if table.qualified_name() != "t.cnt" {
+            return Ok(());
+        }
+        for change in rows {
+            let change = change.map_err(|kind| DecodeError {
+                pos: ctx.pos,
+                event_type: None,
+                kind,
+            })?;
+            if change.kind != RowsKind::Update {
+                continue;
+            }
+            let (_, after) = image(change.after.as_ref().expect("an update's after image"))?;
+            let pos = BinlogPosition {
+                file: self.file.clone(),
+                pos: ctx.pos,
+            };
+            self.seen
+                .push((pos, after[1].parse().expect("an integer count")));
+        }
+        Ok(())
+    }
+}
+
+/// MariaDB answers `SHOW STATUS LIKE 'binlog_snapshot_%'` through server-wide variables
+/// that every session's `SHOW STATUS` writes first, so under a concurrent `SHOW STATUS` a
+/// single read can return another session's position. Here two sessions commit counter
+/// updates and run `SHOW STATUS` without pause while snapshots are opened one after
+/// another; each snapshot's position must be exactly where its own read of the counter
+/// says: every update before it seen, none after it. With the position taken from one
+/// read, 20 of 2,000 snapshots here got a later session's position (a skipped change each).
+#[test]
+fn snapshot_position_holds_under_concurrent_show_status() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use mysql_async::prelude::Queryable;
+
+    const SNAPSHOTS: usize = 2000;
+    let server = Server::start(ServerConfig::new()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let snapshots = rt.block_on(async {
+        server
+            .exec_all(&[
+                "CREATE DATABASE t",
+                "CREATE TABLE t.cnt (id INT PRIMARY KEY, n BIGINT NOT NULL) ENGINE=InnoDB",
+                "INSERT INTO t.cnt VALUES (1, 0)",
+            ])
+            .await
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut busy = Vec::new();
+        for writes in [true, false, false] {
+            let mut conn = server.conn().await.unwrap();
+            let stop = stop.clone();
+            busy.push(tokio::spawn(async move {
+                let mut rounds = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    if writes {
+                        conn.query_drop("UPDATE t.cnt SET n = n + 1 WHERE id = 1")
+                            .await
+                            .unwrap();
+                    }
+                    let _: Vec<(String, String)> = conn
+                        .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
+                        .await
+                        .unwrap();
+                    rounds += 1;
+                }
+                rounds
+            }));
+        }
+        let cfg = SnapshotConfig {
+            chunk_rows: 1,
+            parallel: 1,
+            danger_allow_global_read_lock: false,
+        };
+        let mut conn = server.conn().await.unwrap();
+        let mut snapshots = Vec::new();
+        for _ in 0..SNAPSHOTS {
+            let at = snapshot::open_consistent_snapshot(&mut conn, &cfg, "t.cnt")
+                .await
+                .unwrap();
+            let n: i64 = conn
+                .query_first("SELECT n FROM t.cnt WHERE id = 1")
+                .await
+                .unwrap()
+                .unwrap();
+            conn.query_drop("ROLLBACK").await.unwrap();
+            snapshots.push((at, n));
+        }
+        stop.store(true, Ordering::Relaxed);
+        for task in busy {
+            assert!(task.await.unwrap() > 0);
+        }
+        snapshots
+    });
+
+    let mut updates = CountUpdates {
+        file: String::new(),
+        seen: Vec::new(),
+    };
+    for path in server.binlog_files().unwrap() {
+        updates.file = path.file_name().unwrap().to_string_lossy().into_owned();
+        walk_file(&path, &mut Walker::new(), &mut updates).unwrap();
+    }
+    let moved = snapshots.windows(2).filter(|w| w[0].1 != w[1].1).count();
+    assert!(
+        moved > SNAPSHOTS / 4,
+        "the counter moved between snapshots only {moved} times"
+    );
+    let wrong: Vec<String> = snapshots
+        .iter()
+        .filter_map(|(at, n)| {
+            let before = updates
+                .seen
+                .iter()
+                .take_while(|(pos, _)| cmp_binlog(pos, at).is_lt())
+                .last()
+                .map_or(0, |&(_, n)| n);
+            (before != *n)
+                .then(|| format!("at {at} the snapshot read {n}, the binlog says {before}"))
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {SNAPSHOTS} snapshot positions wrong, first: {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+}

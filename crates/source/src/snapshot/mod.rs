@@ -8,7 +8,9 @@
 //! in the same step, records the binlog position of that view in the status variables
 //! `binlog_snapshot_file` / `binlog_snapshot_position` (kept consistent by group commit,
 //! since MariaDB 5.3). Rows read in that transaction reflect exactly the transactions
-//! before that position. No lock is taken.
+//! before that position. No lock is taken. Reading that position back is racy on the
+//! server's side (a concurrent `SHOW STATUS` can overwrite it), so it is read as
+//! [`open_consistent_snapshot`] explains.
 //!
 //! Each table is read in a snapshot transaction of its own, on one of `parallel`
 //! connections, so tables have different positions. That is still exact: table `T` read at
@@ -94,6 +96,15 @@ pub enum SnapshotError {
     /// The server reports no snapshot binlog position and the global lock is not allowed.
     #[error("the server has no binlog_snapshot_file/position (not MariaDB, or binary log off); set danger_allow_global_read_lock to take the position under a brief FLUSH TABLES WITH READ LOCK")]
     NoSnapshotPosition,
+    /// Reads of the snapshot's binlog position kept disagreeing: other sessions ran
+    /// `SHOW STATUS` throughout (see [`open_consistent_snapshot`]).
+    #[error("snapshot of {table}: the server's binlog_snapshot_file/position read back differently each time the snapshot was opened ({} reads: {}); a concurrent SHOW STATUS overwrites it, so no position could be trusted", seen.len(), seen.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    UnstablePosition {
+        /// `db.table`.
+        table: String,
+        /// The positions read.
+        seen: Vec<BinlogPosition>,
+    },
     /// A value the server returned does not fit the column's tracked type.
     #[error("snapshot of {table}: column `{column}`: {reason}")]
     Value {
@@ -442,8 +453,33 @@ impl TableStart {
     }
 }
 
-/// Opens a consistent snapshot on `conn` and returns its binlog position.
-async fn open_snapshot(
+/// Reads of `binlog_snapshot_file/position` that must agree before a position is trusted.
+const SNAPSHOT_POSITION_READS: usize = 3;
+
+/// Snapshots opened afresh when the reads disagree, before giving up.
+const SNAPSHOT_POSITION_ATTEMPTS: usize = 10;
+
+/// Serialises this process's reads of the snapshot position (see
+/// [`open_consistent_snapshot`]).
+static SNAPSHOT_STATUS: Mutex<()> = Mutex::const_new(());
+
+/// Opens a consistent snapshot (`START TRANSACTION WITH CONSISTENT SNAPSHOT`, repeatable
+/// read, UTC, no result charset conversion) on `conn` and returns the binlog position its
+/// rows reflect. `table` names the snapshot in errors.
+///
+/// MariaDB (seen on 10.11) answers `SHOW STATUS LIKE 'binlog_snapshot_%'` through
+/// server-wide variables: each `SHOW STATUS` of any session first writes its own value
+/// there (the snapshot's position, or the current one), then reads them back. So a
+/// concurrent `SHOW STATUS` elsewhere (another snapshot worker, a monitoring agent) can
+/// make a session read another session's position: measured against a server with a
+/// second session looping `UPDATE` + `SHOW STATUS`, about 1 read in 100 of a snapshot's
+/// position came back wrong, through `information_schema.SESSION_STATUS` too. A wrong
+/// position makes the stream re-apply or skip changes the snapshot holds or lacks, so it
+/// is never taken on one read: this process's workers read one at a time, and a position
+/// counts only when [`SNAPSHOT_POSITION_READS`] reads in a row agree; otherwise the
+/// snapshot is opened again. What remains is an outside session writing the same wrong
+/// value inside each of those reads' windows (microseconds each).
+pub async fn open_consistent_snapshot(
     conn: &mut Conn,
     cfg: &SnapshotConfig,
     table: &str,
@@ -456,23 +492,36 @@ async fn open_snapshot(
     conn.query_drop("SET time_zone = '+00:00', character_set_results = NULL")
         .await
         .map_err(sql(table, "session settings"))?;
-    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-        .await
-        .map_err(sql(table, "START TRANSACTION WITH CONSISTENT SNAPSHOT"))?;
-    let rows: Vec<(String, String)> = conn
-        .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
-        .await
-        .map_err(sql(table, "SHOW STATUS LIKE 'binlog_snapshot_%'"))?;
-    let get = |n: &str| {
-        rows.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(n))
-            .map(|(_, v)| v.clone())
-    };
-    if let (Some(file), Some(pos)) = (get("Binlog_snapshot_file"), get("Binlog_snapshot_position"))
-    {
-        if let (false, Ok(pos)) = (file.is_empty(), pos.parse::<u64>()) {
-            return Ok(BinlogPosition { file, pos });
+    let mut seen = Vec::new();
+    for _ in 0..SNAPSHOT_POSITION_ATTEMPTS {
+        let _one_at_a_time = SNAPSHOT_STATUS.lock().await;
+        conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+            .await
+            .map_err(sql(table, "START TRANSACTION WITH CONSISTENT SNAPSHOT"))?;
+        let mut reads = Vec::with_capacity(SNAPSHOT_POSITION_READS);
+        for _ in 0..SNAPSHOT_POSITION_READS {
+            match snapshot_status(conn, table).await? {
+                Some(p) => reads.push(p),
+                None => break,
+            }
         }
+        if reads.is_empty() {
+            break;
+        }
+        if reads.len() == SNAPSHOT_POSITION_READS && reads.iter().all(|p| *p == reads[0]) {
+            return Ok(reads.swap_remove(0));
+        }
+        tracing::warn!(%table, reads = ?reads, "the snapshot position read back differently (a concurrent SHOW STATUS); opening the snapshot again");
+        seen.extend(reads);
+        conn.query_drop("ROLLBACK")
+            .await
+            .map_err(sql(table, "ROLLBACK"))?;
+    }
+    if !seen.is_empty() {
+        return Err(SnapshotError::UnstablePosition {
+            table: table.to_string(),
+            seen,
+        });
     }
     if !cfg.danger_allow_global_read_lock {
         return Err(SnapshotError::NoSnapshotPosition);
@@ -509,6 +558,34 @@ async fn open_snapshot(
     let pos = r?;
     unlock?;
     Ok(pos)
+}
+
+/// One read of the open snapshot's `binlog_snapshot_file/position`; `None` when the
+/// server has none (not MariaDB, or binary log off).
+async fn snapshot_status(
+    conn: &mut Conn,
+    table: &str,
+) -> Result<Option<BinlogPosition>, SnapshotError> {
+    let rows: Vec<(String, String)> = conn
+        .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
+        .await
+        .map_err(sql(table, "SHOW STATUS LIKE 'binlog_snapshot_%'"))?;
+    let get = |n: &str| {
+        rows.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.as_str())
+    };
+    Ok(
+        match (get("Binlog_snapshot_file"), get("Binlog_snapshot_position")) {
+            (Some(file), Some(pos)) if !file.is_empty() => {
+                pos.parse::<u64>().ok().map(|pos| BinlogPosition {
+                    file: file.to_string(),
+                    pos,
+                })
+            }
+            _ => None,
+        },
+    )
 }
 
 /// The SELECT list: ENUM, SET and BIT come back as numbers (`col+0`), so values map onto
@@ -688,7 +765,7 @@ async fn snapshot_table<S: SnapshotSink>(
         TableProgress::default()
     };
     let mut conn = pool.get_conn().await.map_err(sql(&qn, "connecting"))?;
-    let at = open_snapshot(&mut conn, &shared.cfg, &qn).await?;
+    let at = open_consistent_snapshot(&mut conn, &shared.cfg, &qn).await?;
     let mut start = TableStart::Fresh;
     if let Some(key) = &after {
         // Rows above the last key that reached the sink were shipped in a chunk whose
