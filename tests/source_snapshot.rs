@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use outflow::inspect::walk_file;
 use outflow_binlog::walk::{RowsContext, Visitor, Walker};
-use outflow_binlog::{DecodeError, RowIter, RowsEvent, RowsKind, TableInfo, Value};
+use outflow_binlog::{DecodeError, ErrorKind, RowIter, RowsEvent, RowsKind, TableInfo, Value};
 use outflow_core::{BinlogPosition, GtidState, TableSchema, ValueRef};
 use outflow_source::filter::Filter;
 use outflow_source::schema::load;
@@ -104,14 +104,19 @@ struct Apply<'a> {
     skipped: u64,
 }
 
+/// A value or row that failed to decode, as an error at binlog offset `pos`.
+fn at(pos: u64) -> impl Fn(ErrorKind) -> DecodeError {
+    move |kind| DecodeError {
+        pos,
+        event_type: None,
+        kind,
+    }
+}
+
 fn image(row: &outflow_binlog::Row<'_>) -> Result<(i64, Vec<String>), DecodeError> {
     let mut vals = Vec::new();
     for v in row.values() {
-        let (_, v) = v.map_err(|kind| DecodeError {
-            pos: 0,
-            event_type: None,
-            kind,
-        })?;
+        let (_, v) = v.map_err(at(0))?;
         vals.push(text_binlog(&v));
     }
     let key = vals[0].parse().unwrap_or(i64::MIN);
@@ -137,11 +142,7 @@ impl Visitor for Apply<'_> {
             return Ok(());
         }
         for change in rows {
-            let change = change.map_err(|kind| DecodeError {
-                pos: ctx.pos,
-                event_type: None,
-                kind,
-            })?;
+            let change = change.map_err(at(ctx.pos))?;
             let before = change.before.as_ref().map(image).transpose()?;
             let after = change.after.as_ref().map(image).transpose()?;
             let t = self.tables.entry(qn.clone()).or_default();
@@ -391,11 +392,7 @@ impl Visitor for CountUpdates {
             return Ok(());
         }
         for change in rows {
-            let change = change.map_err(|kind| DecodeError {
-                pos: ctx.pos,
-                event_type: None,
-                kind,
-            })?;
+            let change = change.map_err(at(ctx.pos))?;
             if change.kind != RowsKind::Update {
                 continue;
             }
