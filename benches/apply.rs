@@ -59,11 +59,7 @@ struct Row {
 }
 
 fn main() -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    runtime.block_on(run())
+    catchup::block_on(run())
 }
 
 async fn run() -> Result<()> {

@@ -63,7 +63,7 @@ use outflow_testkit::{
     ParallelMode, Server,
 };
 
-use catchup::{config, cpu_secs, env_u64, machine_busy_secs, settle, TABLES};
+use catchup::{config, cpu_secs, env_u64, machine_busy_secs, median, settle, TABLES};
 
 /// One target's line in the table.
 struct Line {
@@ -75,11 +75,7 @@ struct Line {
 }
 
 fn main() -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    runtime.block_on(run())
+    catchup::block_on(run())
 }
 
 /// The `outflow` binary: `OUTFLOW_BIN`, or what `cargo build --release -p outflow` built.
@@ -442,17 +438,6 @@ pub async fn warm(server: &Server) -> Result<()> {
 /// The table's reference rows.
 const NATIVE_1: &str = "native replica, 1 SQL thread";
 const NATIVE_4: &str = "native replica, 4 parallel threads";
-
-/// The median of `v` (the mean of the middle two for an even count); NaN when empty.
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    match s.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => s[n / 2],
-        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
-    }
-}
 
 /// A target's InnoDB redo log before a catch-up. The log is a ring: once the checkpoint
 /// age (redo not yet covered by flushed pages) nears its limit, InnoDB flushes dirty pages

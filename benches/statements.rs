@@ -43,7 +43,7 @@ use outflow_core::ValueRef;
 use outflow_sink::literal::push_value;
 use outflow_testkit::Server;
 
-use catchup::{config, cpu_secs, env_u64, settle, sysbench, TABLES};
+use catchup::{config, cpu_secs, env_u64, median, settle, sysbench, TABLES};
 
 #[global_allocator]
 static GLOBAL: alloc_count::CountingAlloc = alloc_count::CountingAlloc;
@@ -286,22 +286,8 @@ struct Sample {
     allocs_per_row: f64,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 fn main() -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    runtime.block_on(run())
+    catchup::block_on(run())
 }
 
 async fn run() -> Result<()> {
@@ -392,9 +378,9 @@ async fn run() -> Result<()> {
          |---|---|---|---|---|---|"
     );
     for (f, &(_, prepared, name)) in forms.iter().enumerate() {
-        let m = |g: fn(&Sample) -> f64| median(samples[f].iter().map(g).collect());
+        let m = |g: fn(&Sample) -> f64| median(&samples[f].iter().map(g).collect::<Vec<_>>());
         let ratio = if prepared {
-            let text = median(samples[f - 1].iter().map(|s| s.wall).collect());
+            let text = median(&samples[f - 1].iter().map(|s| s.wall).collect::<Vec<_>>());
             format!("{:.3}", text / m(|s| s.wall))
         } else {
             String::new()

@@ -26,6 +26,28 @@ pub const TABLES: [&str; 4] = [
 /// Transactions per sysbench run (fresh seed each), as in `support`.
 const BATCH_EVENTS: u64 = 20_000;
 
+/// Runs a bench's `run` on a runtime of two workers, one per core of the machine the
+/// figures come from.
+pub fn block_on(run: impl std::future::Future<Output = Result<()>>) -> Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(run)
+}
+
+/// The median of `v` (the mean of the middle two for an even count); NaN when empty.
+#[allow(dead_code)] // the apply bench runs each setting once
+pub fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
+}
+
 /// `name` parsed, or `default` when it is not set.
 pub fn env_u64(name: &str, default: u64) -> Result<u64> {
     match std::env::var(name) {
