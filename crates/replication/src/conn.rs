@@ -5,6 +5,7 @@
 //! dropped the payloads it was given, the next `reserve` reuses the same allocation, so a
 //! steady stream reads into one buffer and allocates nothing per event.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -23,6 +24,7 @@ use crate::protocol::handshake::{
 };
 use crate::protocol::packet::{Framer, Take};
 use crate::protocol::response::{ReadStep, ResultSet, ResultSetReader, ServerError};
+use crate::protocol::stmt::{self, OkPacket, Param, PrepareReader, PrepareStep, Prepared};
 use crate::protocol::{command, ProtocolError};
 use crate::{tls, Error};
 
@@ -100,6 +102,12 @@ pub struct Connection {
     tls: bool,
     plugin: &'static str,
     read_timeout: Option<Duration>,
+    /// Commands queued by `queue_*`, framed, not yet sent.
+    queue: BytesMut,
+    /// A queued command's payload while it is written (reused).
+    scratch: Vec<u8>,
+    /// The sequence id each sent or queued command's reply starts with, oldest first.
+    replies: VecDeque<u8>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -159,6 +167,9 @@ impl Connection {
             tls: false,
             plugin: "",
             read_timeout: Some(opts.connect_timeout),
+            queue: BytesMut::new(),
+            scratch: Vec::new(),
+            replies: VecDeque::new(),
         };
         let first = conn.read_payload("reading the server's greeting").await?;
         let greeting = match parse_greeting(&first)
@@ -376,6 +387,131 @@ impl Connection {
                 ReadStep::Err(error) => return Err(self.server_error(needed_for, error)),
             }
         }
+    }
+
+    /// Prepares `sql` (`COM_STMT_PREPARE`). Nothing may be queued or awaiting a reply.
+    pub async fn prepare(&mut self, sql: &[u8], during: &'static str) -> Result<Prepared, Error> {
+        self.idle(during)?;
+        self.send_command(&stmt::prepare(sql), during).await?;
+        let mut reader = PrepareReader::new();
+        loop {
+            let p = self.read_payload(during).await?;
+            match reader.feed(&p).map_err(|e| self.protocol(during, e))? {
+                PrepareStep::More => {}
+                PrepareStep::Done(ok) => return Ok(ok),
+                PrepareStep::Err(error) => return Err(self.server_error(during, error)),
+            }
+        }
+    }
+
+    /// Frees a prepared statement (`COM_STMT_CLOSE`, which has no reply).
+    pub async fn close_statement(&mut self, id: u32) -> Result<(), Error> {
+        const DURING: &str = "closing a prepared statement";
+        self.idle(DURING)?;
+        self.send_command(&stmt::close(id), DURING).await
+    }
+
+    fn idle(&self, during: &'static str) -> Result<(), Error> {
+        if self.queue.is_empty() && self.replies.is_empty() {
+            return Ok(());
+        }
+        Err(self.protocol(
+            during,
+            ProtocolError::new(
+                "pipeline",
+                format!(
+                    "{} commands still queued or awaiting replies",
+                    self.replies.len()
+                ),
+            ),
+        ))
+    }
+
+    /// Queues an execute of `statement` with `params` (borrowed; written straight into
+    /// the send buffer). Nothing is sent until [`Connection::flush_queue`]; each queued
+    /// command's reply is read, in order, with [`Connection::read_reply`].
+    ///
+    /// Commands are pipelined: the server runs each one whatever the replies before it
+    /// said, so a caller in a transaction must account for a failed command's followers
+    /// (with `autocommit` off they stay inside a transaction it can roll back).
+    pub fn queue_execute<'a>(
+        &mut self,
+        statement: &Prepared,
+        params: impl IntoIterator<Item = Param<'a>>,
+    ) -> Result<(), Error> {
+        self.scratch.clear();
+        stmt::execute(
+            &mut self.scratch,
+            statement.id,
+            usize::from(statement.params),
+            params,
+        )
+        .map_err(|source| Error::Execute {
+            addr: self.addr.clone(),
+            source,
+        })?;
+        self.queue_scratch();
+        Ok(())
+    }
+
+    /// Queues a statement that returns no rows (`COM_QUERY`), as [`Self::queue_execute`].
+    pub fn queue_query(&mut self, sql: &[u8]) {
+        self.scratch.clear();
+        self.scratch.push(command::COM_QUERY);
+        self.scratch.extend_from_slice(sql);
+        self.queue_scratch();
+    }
+
+    fn queue_scratch(&mut self) {
+        self.framer.reset();
+        self.framer.write(&self.scratch, &mut self.queue);
+        self.replies.push_back(self.framer.next_seq());
+    }
+
+    /// Bytes queued and not yet sent.
+    pub fn queued_bytes(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Commands sent or queued whose replies have not been read.
+    pub fn awaiting_replies(&self) -> usize {
+        self.replies.len()
+    }
+
+    /// Sends every queued command, in one write.
+    pub async fn flush_queue(&mut self, during: &'static str) -> Result<(), Error> {
+        let r = async {
+            self.io.write_all(&self.queue).await?;
+            self.io.flush().await
+        }
+        .await;
+        self.queue.clear();
+        r.map_err(|source| Error::Io {
+            addr: self.addr.clone(),
+            during,
+            source,
+        })
+    }
+
+    /// Reads the reply to the oldest command (sending the queue first if it is not yet
+    /// sent): its OK counts, or the server's error (the connection stays usable after one). A reply with rows is a protocol error:
+    /// only statements without rows may be queued.
+    pub async fn read_reply(
+        &mut self,
+        during: &'static str,
+    ) -> Result<Result<OkPacket, ServerError>, Error> {
+        if !self.queue.is_empty() {
+            self.flush_queue(during).await?;
+        }
+        let Some(seq) = self.replies.pop_front() else {
+            return Err(self.protocol(
+                during,
+                ProtocolError::new("pipeline", "no command is awaiting a reply"),
+            ));
+        };
+        self.framer.set_next_seq(seq);
+        let p = self.read_payload(during).await?;
+        stmt::parse_ok_or_err(&p).map_err(|e| self.protocol(during, e))
     }
 
     /// Maps a server error to the most specific [`Error`].

@@ -183,6 +183,15 @@ pub enum Error {
         /// What was malformed.
         source: ProtocolError,
     },
+    /// An execute did not match its prepared statement (a caller's mistake; nothing was
+    /// sent).
+    #[error("{addr}: {source}")]
+    Execute {
+        /// `host:port`.
+        addr: String,
+        /// What did not match.
+        source: crate::protocol::stmt::ExecuteError,
+    },
     /// Something the server said is not what a replica can work with.
     #[error("{addr}: {detail}")]
     Unsupported {

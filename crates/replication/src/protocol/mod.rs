@@ -29,6 +29,7 @@ pub mod gtid;
 pub mod handshake;
 pub mod packet;
 pub mod response;
+pub mod stmt;
 
 use outflow_binlog::bytes::{Packed, Reader, Short};
 

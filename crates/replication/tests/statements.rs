@@ -1,0 +1,189 @@
+//! Prepared statements, pipelined, against a real `mariadbd` from the test kit.
+
+use std::time::Duration;
+
+use outflow_replication::protocol::stmt::Param;
+use outflow_replication::{ConnectOptions, Connection, Error, TlsMode};
+use outflow_testkit::{Server, ServerConfig};
+
+async fn connect(server: &Server) -> Connection {
+    let mut o = ConnectOptions::new("127.0.0.1", server.port(), "root", "");
+    o.tls.mode = TlsMode::Disabled;
+    o.connect_timeout = Duration::from_secs(20);
+    let mut c = Connection::connect(&o).await.expect("connects");
+    c.query("SET NAMES binary", "setting the charset")
+        .await
+        .expect("SET NAMES");
+    c
+}
+
+async fn server() -> Server {
+    let s = Server::start(ServerConfig::new().log_bin(false)).expect("server starts");
+    s.exec(
+        "CREATE DATABASE t; CREATE TABLE t.v (id BIGINT PRIMARY KEY, u BIGINT UNSIGNED, \
+         d DOUBLE, b MEDIUMBLOB, s VARCHAR(20) CHARACTER SET utf8mb4)",
+    )
+    .await
+    .expect("schema");
+    s
+}
+
+#[tokio::test]
+async fn pipelined_executes_store_every_value_exactly() {
+    let server = server().await;
+    let mut c = connect(&server).await;
+    let st = c
+        .prepare(
+            b"INSERT INTO t.v VALUES (?,?,?,?,?),(?,?,?,?,?) \
+              ON DUPLICATE KEY UPDATE u=VALUES(u), b=VALUES(b)",
+            "preparing",
+        )
+        .await
+        .expect("prepares");
+    assert_eq!((st.params, st.columns), (10, 0));
+    // Lengths on each side of the length-encoding steps (251, 65,536), binary bytes.
+    let big: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+    let mid = vec![0u8; 251];
+    let bin = [0u8, 0xFF, b'\'', b'\\', 0x80];
+    let rows: [[Param; 5]; 4] = [
+        [
+            Param::Int(i64::MIN),
+            Param::UInt(u64::MAX),
+            Param::Double(-0.5),
+            Param::Bytes(&big),
+            Param::Bytes("é€".as_bytes()),
+        ],
+        [
+            Param::Int(-1),
+            Param::Null,
+            Param::Null,
+            Param::Bytes(&mid),
+            Param::Null,
+        ],
+        [
+            Param::Int(i64::MAX),
+            Param::UInt(0),
+            Param::Double(1e300),
+            Param::Bytes(&bin),
+            Param::Bytes(b""),
+        ],
+        [
+            Param::Int(0),
+            Param::Int(7),
+            Param::Int(3),
+            Param::Bytes(b"x"),
+            Param::Bytes(b"y"),
+        ],
+    ];
+    c.query("SET autocommit = 0", "session").await.unwrap();
+    c.queue_query(b"BEGIN");
+    for pair in rows.chunks(2) {
+        c.queue_execute(&st, pair.iter().flatten().copied())
+            .expect("queued");
+    }
+    c.queue_query(b"COMMIT");
+    assert_eq!(c.awaiting_replies(), 4);
+    assert!(c.queued_bytes() > big.len());
+    c.flush_queue("sending").await.expect("sent");
+    let mut affected = Vec::new();
+    for _ in 0..4 {
+        let ok = c.read_reply("reading").await.expect("reply").expect("OK");
+        affected.push(ok.affected_rows);
+    }
+    assert_eq!(affected, [0, 2, 2, 0]);
+    let set = c
+        .query(
+            "SELECT id, u, d, HEX(b), HEX(s), LENGTH(b) FROM t.v ORDER BY id",
+            "reading back",
+        )
+        .await
+        .unwrap();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02X}")).collect::<String>();
+    let s = |v: &str| Some(v.to_string());
+    assert_eq!(
+        set.rows,
+        vec![
+            vec![
+                s("-9223372036854775808"),
+                s("18446744073709551615"),
+                s("-0.5"),
+                Some(hex(&big)),
+                Some(hex("é€".as_bytes())),
+                s("70000")
+            ],
+            vec![s("-1"), None, None, Some(hex(&mid)), None, s("251")],
+            vec![s("0"), s("7"), s("3"), s("78"), s("79"), s("1")],
+            vec![
+                s("9223372036854775807"),
+                s("0"),
+                s("1e300"),
+                Some(hex(&bin)),
+                s(""),
+                s("5")
+            ],
+        ]
+    );
+    // An upsert over existing rows counts 2 per changed row, as with text.
+    c.queue_execute(&st, rows[2..].iter().flatten().copied())
+        .unwrap();
+    assert_eq!(c.read_reply("upsert").await.unwrap().unwrap().affected_rows, 0);
+}
+
+#[tokio::test]
+async fn a_failed_execute_is_named_and_its_followers_still_run() {
+    let server = server().await;
+    let mut c = connect(&server).await;
+    let st = c
+        .prepare(b"INSERT INTO t.v (id) VALUES (?)", "preparing")
+        .await
+        .unwrap();
+    c.query("SET autocommit = 0", "session").await.unwrap();
+    c.queue_query(b"BEGIN");
+    for id in [1, 1, 2] {
+        c.queue_execute(&st, [Param::Int(id)]).unwrap();
+    }
+    let mut replies = Vec::new();
+    for _ in 0..4 {
+        replies.push(c.read_reply("reading").await.expect("a reply"));
+    }
+    let dup = replies[2].as_ref().expect_err("duplicate key");
+    assert_eq!(dup.code, 1062, "{dup}");
+    assert!(replies[3].is_ok(), "the next execute ran: {:?}", replies[3]);
+    // Still inside the transaction: rolling back undoes the followers too.
+    c.query("ROLLBACK", "rolling back").await.unwrap();
+    let n = c.query("SELECT COUNT(*) AS n FROM t.v", "count").await.unwrap();
+    assert_eq!(n.first("n"), Some("0"));
+}
+
+#[tokio::test]
+async fn caller_mistakes_and_server_refusals_are_named() {
+    let server = server().await;
+    let mut c = connect(&server).await;
+    let e = c.prepare(b"INSERT INTO t.nope VALUES (?)", "preparing").await;
+    let e = e.expect_err("no such table").to_string();
+    assert!(e.contains("1146") && e.contains("preparing"), "{e}");
+    let st = c
+        .prepare(b"SELECT ? + 1", "preparing")
+        .await
+        .expect("prepares");
+    assert_eq!((st.params, st.columns), (1, 1));
+    let e = c.queue_execute(&st, [Param::Int(1), Param::Int(2)]).unwrap_err();
+    assert!(
+        matches!(e, Error::Execute { .. }) && e.to_string().contains("takes 1 parameters, 2 given"),
+        "{e}"
+    );
+    assert_eq!(c.awaiting_replies(), 0, "nothing was queued");
+    // A statement with rows cannot be pipelined; the reply is refused by name.
+    c.queue_execute(&st, [Param::Int(1)]).unwrap();
+    let e = c.read_reply("reading").await.unwrap_err().to_string();
+    assert!(e.contains("did the statement return rows"), "{e}");
+    let e = c.read_reply("reading").await.unwrap_err().to_string();
+    assert!(e.contains("no command is awaiting a reply"), "{e}");
+    // A closed statement is unknown to the server.
+    let mut c = connect(&server).await;
+    let st = c.prepare(b"DO ?", "preparing").await.unwrap();
+    c.close_statement(st.id).await.unwrap();
+    c.queue_execute(&st, [Param::Int(1)]).unwrap();
+    let e = c.read_reply("reading").await.unwrap().unwrap_err();
+    assert_eq!(e.code, 1243, "{e}");
+}
