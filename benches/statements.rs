@@ -1,6 +1,8 @@
 //! How the applier's batched upserts should reach the target: as text, values written as
-//! literals and several statements sent in one query (what the applier does), or as
-//! prepared statements through mysql_async (binary protocol, one round trip per execute).
+//! literals and several statements sent in one query (what the applier does); as prepared
+//! statements through mysql_async (binary protocol, one round trip per execute); or as
+//! prepared statements through our own client (`outflow_replication::Connection`), a
+//! transaction's executes pipelined in one write with parameters borrowed from the rows.
 //! The issue asks for prepared statements; this bench is the measurement behind the
 //! applier's choice (see "Statements as text" in `crates/sink/src/apply.rs`).
 //!
@@ -25,7 +27,10 @@
 //!   case, an upper bound on what they can gain.
 //!
 //! Text values are written by the applier's own literal writer (`literal::push_value`);
-//! prepared ones are `mysql_async::Value`s (an owned `Vec` per text value). Each form's
+//! mysql_async's prepared ones are `mysql_async::Value`s (an owned `Vec` per text value);
+//! the pipelined ones are `Param`s borrowed from the rows. The pipelined form sends a
+//! transaction (`BEGIN`, its executes, `COMMIT`) in one write and then reads the replies:
+//! one round trip per transaction, as text. Each form's
 //! wall time and CPU (target server and this process) are printed with the medians, and
 //! the heap allocations of this process per row.
 
@@ -40,6 +45,8 @@ use anyhow::{Context, Result};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Statement, Value};
 use outflow_core::ValueRef;
+use outflow_replication::protocol::stmt::{Param, Prepared};
+use outflow_replication::{ConnectOptions, Connection, TlsMode};
 use outflow_sink::literal::push_value;
 use outflow_testkit::Server;
 
@@ -72,6 +79,17 @@ impl Shape {
             Shape::Whole => &["id", "k", "c", "pad"],
         }
     }
+}
+
+/// How statements reach the target.
+#[derive(Clone, Copy, PartialEq)]
+enum Via {
+    /// Literals in the text, a transaction in one query (the applier).
+    Text,
+    /// Prepared through mysql_async, an execute per round trip.
+    Driver,
+    /// Prepared through our client, a transaction's executes in one write.
+    Pipelined,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -173,9 +191,33 @@ fn rows(rng: &mut Rng, n: usize, out: &mut Vec<RowData>) {
     out.dedup_by_key(|r| r.id);
 }
 
-/// One connection's part of a run: `total` rows into `tables`, as text or prepared.
+/// The row count of each prepared statement a group of `n` rows is cut into: 256-row
+/// chunks, then the remainder's binary digits.
+fn chunks(mut n: usize) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        let size = match n {
+            0 => return None,
+            n if n >= CHUNK => CHUNK,
+            n => 1 << (usize::BITS - 1 - n.leading_zeros()),
+        };
+        n -= size;
+        Some(size)
+    })
+}
+
+/// Every row count [`chunks`] can give.
+fn chunk_sizes() -> impl Iterator<Item = usize> {
+    (0..=CHUNK.trailing_zeros()).map(|b| 1 << b)
+}
+
+/// One connection's part of a run: `total` rows into `tables`, in each of the three forms.
 struct Lane {
     conn: Conn,
+    /// Our client's connection, for the pipelined form.
+    own: Connection,
+    /// Its statements by (table, shape, rows), all prepared up front (a prepare cannot
+    /// wait in a pipeline).
+    own_prepared: Vec<((usize, usize, usize), Prepared)>,
     tables: [&'static str; 2],
     /// Prepared statements by (table, shape, rows): prepared once per run.
     prepared: Vec<((usize, usize, usize), Statement)>,
@@ -196,20 +238,16 @@ impl Lane {
         Ok(st)
     }
 
-    async fn run(
-        &mut self,
-        prepared: bool,
-        groups: Groups,
-        mut rng: Rng,
-        total: usize,
-    ) -> Result<()> {
+    async fn run(&mut self, via: Via, groups: Groups, mut rng: Rng, total: usize) -> Result<()> {
         let mut done = 0;
         let mut stmt = 0;
         while done < total {
             self.sql.clear();
             self.sql.extend_from_slice(b"BEGIN");
-            if prepared {
-                self.conn.query_drop("BEGIN").await?;
+            match via {
+                Via::Driver => self.conn.query_drop("BEGIN").await?,
+                Via::Pipelined => self.own.queue_query(b"BEGIN"),
+                Via::Text => {}
             }
             for _ in 0..STATEMENTS_PER_TXN {
                 let (t, s) = (stmt % 2, (stmt / 2) % SHAPES.len());
@@ -222,16 +260,31 @@ impl Lane {
                 let mut batch = std::mem::take(&mut self.rows);
                 rows(&mut rng, n, &mut batch);
                 done += batch.len();
-                if prepared {
-                    // 256-row chunks, then the remainder's binary digits.
+                if via == Via::Pipelined {
                     let mut at = 0;
-                    while at < batch.len() {
-                        let left = batch.len() - at;
-                        let size = if left >= CHUNK {
-                            CHUNK
-                        } else {
-                            1 << (usize::BITS - 1 - left.leading_zeros())
-                        };
+                    for size in chunks(batch.len()) {
+                        let st = self
+                            .own_prepared
+                            .iter()
+                            .find(|(key, _)| *key == (t, s, size))
+                            .map(|(_, st)| *st)
+                            .context("a chunk size without a statement")?;
+                        self.own.queue_execute(
+                            &st,
+                            batch[at..at + size]
+                                .iter()
+                                .flat_map(|r| r.values(shape))
+                                .map(|v| match v {
+                                    ValueRef::Int(x) => Param::Int(x),
+                                    ValueRef::Text(b) => Param::Bytes(b),
+                                    _ => Param::Null,
+                                }),
+                        )?;
+                        at += size;
+                    }
+                } else if via == Via::Driver {
+                    let mut at = 0;
+                    for size in chunks(batch.len()) {
                         let st = self.statement(t, s, size).await?;
                         let params: Vec<Value> = batch[at..at + size]
                             .iter()
@@ -264,15 +317,25 @@ impl Lane {
                 }
                 self.rows = batch;
             }
-            if prepared {
-                self.conn.query_drop("COMMIT").await?;
-            } else {
-                self.sql.extend_from_slice(b";COMMIT");
-                self.conn
-                    .query_iter(&self.sql[..])
-                    .await?
-                    .drop_result()
-                    .await?;
+            match via {
+                Via::Driver => self.conn.query_drop("COMMIT").await?,
+                Via::Pipelined => {
+                    self.own.queue_query(b"COMMIT");
+                    self.own.flush_queue("sending a transaction").await?;
+                    while self.own.awaiting_replies() > 0 {
+                        if let Err(e) = self.own.read_reply("reading the replies").await? {
+                            anyhow::bail!("the target refused a pipelined command: {e}");
+                        }
+                    }
+                }
+                Via::Text => {
+                    self.sql.extend_from_slice(b";COMMIT");
+                    self.conn
+                        .query_iter(&self.sql[..])
+                        .await?
+                        .drop_result()
+                        .await?;
+                }
             }
         }
         Ok(())
@@ -315,8 +378,24 @@ async fn run() -> Result<()> {
         let mut conn = Conn::new(opts).await?;
         // As the applier's session: values are bytes in their columns' charsets.
         conn.query_drop("SET NAMES binary").await?;
+        let mut o = ConnectOptions::new("127.0.0.1", target.port(), "root", "");
+        o.tls.mode = TlsMode::Disabled;
+        let mut own = Connection::connect(&o).await?;
+        own.query("SET NAMES binary", "setting the charset").await?;
+        let mut own_prepared = Vec::new();
+        for (t, table) in tables.iter().enumerate() {
+            for (s, &shape) in SHAPES.iter().enumerate() {
+                for n in chunk_sizes() {
+                    let sql = placeholders(table, shape, n);
+                    let st = own.prepare(sql.as_bytes(), "preparing").await?;
+                    own_prepared.push(((t, s, n), st));
+                }
+            }
+        }
         lanes.push(Lane {
             conn,
+            own,
+            own_prepared,
             tables,
             prepared: Vec::new(),
             sql: Vec::new(),
@@ -325,15 +404,20 @@ async fn run() -> Result<()> {
     }
     let mut seed = Rng(0x9e37_79b9_7f4a_7c15);
     let forms = [
-        (Groups::Mixed, false, "mixed groups, text"),
-        (Groups::Mixed, true, "mixed groups, prepared"),
-        (Groups::Fixed, false, "256-row groups, text"),
-        (Groups::Fixed, true, "256-row groups, prepared"),
+        (Groups::Mixed, Via::Text, "mixed groups, text"),
+        (Groups::Mixed, Via::Driver, "mixed groups, mysql_async"),
+        (Groups::Mixed, Via::Pipelined, "mixed groups, pipelined"),
+        (Groups::Fixed, Via::Text, "256-row groups, text"),
+        (Groups::Fixed, Via::Driver, "256-row groups, mysql_async"),
+        (Groups::Fixed, Via::Pipelined, "256-row groups, pipelined"),
     ];
     let mut samples: Vec<Vec<Sample>> = forms.iter().map(|_| Vec::new()).collect();
     // A warm-up pass of each form (buffer pool, statement caches), not counted.
     for round in 0..=rounds {
-        for (f, &(groups, prepared, name)) in forms.iter().enumerate() {
+        // Each round starts at another form, so that none always runs first or after
+        // the same neighbour (the target's background work carries over between runs).
+        for f in (0..forms.len()).map(|i| (i + round as usize) % forms.len()) {
+            let (groups, via, name) = forms[f];
             // Fresh values for every run: rows a run leaves unchanged cost the target less.
             let rngs = [Rng(seed.next() | 1), Rng(seed.next() | 1)];
             settle().await;
@@ -344,8 +428,8 @@ async fn run() -> Result<()> {
                 unreachable!("two lanes")
             };
             let (ra, rb) = tokio::join!(
-                a.run(prepared, groups, rngs[0].clone(), total / 2),
-                b.run(prepared, groups, rngs[1].clone(), total / 2)
+                a.run(via, groups, rngs[0].clone(), total / 2),
+                b.run(via, groups, rngs[1].clone(), total / 2)
             );
             ra.with_context(|| format!("{name}, lane 1"))?;
             rb.with_context(|| format!("{name}, lane 2"))?;
@@ -370,20 +454,29 @@ async fn run() -> Result<()> {
     }
     println!();
     println!(
-        "{total} row changes per run, 2 connections, medians of {rounds} rounds; \
-         ratio = text wall / prepared wall"
+        "{total} row changes per run, 2 connections, medians of {rounds} rounds (forms in \
+         rotating order); ratio = the median over rounds of the text wall / the form's wall \
+         in the same round"
     );
     println!(
         "| form | wall | target CPU | own CPU | allocations per row | ratio |\n\
          |---|---|---|---|---|---|"
     );
-    for (f, &(_, prepared, name)) in forms.iter().enumerate() {
+    for (f, &(groups, via, name)) in forms.iter().enumerate() {
         let m = |g: fn(&Sample) -> f64| median(&samples[f].iter().map(g).collect::<Vec<_>>());
-        let ratio = if prepared {
-            let text = median(&samples[f - 1].iter().map(|s| s.wall).collect::<Vec<_>>());
-            format!("{:.3}", text / m(|s| s.wall))
-        } else {
+        let text = forms
+            .iter()
+            .position(|&(g, v, _)| g == groups && v == Via::Text)
+            .context("a text form for each kind of group")?;
+        let ratio = if via == Via::Text {
             String::new()
+        } else {
+            let paired: Vec<f64> = samples[text]
+                .iter()
+                .zip(&samples[f])
+                .map(|(t, s)| t.wall / s.wall)
+                .collect();
+            format!("{:.3}", median(&paired))
         };
         println!(
             "| {name} | {:.3} s | {:.2} s | {:.2} s | {:.2} | {ratio} |",

@@ -1,6 +1,6 @@
 //! Bytes from a server, as the replication client sees them, through every parser of its
 //! sans-IO protocol core: packet framing and reassembly, the greeting, OK/ERR/EOF, text
-//! result sets, the authentication exchange (every plugin), the binary GTID set, and the
+//! result sets, prepared-statement replies (`COM_STMT_PREPARE`, OK after an execute), the authentication exchange (every plugin), the binary GTID set, and the
 //! text forms of positions.
 //!
 //! Input: 2 control bytes, then the stream.
@@ -20,6 +20,7 @@ use outflow_replication::protocol::gtid::{decode_gtid_set, encode_gtid_set};
 use outflow_replication::protocol::handshake::parse_greeting;
 use outflow_replication::protocol::packet::{Framer, Take};
 use outflow_replication::protocol::response::{classify, is_eof, parse_err, ResultSetReader};
+use outflow_replication::protocol::stmt::{parse_ok_or_err, PrepareReader};
 use outflow_replication::StartPosition;
 
 const PLUGINS: [&str; 6] = [
@@ -61,6 +62,7 @@ fuzz_target!(|data: &[u8]| {
     // Each payload through every parser that could meet it.
     let (mut auth, _, _) = AuthExchange::start("pw", secure, plugin, b"01234567890123456789");
     let mut results = ResultSetReader::new();
+    let mut prepared = PrepareReader::new();
     for p in &payloads {
         let _ = parse_greeting(p);
         let _ = parse_err(p);
@@ -68,6 +70,8 @@ fuzz_target!(|data: &[u8]| {
         let _ = is_eof(p);
         let _ = auth.on_packet(p);
         let _ = results.feed(p);
+        let _ = prepared.feed(p);
+        let _ = parse_ok_or_err(p);
         let _ = decode_gtid_set(p);
     }
 

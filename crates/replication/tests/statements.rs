@@ -126,7 +126,10 @@ async fn pipelined_executes_store_every_value_exactly() {
     // An upsert over existing rows counts 2 per changed row, as with text.
     c.queue_execute(&st, rows[2..].iter().flatten().copied())
         .unwrap();
-    assert_eq!(c.read_reply("upsert").await.unwrap().unwrap().affected_rows, 0);
+    assert_eq!(
+        c.read_reply("upsert").await.unwrap().unwrap().affected_rows,
+        0
+    );
 }
 
 #[tokio::test]
@@ -151,7 +154,10 @@ async fn a_failed_execute_is_named_and_its_followers_still_run() {
     assert!(replies[3].is_ok(), "the next execute ran: {:?}", replies[3]);
     // Still inside the transaction: rolling back undoes the followers too.
     c.query("ROLLBACK", "rolling back").await.unwrap();
-    let n = c.query("SELECT COUNT(*) AS n FROM t.v", "count").await.unwrap();
+    let n = c
+        .query("SELECT COUNT(*) AS n FROM t.v", "count")
+        .await
+        .unwrap();
     assert_eq!(n.first("n"), Some("0"));
 }
 
@@ -159,7 +165,9 @@ async fn a_failed_execute_is_named_and_its_followers_still_run() {
 async fn caller_mistakes_and_server_refusals_are_named() {
     let server = server().await;
     let mut c = connect(&server).await;
-    let e = c.prepare(b"INSERT INTO t.nope VALUES (?)", "preparing").await;
+    let e = c
+        .prepare(b"INSERT INTO t.nope VALUES (?)", "preparing")
+        .await;
     let e = e.expect_err("no such table").to_string();
     assert!(e.contains("1146") && e.contains("preparing"), "{e}");
     let st = c
@@ -167,7 +175,9 @@ async fn caller_mistakes_and_server_refusals_are_named() {
         .await
         .expect("prepares");
     assert_eq!((st.params, st.columns), (1, 1));
-    let e = c.queue_execute(&st, [Param::Int(1), Param::Int(2)]).unwrap_err();
+    let e = c
+        .queue_execute(&st, [Param::Int(1), Param::Int(2)])
+        .unwrap_err();
     assert!(
         matches!(e, Error::Execute { .. }) && e.to_string().contains("takes 1 parameters, 2 given"),
         "{e}"

@@ -171,7 +171,10 @@ enum PrepareStage {
     Start,
     /// In definition group `group` (0: parameters, 1: columns), `left` definitions
     /// before its EOF.
-    Definitions { group: usize, left: u16 },
+    Definitions {
+        group: usize,
+        left: u16,
+    },
     Done,
 }
 
@@ -295,7 +298,9 @@ pub fn parse_ok_or_err(payload: &[u8]) -> Result<Result<OkPacket, ServerError>, 
         Some(b) => {
             return Err(ProtocolError::new(
                 WHAT,
-                format!("reply starts with {b:#04x}, not OK or ERR (did the statement return rows?)"),
+                format!(
+                    "reply starts with {b:#04x}, not OK or ERR (did the statement return rows?)"
+                ),
             ))
         }
         None => return Err(ProtocolError::new(WHAT, "empty payload")),
