@@ -8,7 +8,7 @@
 //!
 //! Run with `cargo bench --bench statements`. Environment:
 //! - `OUTFLOW_BENCH_STATEMENTS_ROWS`: row changes per run (default 300,000);
-//! - `OUTFLOW_BENCH_STATEMENTS_ROUNDS`: paired rounds (default 4).
+//! - `OUTFLOW_BENCH_STATEMENTS_ROUNDS`: rounds (default 8: the effects are within a run-to-run spread of 10-20%).
 //!
 //! The workload, on a target holding the sysbench `prepare` (4 tables of 100,000 rows):
 //! two connections, as two apply lanes, each on tables of its own, run transactions of 8
@@ -355,7 +355,7 @@ fn main() -> Result<()> {
 
 async fn run() -> Result<()> {
     let total = env_u64("OUTFLOW_BENCH_STATEMENTS_ROWS", 300_000)? as usize;
-    let rounds = env_u64("OUTFLOW_BENCH_STATEMENTS_ROUNDS", 4)?.max(1);
+    let rounds = env_u64("OUTFLOW_BENCH_STATEMENTS_ROUNDS", 8)?.max(1);
     let target = Server::start(config().log_bin(false))?;
     println!("preparing: sysbench prepare, 4 tables x 100,000 rows");
     sysbench().prepare(&target)?;

@@ -72,20 +72,32 @@
 //!
 //! # Statements as text
 //! Values travel as literals in the statement text ([`crate::literal`]), not as
-//! prepared-statement parameters, although the issue lists prepared statements: through
-//! mysql_async they do not pay. `cargo bench --bench statements` (sysbench-shaped upserts
-//! on two connections, 300,000 rows, medians of 4 rounds): prepared cost the target 10%
-//! less CPU (2.90 s against 3.21 s), but the wall time moved only 3-4% (1.70 s against
-//! 1.78 s), within the rounds' spread. The driver executes one statement per round trip,
-//! where text sends a transaction's statements in one query (`MULTI_STATEMENT_BYTES`), so
-//! the target's connection waits between executes. And this process paid: half as much CPU
-//! again (0.21 s against 0.14 s), and 1.2 allocations per row against 0.03, because the
-//! driver binds each text value as an owned `Vec` and cannot send borrowed bytes. A
-//! multi-row prepared statement also has a fixed row count, so each group would be cut
-//! into a few fixed sizes (the bench: 256 rows, then the remainder's binary digits), and
-//! that means more statements per group. The target's 10% needs executes pipelined several
-//! to a round trip, with parameters borrowed from the batch. That means our own client for
-//! the apply connection (the replication crate already speaks the protocol). Not done yet.
+//! prepared-statement parameters, although the issue lists prepared statements. They were
+//! measured in three forms (`cargo bench --bench statements`: sysbench-shaped upserts on
+//! two connections, 300,000 rows per run, 8 rounds with the forms in rotating order,
+//! groups of 100-1,000 rows):
+//! - text, as here: 1.79 s, 3.22 s of target CPU, 0.14 s of ours, 0.03 allocations a row;
+//! - prepared through mysql_async: 1.82 s (0.98x), 3.04 s, 0.22 s, 1.19 allocations a
+//!   row. The driver executes one statement per round trip, where text sends a
+//!   transaction's statements in one query (`MULTI_STATEMENT_BYTES`), so the target's
+//!   connection waits between executes; and it binds each text value as an owned `Vec`;
+//! - prepared through our own client (`outflow_replication::Connection::queue_execute`),
+//!   a transaction's executes pipelined in one write, parameters borrowed from the rows:
+//!   1.66 s (1.095x, won 5 of 8 rounds), 2.97 s, 0.15 s, no allocation. With every group
+//!   256 rows (prepared statements' best case) 1.067x, 8 of 8 rounds.
+//!
+//! So the one form that pays saves the target about 8% of its CPU, and 7-10% of the wall
+//! time on this bench. It is not taken yet because it means the applier's connections
+//! move from mysql_async to our client (about 30 calls: multi-statement results, XA, the
+//! careful mode's probes, the catalog's queries, error codes), and the statements change
+//! shape: a statement would name rows of the batch instead of holding their text, a
+//! group be cut into fixed row counts (256, then the remainder's binary digits, so at
+//! most 9 statements per table and column set), and a text key compared in a `WHERE` be
+//! written `CONVERT(? USING charset)`, since a parameter under `SET NAMES binary` is a
+//! binary string and would compare byte by byte, ignoring the column's collation (trailing
+//! spaces, case). A failed execute does not stop the ones pipelined after it, as a
+//! multi-statement query does: the session needs `autocommit = 0`, so that those run
+//! inside the transaction being rolled back.
 //!
 //! Not `BINLOG '...'` statements of row events either, though the issue allowed them where
 //! faster: the apply bench replays the backlog's own row events grouped as this applier
