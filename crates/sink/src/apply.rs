@@ -92,8 +92,8 @@
 //! careful mode's probes, the catalog's queries, error codes), and the statements change
 //! shape: a statement would name rows of the batch instead of holding their text, a
 //! group be cut into fixed row counts (256, then the remainder's binary digits, so at
-//! most 9 statements per table and column set). A text key compared in a `WHERE` needs
-//! no more than the text form's introducer: tried on this machine's MariaDB 10.11 under
+//! most 9 statements per table and column set). A text key compared in a `WHERE` keeps
+//! its column's collation without the text form's introducer: tried on this machine's MariaDB 10.11 under
 //! `SET NAMES binary`, a parameter compared with a latin1 or utf8mb4 key column matched
 //! under the column's collation (`'ABC'` and `'abc '` found `'abc'`, `'É'` found `'é'`),
 //! with or without `CONVERT(? USING charset)`; MySQL is not tried (none here). A failed
