@@ -8,7 +8,8 @@
 //!
 //! Run with `cargo bench --bench statements`. Environment:
 //! - `OUTFLOW_BENCH_STATEMENTS_ROWS`: row changes per run (default 300,000);
-//! - `OUTFLOW_BENCH_STATEMENTS_ROUNDS`: rounds (default 8: the effects are within a run-to-run spread of 10-20%).
+//! - `OUTFLOW_BENCH_STATEMENTS_ROUNDS`: rounds (default 8: the effects are within a
+//!   run-to-run spread of 10-20%).
 //!
 //! The workload, on a target holding the sysbench `prepare` (4 tables of 100,000 rows):
 //! two connections, as two apply lanes, each on tables of its own, run transactions of 8

@@ -494,8 +494,8 @@ impl Connection {
     }
 
     /// Reads the reply to the oldest command (sending the queue first if it is not yet
-    /// sent): its OK counts, or the server's error (the connection stays usable after one). A reply with rows is a protocol error:
-    /// only statements without rows may be queued.
+    /// sent): its OK counts, or the server's error (the connection stays usable after one).
+    /// A reply with rows is a protocol error: only statements without rows may be queued.
     pub async fn read_reply(
         &mut self,
         during: &'static str,
