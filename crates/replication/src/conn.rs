@@ -376,7 +376,9 @@ impl Connection {
 
     /// Runs a statement and reads its text result set (empty for statements without
     /// rows). A missing privilege becomes [`Error::MissingPrivilege`] naming `needed_for`.
+    /// Nothing may be queued or awaiting a reply.
     pub async fn query(&mut self, sql: &str, needed_for: &'static str) -> Result<ResultSet, Error> {
+        self.idle(needed_for)?;
         self.send_command(&command::query(sql), needed_for).await?;
         let mut reader = ResultSetReader::new();
         loop {

@@ -189,6 +189,19 @@ async fn caller_mistakes_and_server_refusals_are_named() {
     assert!(e.contains("did the statement return rows"), "{e}");
     let e = c.read_reply("reading").await.unwrap_err().to_string();
     assert!(e.contains("no command is awaiting a reply"), "{e}");
+    // A query or prepare while replies are due would read the wrong reply: refused.
+    let mut c = connect(&server).await;
+    c.queue_query(b"DO 1");
+    let e = c.query("DO 2", "querying").await.unwrap_err().to_string();
+    assert!(e.contains("1 commands still queued"), "{e}");
+    let e = c
+        .prepare(b"DO ?", "preparing")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("1 commands still queued"), "{e}");
+    assert!(c.read_reply("reading").await.unwrap().is_ok());
+    c.query("DO 2", "querying").await.expect("idle again");
     // A closed statement is unknown to the server.
     let mut c = connect(&server).await;
     let st = c.prepare(b"DO ?", "preparing").await.unwrap();
