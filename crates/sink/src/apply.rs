@@ -84,9 +84,10 @@
 //! - prepared through our own client (`outflow_replication::Connection::queue_execute`),
 //!   a transaction's executes pipelined in one write, parameters borrowed from the rows:
 //!   1.66 s (1.095x, won 5 of 8 rounds), 2.97 s, 0.15 s, no allocation. With every group
-//!   256 rows (prepared statements' best case) 1.067x, 8 of 8 rounds.
+//!   256 rows (prepared statements' best case) 1.067x, 8 of 8 rounds. A second run:
+//!   1.119x (7 of 8) and 1.068x (7 of 8), target CPU 2.86 s against 3.25 s.
 //!
-//! So the one form that pays saves the target about 8% of its CPU, and 7-10% of the wall
+//! So the one form that pays saves the target 8-12% of its CPU, and 7-12% of the wall
 //! time on this bench. It is not taken yet because it means the applier's connections
 //! move from mysql_async to our client (about 30 calls: XA, the careful mode's probes, the
 //! catalog's queries, error codes; a multi-statement query becomes pipelined `COM_QUERY`s),
