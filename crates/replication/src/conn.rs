@@ -19,8 +19,8 @@ use crate::error::{codes, privilege_in_message};
 use crate::options::{ConnectOptions, TlsMode};
 use crate::protocol::auth::{AuthError, AuthExchange, AuthStep};
 use crate::protocol::handshake::{
-    handshake_response, parse_greeting, ssl_request, FirstPacket, Greeting, CLIENT_CAPS,
-    REQUIRED_CAPS,
+    caps as cap, handshake_response, parse_greeting, ssl_request, FirstPacket, Greeting,
+    CLIENT_CAPS, REQUIRED_CAPS,
 };
 use crate::protocol::packet::{Framer, Take};
 use crate::protocol::response::{ReadStep, ResultSet, ResultSetReader, ServerError};
@@ -108,6 +108,19 @@ pub struct Connection {
     scratch: Vec<u8>,
     /// The sequence id each sent or queued command's reply starts with, oldest first.
     replies: VecDeque<u8>,
+    /// A query sent by [`Connection::send_query`] has results not yet read.
+    results_pending: bool,
+}
+
+/// One result of a query, as read by [`Connection::next_result`].
+#[derive(Debug)]
+pub enum QueryResult {
+    /// A statement without rows: its counts.
+    Done(OkPacket),
+    /// A statement's rows.
+    Rows(ResultSet),
+    /// The server's error; a multi-statement query runs nothing after it.
+    Failed(ServerError),
 }
 
 impl std::fmt::Debug for Connection {
@@ -170,6 +183,7 @@ impl Connection {
             queue: BytesMut::new(),
             scratch: Vec::new(),
             replies: VecDeque::new(),
+            results_pending: false,
         };
         let first = conn.read_payload("reading the server's greeting").await?;
         let greeting = match parse_greeting(&first)
@@ -202,12 +216,14 @@ impl Connection {
                 })
             }
         };
-        let caps = CLIENT_CAPS & greeting.capabilities
-            | if use_tls {
-                crate::protocol::handshake::caps::SSL
+        let wanted = CLIENT_CAPS
+            | if opts.found_rows { cap::FOUND_ROWS } else { 0 }
+            | if opts.multi_statements {
+                cap::MULTI_STATEMENTS
             } else {
                 0
             };
+        let caps = wanted & greeting.capabilities | if use_tls { cap::SSL } else { 0 };
         conn.greeting = greeting;
         if let (true, Some(config)) = (use_tls, tls_config) {
             conn.send(&ssl_request(caps), "requesting TLS").await?;
@@ -413,7 +429,67 @@ impl Connection {
         self.send_command(&stmt::close(id), DURING).await
     }
 
+    /// Sends `sql` (several `;`-separated statements with
+    /// [`ConnectOptions::multi_statements`]) without waiting: read each statement's result
+    /// with [`Connection::next_result`], in order, until it returns `None`. Nothing may be
+    /// queued or awaiting a reply.
+    pub async fn send_query(&mut self, sql: &[u8], during: &'static str) -> Result<(), Error> {
+        self.idle(during)?;
+        let mut payload = std::mem::take(&mut self.scratch);
+        payload.clear();
+        payload.push(command::COM_QUERY);
+        payload.extend_from_slice(sql);
+        let sent = self.send_command(&payload, during).await;
+        self.scratch = payload;
+        sent?;
+        self.results_pending = true;
+        Ok(())
+    }
+
+    /// The next result of the query sent by [`Connection::send_query`]: `None` once all
+    /// are read. After a [`QueryResult::Failed`] there are no more.
+    pub async fn next_result(
+        &mut self,
+        during: &'static str,
+    ) -> Result<Option<QueryResult>, Error> {
+        if !self.results_pending {
+            return Ok(None);
+        }
+        let p = self.read_payload(during).await?;
+        if p.first() == Some(&0x00) {
+            let ok = match stmt::parse_ok_or_err(&p).map_err(|e| self.protocol(during, e))? {
+                Ok(ok) => ok,
+                Err(e) => return Err(self.server_error(during, e)),
+            };
+            self.results_pending = ok.more_results();
+            return Ok(Some(QueryResult::Done(ok)));
+        }
+        let mut reader = ResultSetReader::new();
+        let mut step = reader.feed(&p).map_err(|e| self.protocol(during, e))?;
+        loop {
+            match step {
+                ReadStep::More => {}
+                ReadStep::Done(set) => {
+                    self.results_pending = set.status & stmt::SERVER_MORE_RESULTS_EXISTS != 0;
+                    return Ok(Some(QueryResult::Rows(set)));
+                }
+                ReadStep::Err(error) => {
+                    self.results_pending = false;
+                    return Ok(Some(QueryResult::Failed(error)));
+                }
+            }
+            let p = self.read_payload(during).await?;
+            step = reader.feed(&p).map_err(|e| self.protocol(during, e))?;
+        }
+    }
+
     fn idle(&self, during: &'static str) -> Result<(), Error> {
+        if self.results_pending {
+            return Err(self.protocol(
+                during,
+                ProtocolError::new("pipeline", "an earlier query's results are not all read"),
+            ));
+        }
         if self.queue.is_empty() && self.replies.is_empty() {
             return Ok(());
         }

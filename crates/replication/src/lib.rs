@@ -72,7 +72,7 @@ pub mod replica;
 pub mod stream;
 mod tls;
 
-pub use conn::Connection;
+pub use conn::{Connection, QueryResult};
 pub use error::{Error, ErrorClass};
 pub use options::{ConnectOptions, Password, TlsMode, TlsOptions};
 pub use position::{PositionTracker, StartPosition, Tracked};

@@ -116,6 +116,12 @@ pub struct ConnectOptions {
     pub annotate_rows: bool,
     /// Host name shown by `SHOW SLAVE HOSTS` (default: `outflow`).
     pub report_host: String,
+    /// `CLIENT_FOUND_ROWS`: an UPDATE reports the rows it found, not only those it changed
+    /// (default off; an applier checks counts with it).
+    pub found_rows: bool,
+    /// `CLIENT_MULTI_STATEMENTS`: one query may hold several `;`-separated statements,
+    /// read with [`crate::Connection::next_result`] (default off).
+    pub multi_statements: bool,
 }
 
 impl ConnectOptions {
@@ -140,6 +146,8 @@ impl ConnectOptions {
             non_blocking: false,
             annotate_rows: false,
             report_host: "outflow".to_string(),
+            found_rows: false,
+            multi_statements: false,
         }
     }
 

@@ -210,3 +210,85 @@ async fn caller_mistakes_and_server_refusals_are_named() {
     let e = c.read_reply("reading").await.unwrap().unwrap_err();
     assert_eq!(e.code, 1243, "{e}");
 }
+
+#[tokio::test]
+async fn multi_statement_queries_give_each_result_in_order_and_stop_at_an_error() {
+    use outflow_replication::QueryResult;
+    let server = server().await;
+    let mut o = ConnectOptions::new("127.0.0.1", server.port(), "root", "");
+    o.tls.mode = TlsMode::Disabled;
+    o.connect_timeout = Duration::from_secs(20);
+    o.multi_statements = true;
+    o.found_rows = true;
+    let mut c = Connection::connect(&o).await.expect("connects");
+    c.send_query(
+        b"INSERT INTO t.v (id, u) VALUES (1, 1), (2, 2); \
+          SELECT id, u FROM t.v ORDER BY id; \
+          INSERT INTO t.v (id, u) VALUES (1, 1), (3, 3) ON DUPLICATE KEY UPDATE u = VALUES(u); \
+          UPDATE t.v SET u = 3 WHERE id = 3",
+        "testing",
+    )
+    .await
+    .expect("sent");
+    let mut results = Vec::new();
+    while let Some(r) = c.next_result("testing").await.expect("reads") {
+        results.push(r);
+    }
+    assert_eq!(results.len(), 4, "{results:?}");
+    match &results[0] {
+        QueryResult::Done(ok) => {
+            assert_eq!(ok.affected_rows, 2);
+            assert!(ok.info.starts_with("Records: 2"), "{}", ok.info);
+        }
+        other => panic!("{other:?}"),
+    }
+    match &results[1] {
+        QueryResult::Rows(set) => assert_eq!(
+            set.rows,
+            vec![
+                vec![Some("1".to_string()), Some("1".to_string())],
+                vec![Some("2".to_string()), Some("2".to_string())]
+            ]
+        ),
+        other => panic!("{other:?}"),
+    }
+    match &results[2] {
+        // Row 1 found unchanged (counted with CLIENT_FOUND_ROWS), row 3 inserted.
+        QueryResult::Done(ok) => assert!(ok.info.contains("Duplicates: 1"), "{}", ok.info),
+        other => panic!("{other:?}"),
+    }
+    match &results[3] {
+        // Found, not changed: 1 only with CLIENT_FOUND_ROWS.
+        QueryResult::Done(ok) => assert_eq!(ok.affected_rows, 1),
+        other => panic!("{other:?}"),
+    }
+    // A failing statement ends the query: nothing after it runs.
+    c.send_query(
+        b"DELETE FROM t.v WHERE id = 1; INSERT INTO t.v (id) VALUES (2); DELETE FROM t.v",
+        "testing",
+    )
+    .await
+    .expect("sent");
+    assert!(matches!(
+        c.next_result("testing").await.expect("reads"),
+        Some(QueryResult::Done(ok)) if ok.affected_rows == 1
+    ));
+    assert!(matches!(
+        c.next_result("testing").await.expect("reads"),
+        Some(QueryResult::Failed(e)) if e.code == 1062
+    ));
+    assert!(c.next_result("testing").await.expect("reads").is_none());
+    // A query while results are due is refused; once read, the connection is usable.
+    c.send_query(b"SELECT 1; SELECT 2", "testing")
+        .await
+        .expect("sent");
+    assert!(c.query("SELECT 3", "testing").await.is_err());
+    assert!(c.next_result("testing").await.expect("reads").is_some());
+    assert!(c.next_result("testing").await.expect("reads").is_some());
+    assert!(c.next_result("testing").await.expect("reads").is_none());
+    let rows = c
+        .query("SELECT COUNT(*) FROM t.v", "testing")
+        .await
+        .expect("query");
+    assert_eq!(rows.rows, vec![vec![Some("2".to_string())]]);
+}

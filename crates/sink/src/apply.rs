@@ -122,11 +122,11 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, OptsBuilder, Row};
+use mysql_async::Opts;
 use outflow_core::{
     ChangeBatch, Ddl, Op, SchemaVersion, SnapshotStatement, SourcePosition, TableSection,
 };
+use outflow_replication::ConnectOptions;
 
 mod ahead;
 mod parts;
@@ -139,10 +139,11 @@ use crate::ddl::{
 };
 use crate::literal::push_quoted;
 use crate::plan::TablePlan;
-use crate::sql::{qualified, typed, typed_first};
+use crate::sql::qualified;
 use crate::stage::{
     careful, push_insert_tail, Batcher, Check, Cx, Limits, RowOp, StageError, Stmt,
 };
+use crate::target::{options_of, value, Reply, Session, TargetError};
 
 /// What to do when the target does not hold what a change expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -423,7 +424,7 @@ pub enum ApplyError {
         what: String,
         /// The driver's error.
         #[source]
-        source: mysql_async::Error,
+        source: TargetError,
     },
     /// A conflict under [`ConflictPolicy::Stop`] (table-scoped).
     #[error("conflict on {table}: {kind} (key {key}) at {position}")]
@@ -458,7 +459,7 @@ pub enum ApplyError {
         position: String,
         /// The server's error.
         #[source]
-        source: mysql_async::Error,
+        source: TargetError,
     },
     /// The target table does not fit the change (table-scoped).
     #[error("{table}: {detail}")]
@@ -479,7 +480,13 @@ pub enum ApplyError {
         position: String,
         /// The server's error.
         #[source]
-        source: mysql_async::Error,
+        source: TargetError,
+    },
+    /// The target's connection options cannot be used (fatal).
+    #[error("target options: {detail}")]
+    Options {
+        /// What is wrong.
+        detail: String,
     },
     /// The frame does not follow the checkpoint (fatal).
     #[error("stream {stream}: frame {seq} delivered, but the target needs frame {expected} next")]
@@ -535,7 +542,7 @@ pub enum ApplyError {
         position: String,
         /// The server's error.
         #[source]
-        source: mysql_async::Error,
+        source: TargetError,
     },
     /// A source transaction in parts had to be rolled back after its first frame (see the
     /// module documentation): re-deliver from the checkpoint.
@@ -603,11 +610,8 @@ impl From<ApplyError> for Failure {
     }
 }
 
-fn server_code(e: &mysql_async::Error) -> Option<u16> {
-    match e {
-        mysql_async::Error::Server(s) => Some(s.code),
-        _ => None,
-    }
+fn server_code(e: &TargetError) -> Option<u16> {
+    e.code()
 }
 
 const ER_DUP_ENTRY: u16 = 1062;
@@ -620,9 +624,9 @@ const ER_BAD_FIELD: u16 = 1054;
 /// Applies change batches to one target, exactly once; see the module documentation.
 pub struct Applier {
     /// The coordinator connection: lane 0, the checkpoint, careful mode, DDL.
-    conn: Conn,
+    conn: Session,
     /// Lanes 1.. (taken while a lane's statements run on a task of their own).
-    others: Vec<Option<Conn>>,
+    others: Vec<Option<Session>>,
     /// Which lanes have joined the open XA transaction.
     lanes_used: Vec<bool>,
     /// Each lane's buffer for several statements in one query, kept so that its pages are
@@ -679,13 +683,13 @@ impl Applier {
     /// Connects to the target, sets the session up, creates the checkpoint table if needed
     /// and reads the stream's checkpoint.
     pub async fn connect(opts: Opts, cfg: ApplyConfig) -> Result<Applier, ApplyError> {
-        let opts: Opts = OptsBuilder::from_opts(opts).client_found_rows(true).into();
+        let opts = options_of(&opts).map_err(|detail| ApplyError::Options { detail })?;
         let mut conn = open_session(&opts).await?;
         let mut others = Vec::new();
         for _ in 1..cfg.apply_threads.get() {
             let mut lane = open_session(&opts).await?;
             // These sessions only ever run spread transactions (see `lane_lock_wait_secs`).
-            lane.query_drop(format!(
+            lane.run(format!(
                 "SET SESSION innodb_lock_wait_timeout = {}",
                 cfg.lane_lock_wait_secs.max(1)
             ))
@@ -700,11 +704,16 @@ impl Applier {
             let what = what.to_string();
             move |source| ApplyError::Connection { what, source }
         };
-        let max_packet: Option<u64> = conn
-            .query_first::<Row, _>("SELECT @@max_allowed_packet")
+        let max_packet: Option<u64> = match conn
+            .rows("SELECT @@max_allowed_packet")
             .await
-            .and_then(typed_first)
-            .map_err(conn_err("reading max_allowed_packet"))?;
+            .map_err(conn_err("reading max_allowed_packet"))?
+            .first()
+        {
+            Some(row) => value(row, 0, "max_allowed_packet")
+                .map_err(conn_err("reading max_allowed_packet"))?,
+            None => None,
+        };
         let collations = load_collations(&mut conn)
             .await
             .map_err(conn_err("reading the collations"))?;
@@ -783,7 +792,7 @@ impl Applier {
         for sql in create {
             applier
                 .conn
-                .query_drop(sql)
+                .run(sql)
                 .await
                 .map_err(conn_err("creating the checkpoint table"))?;
         }
@@ -815,9 +824,9 @@ impl Applier {
     /// Closes the connections.
     pub async fn close(self) {
         // Nothing is pending between frames; a failed goodbye loses nothing.
-        let _ = self.conn.disconnect().await;
+        self.conn.close().await;
         for c in self.others.into_iter().flatten() {
-            let _ = c.disconnect().await;
+            c.close().await;
         }
     }
 
@@ -840,16 +849,24 @@ impl Applier {
             what: "recovering XA transactions".to_string(),
             source,
         };
-        let rows = match self.conn.query::<Row, _>("XA RECOVER").await {
+        let rows = match self.conn.rows("XA RECOVER").await {
             Ok(rows) => rows,
             // Without the privilege there is nothing this applier could have left behind
             // while it applies on one connection.
             Err(e) if self.others.is_empty() && server_code(&e).is_some() => return Ok(()),
             Err(e) => return Err(conn_err(e)),
         };
-        let rows: Vec<(i64, i64, i64, Vec<u8>)> = typed(rows).map_err(conn_err)?;
         let ours = format!("{XA_PREFIX}{:012x}-", self.stream_hash & 0xffff_ffff_ffff);
-        for (_, gtrid_len, bqual_len, data) in rows {
+        for row in rows {
+            // formatID, gtrid_length, bqual_length, data. Ids of others need not be text;
+            // ours are ASCII, so a lossy conversion keeps them byte for byte.
+            const WHAT: &str = "XA RECOVER";
+            let gtrid_len: i64 = value(&row, 1, WHAT).map_err(conn_err)?.unwrap_or(0);
+            let bqual_len: i64 = value(&row, 2, WHAT).map_err(conn_err)?.unwrap_or(0);
+            let Some(Some(data)) = row.get(3) else {
+                continue;
+            };
+            let data = data.as_bytes();
             let (g, b) = (gtrid_len.max(0) as usize, bqual_len.max(0) as usize);
             let (Some(gtrid), Some(bqual)) = (data.get(..g), data.get(g..g + b)) else {
                 continue;
@@ -870,30 +887,24 @@ impl Applier {
             push_quoted(&mut sql, gtrid.as_bytes());
             sql.push(b',');
             push_quoted(&mut sql, bqual);
-            self.conn.query_drop(&sql[..]).await.map_err(conn_err)?;
+            self.conn.run(&sql).await.map_err(conn_err)?;
             tracing::info!(xid = %gtrid, action = verb, "settled a prepared XA branch");
         }
         Ok(())
     }
 
     /// Runs `XA <verb> 'gtrid','lane'` on lane `lane`.
-    async fn xa_on(
-        &mut self,
-        lane: usize,
-        verb: &str,
-        gtrid: &str,
-    ) -> Result<(), mysql_async::Error> {
+    async fn xa_on(&mut self, lane: usize, verb: &str, gtrid: &str) -> Result<(), TargetError> {
         let sql = format!("XA {verb} '{gtrid}','{lane}'");
-        if lane == 0 {
-            self.conn.query_drop(sql).await
+        let conn = if lane == 0 {
+            &mut self.conn
         } else {
             match self.others.get_mut(lane - 1).and_then(Option::as_mut) {
-                Some(c) => c.query_drop(sql).await,
-                None => Err(mysql_async::Error::Other(
-                    "lane without a connection".into(),
-                )),
+                Some(c) => c,
+                None => return Err(TargetError::State("lane without a connection")),
             }
-        }
+        };
+        conn.run(sql).await.map(drop)
     }
 
     /// Ends and rolls back every branch of the open XA transaction (after a failure).
@@ -910,13 +921,11 @@ impl Applier {
 
     async fn read_checkpoint(&mut self, lock: bool) -> Result<Option<Checkpoint>, ApplyError> {
         let sql = self.checkpoint_query(lock);
-        let row = self
-            .conn
-            .query_first::<Row, _>(&sql[..])
-            .await
-            .and_then(typed_first)
-            .map_err(checkpoint_unread)?;
-        Ok(row.map(Checkpoint::from_row))
+        let rows = self.conn.rows(&sql).await.map_err(checkpoint_unread)?;
+        rows.first()
+            .map(|r| Checkpoint::from_row(r))
+            .transpose()
+            .map_err(checkpoint_unread)
     }
 
     /// The query that reads this stream's checkpoint row (locking it with `lock`).
@@ -945,21 +954,22 @@ impl Applier {
         let mut sql = start.as_bytes().to_vec();
         sql.push(b';');
         sql.extend_from_slice(&self.checkpoint_query(true));
-        let mut result = match self.conn.query_iter(&sql[..]).await {
-            Ok(r) => r,
-            Err(source) => {
-                return Err(self.classify(source, "-", "starting a transaction", batch, first))
-            }
+        let started = async {
+            self.conn.send(&sql).await?;
+            self.conn.next().await
         };
+        if let Err(source) = started.await {
+            return Err(self.classify(source, "-", "starting a transaction", batch, first));
+        }
         let read = async {
-            // On to the SELECT's result set, then its row.
-            result.next().await?;
-            let rows: Vec<Row> = result.collect().await?;
-            result.drop_result().await?;
-            typed_first::<CheckpointRow>(rows.into_iter().next())
+            let found = match self.conn.next().await? {
+                Some(Reply::Rows(set)) => set.rows.first().map(|r| Checkpoint::from_row(r)),
+                _ => None,
+            };
+            self.conn.skip_rest().await?;
+            found.transpose()
         };
-        let row = read.await.map_err(checkpoint_unread)?;
-        Ok(row.map(Checkpoint::from_row))
+        Ok(read.await.map_err(checkpoint_unread)?)
     }
 
     /// Applies frame `seq`, whose decoded content is `batch`; returns once it is committed
@@ -973,7 +983,7 @@ impl Applier {
         if self.in_doubt {
             return Err(ApplyError::Connection {
                 what: "an earlier apply was interrupted; reconnect".to_string(),
-                source: mysql_async::Error::Other("applier in doubt".into()),
+                source: TargetError::State("applier in doubt"),
             });
         }
         let n = u32::try_from(batch.transactions().len()).map_err(|_| ApplyError::BadChange {
@@ -1188,7 +1198,7 @@ impl Applier {
                         self.xa_abort().await;
                         Ok(())
                     } else {
-                        self.conn.query_drop("ROLLBACK").await
+                        self.conn.run("ROLLBACK").await.map(drop)
                     };
                     // Rolled back (or the connection is gone, which rolls back too).
                     self.in_doubt = false;
@@ -1234,8 +1244,8 @@ impl Applier {
                                 table: "-".to_string(),
                                 what: "a target transaction (deadlocks persisted)",
                                 position: position_text(batch, end.saturating_sub(1)),
-                                source: mysql_async::Error::Other(
-                                    "deadlock or lock wait timeout after all retries".into(),
+                                source: TargetError::State(
+                                    "deadlock or lock wait timeout after all retries",
                                 ),
                             })
                         }
@@ -1284,9 +1294,15 @@ impl Applier {
                 "SET SESSION innodb_lock_wait_timeout = @@GLOBAL.innodb_lock_wait_timeout"
                     .to_string()
             };
-            self.conn.query_drop(sql).await.map_err(|source| {
-                self.classify(source, "-", "setting the lock wait timeout", batch, first)
-            })?;
+            if let Err(source) = self.conn.run(sql).await {
+                return Err(self.classify(
+                    source,
+                    "-",
+                    "setting the lock wait timeout",
+                    batch,
+                    first,
+                ));
+            }
             self.short_wait = self.spread;
         }
         // Several lanes: an XA transaction, lane 0's branch now, the others' when they
@@ -1490,7 +1506,7 @@ impl Applier {
         batch: &ChangeBatch,
         first: u32,
     ) -> Result<u64, Failure> {
-        let checkpoint_failed = |this: &Self, source: mysql_async::Error| {
+        let checkpoint_failed = |this: &Self, source: TargetError| {
             if server_code(&source) == Some(ER_DUP_ENTRY) {
                 // The first checkpoint of a stream is an INSERT.
                 return Failure::Fatal(ApplyError::CheckpointMoved {
@@ -1502,11 +1518,10 @@ impl Applier {
             this.classify(source, "-", "writing the checkpoint", batch, first)
         };
         let Some(gtrid) = self.xa.clone() else {
-            self.conn
-                .query_drop(checkpoint_sql)
-                .await
-                .map_err(|source| checkpoint_failed(self, source))?;
-            return Ok(self.conn.affected_rows());
+            return match self.conn.run(checkpoint_sql).await {
+                Ok(ok) => Ok(ok.affected_rows),
+                Err(source) => Err(checkpoint_failed(self, source)),
+            };
         };
         let branches_used = self.lanes_used.iter().filter(|&&u| u).count();
         let two_phase = branches_used > 1;
@@ -1520,7 +1535,7 @@ impl Applier {
         let mut coordinator = checkpoint_sql.to_vec();
         coordinator.push(b';');
         coordinator.extend_from_slice(&branch_sql(0));
-        let mut branches: Vec<(usize, &mut Conn, Vec<u8>)> = Vec::with_capacity(branches_used);
+        let mut branches: Vec<(usize, &mut Session, Vec<u8>)> = Vec::with_capacity(branches_used);
         branches.push((0, &mut self.conn, coordinator));
         for (i, conn) in self.others.iter_mut().enumerate() {
             if self.lanes_used[i + 1] {
@@ -1529,7 +1544,7 @@ impl Applier {
                     None => {
                         return Err(Failure::Fatal(ApplyError::Connection {
                             what: format!("lane {} lost its connection", i + 1),
-                            source: mysql_async::Error::Other("no connection".into()),
+                            source: TargetError::State("no connection"),
                         }))
                     }
                 }
@@ -1568,24 +1583,26 @@ impl Applier {
     /// follows it.
     async fn commit_decided(&mut self, batch: &ChangeBatch, first: u32) -> Result<(), Failure> {
         let Some(gtrid) = self.xa.clone() else {
-            return self
-                .conn
-                .query_drop("COMMIT")
-                .await
-                .map_err(|source| self.classify(source, "-", "committing", batch, first));
+            return match self.conn.run("COMMIT").await {
+                Ok(_) => Ok(()),
+                Err(source) => Err(self.classify(source, "-", "committing", batch, first)),
+            };
         };
         if self.lanes_used.iter().filter(|&&u| u).count() == 1 {
-            self.conn
-                .query_drop(format!("XA COMMIT '{gtrid}','0' ONE PHASE"))
+            if let Err(source) = self
+                .conn
+                .run(format!("XA COMMIT '{gtrid}','0' ONE PHASE"))
                 .await
-                .map_err(|source| self.classify(source, "-", "committing", batch, first))?;
+            {
+                return Err(self.classify(source, "-", "committing", batch, first));
+            }
             self.lanes_used[0] = false;
             self.xa = None;
             return Ok(());
         }
-        self.xa_on(0, "COMMIT", &gtrid)
-            .await
-            .map_err(|source| self.classify(source, "-", "committing", batch, first))?;
+        if let Err(source) = self.xa_on(0, "COMMIT", &gtrid).await {
+            return Err(self.classify(source, "-", "committing", batch, first));
+        }
         self.lanes_used[0] = false;
         Ok(())
     }
@@ -1623,7 +1640,7 @@ impl Applier {
     /// here), or a failed statement.
     fn classify(
         &self,
-        source: mysql_async::Error,
+        source: TargetError,
         table: &str,
         what: &'static str,
         batch: &ChangeBatch,
@@ -1692,7 +1709,7 @@ impl Applier {
                 let Some(mut conn) = self.others[n - 1].take() else {
                     result = Err(Failure::Fatal(ApplyError::Connection {
                         what: format!("lane {n} lost its connection"),
-                        source: mysql_async::Error::Other("no connection".into()),
+                        source: TargetError::State("no connection"),
                     }));
                     break;
                 };
@@ -1726,7 +1743,7 @@ impl Applier {
                     Err(e) => {
                         result = Err(Failure::Fatal(ApplyError::Connection {
                             what: format!("lane {n} failed: {e}"),
-                            source: mysql_async::Error::Other("lane task failed".into()),
+                            source: TargetError::State("lane task failed"),
                         }));
                     }
                 }
@@ -1794,13 +1811,11 @@ impl Applier {
         };
         let change = section.change(i);
         if let Some(probe) = &stmt.probe {
-            let n: Option<u64> = self
-                .conn
-                .query_first::<Row, _>(&probe[..])
-                .await
-                .and_then(typed_first)
-                .map_err(|e| self.classify(e, &table, "probing for ambiguity", batch, t))?;
-            if n.unwrap_or(0) > 1 {
+            let n = match count_rows(&mut self.conn, probe).await {
+                Ok(n) => n,
+                Err(e) => return Err(self.classify(e, &table, "probing for ambiguity", batch, t)),
+            };
+            if n > 1 {
                 let before = change
                     .before
                     .map(|b| plan.describe_key(&b))
@@ -1812,16 +1827,13 @@ impl Applier {
                 }));
             }
         }
-        let conflict = match self.conn.query_drop(&stmt.sql[..]).await {
-            Ok(()) => {
-                let affected = self.conn.affected_rows();
-                match (op, affected) {
-                    (_, 1) => None,
-                    (RowOp::Update, 0) => Some(ConflictKind::MissingUpdate),
-                    (RowOp::Delete, 0) => Some(ConflictKind::MissingDelete),
-                    _ => return Err(Failure::Anomaly),
-                }
-            }
+        let conflict = match self.conn.run(&stmt.sql).await {
+            Ok(ok) => match (op, ok.affected_rows) {
+                (_, 1) => None,
+                (RowOp::Update, 0) => Some(ConflictKind::MissingUpdate),
+                (RowOp::Delete, 0) => Some(ConflictKind::MissingDelete),
+                _ => return Err(Failure::Anomaly),
+            },
             Err(e) if op == RowOp::Insert && server_code(&e) == Some(ER_DUP_ENTRY) => {
                 Some(ConflictKind::DuplicateInsert)
             }
@@ -1879,9 +1891,15 @@ impl Applier {
                         detail: e.to_string(),
                     })
                 })?;
-                self.conn.query_drop(&buf[..]).await.map_err(|e| {
-                    self.classify(e, &table, "overwriting a conflicting row", batch, t)
-                })?;
+                if let Err(e) = self.conn.run(&buf).await {
+                    return Err(self.classify(
+                        e,
+                        &table,
+                        "overwriting a conflicting row",
+                        batch,
+                        t,
+                    ));
+                }
                 stats.statements += 1;
             }
         } else {
@@ -2009,10 +2027,10 @@ impl Applier {
         );
         statements.push(format!("DROP TEMPORARY TABLE {tmp}").into_bytes());
         for sql in &statements {
-            if let Err(source) = self.conn.query_drop(&sql[..]).await {
+            if let Err(source) = self.conn.run(sql).await {
                 let _ = self
                     .conn
-                    .query_drop(format!("DROP TEMPORARY TABLE IF EXISTS {tmp}"))
+                    .run(format!("DROP TEMPORARY TABLE IF EXISTS {tmp}"))
                     .await;
                 return Err(
                     match self.classify(source, &table, "moving rows", batch, t) {
@@ -2057,10 +2075,10 @@ impl Applier {
             SnapshotStatement::DeleteAfter { .. } => "the snapshot's DELETE after its last key",
         };
         self.in_doubt = true;
-        let result = self.conn.query_drop(statement.target_sql()).await;
+        let result = self.conn.run(statement.target_sql()).await;
         self.in_doubt = false;
-        match result {
-            Ok(()) => {}
+        let done = match result {
+            Ok(ok) => ok,
             Err(source) if server_code(&source).is_none() => {
                 return Err(ApplyError::Connection {
                     what: format!("running {what} at {position}"),
@@ -2075,8 +2093,8 @@ impl Applier {
                     source,
                 })
             }
-        }
-        tracing::info!(%statement, %position, rows = self.conn.affected_rows(),
+        };
+        tracing::info!(%statement, %position, rows = done.affected_rows,
             "snapshot: a table is read again; the target forgot the rows of the earlier read");
         Ok(())
     }
@@ -2129,12 +2147,13 @@ impl Applier {
             setup.push_str(&format!(", @@session.sql_mode = {mode}"));
         }
         self.in_doubt = true;
-        let mut result = self.conn.query_drop(setup).await;
+        let mut result = self.conn.run(setup).await.map(drop);
         if let (Ok(()), Some(db)) = (&result, &ddl.db) {
             result = match self
                 .conn
-                .query_drop(format!("USE {}", crate::sql::ident(db)))
+                .run(format!("USE {}", crate::sql::ident(db)))
                 .await
+                .map(drop)
             {
                 // A database statement does not need its default database (DROP DATABASE
                 // run from inside it, delivered again); any other statement does, and must
@@ -2154,11 +2173,11 @@ impl Applier {
             };
         }
         if result.is_ok() {
-            result = self.conn.query_drop(&ddl.sql[..]).await;
+            result = self.conn.run(&ddl.sql).await.map(drop);
         }
         let restore = self
             .conn
-            .query_drop(
+            .run(
                 "SET NAMES binary, \
                  SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'",
             )
@@ -2265,14 +2284,14 @@ fn fnv64(bytes: &[u8]) -> u64 {
 }
 
 /// Connects and sets the session up; see the module documentation.
-async fn open_session(opts: &Opts) -> Result<Conn, ApplyError> {
-    let mut conn = Conn::new(opts.clone())
+async fn open_session(opts: &ConnectOptions) -> Result<Session, ApplyError> {
+    let mut conn = Session::open(opts)
         .await
         .map_err(|source| ApplyError::Connection {
             what: "connecting".to_string(),
             source,
         })?;
-    conn.query_drop(
+    conn.run(
         "SET NAMES binary, SESSION time_zone = '+00:00', \
          SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION', \
          SESSION foreign_key_checks = 0, SESSION autocommit = 1, \
@@ -2294,27 +2313,42 @@ enum LaneError {
     Driver {
         plan: usize,
         what: &'static str,
-        source: mysql_async::Error,
+        source: TargetError,
     },
 }
 
-/// The checkpoint row as read: seq, txns_applied, txns_in_frame, gtid, position.
-type CheckpointRow = (u64, u32, u32, Option<Vec<u8>>, Vec<u8>);
-
 impl Checkpoint {
-    fn from_row((seq, txns_applied, txns_in_frame, gtid, position): CheckpointRow) -> Self {
-        Checkpoint {
-            seq,
-            txns_applied,
-            txns_in_frame,
-            gtid: gtid.map(|g| String::from_utf8_lossy(&g).into_owned()),
-            position: String::from_utf8_lossy(&position).into_owned(),
-        }
+    /// The checkpoint row as read: seq, txns_applied, txns_in_frame, gtid, position.
+    fn from_row(row: &[Option<String>]) -> Result<Self, TargetError> {
+        const WHAT: &str = "the checkpoint row";
+        let number = |i| {
+            value::<u64>(row, i, WHAT)?
+                .ok_or_else(|| TargetError::Unexpected(format!("{WHAT}: column {} is NULL", i + 1)))
+        };
+        let count = |i| {
+            u32::try_from(number(i)?)
+                .map_err(|_| TargetError::Unexpected(format!("{WHAT}: column {} > 2^32", i + 1)))
+        };
+        Ok(Checkpoint {
+            seq: number(0)?,
+            txns_applied: count(1)?,
+            txns_in_frame: count(2)?,
+            gtid: row.get(3).cloned().flatten(),
+            position: row.get(4).cloned().flatten().unwrap_or_default(),
+        })
+    }
+}
+
+/// The count a `SELECT COUNT(*)` probe returns.
+async fn count_rows(conn: &mut Session, probe: &[u8]) -> Result<u64, TargetError> {
+    match conn.rows(probe).await?.first() {
+        Some(row) => Ok(value(row, 0, "a probe's count")?.unwrap_or(0)),
+        None => Ok(0),
     }
 }
 
 /// The error for a checkpoint row that could not be read.
-fn checkpoint_unread(source: mysql_async::Error) -> ApplyError {
+fn checkpoint_unread(source: TargetError) -> ApplyError {
     ApplyError::Connection {
         what: "reading the checkpoint".to_string(),
         source,
@@ -2324,17 +2358,20 @@ fn checkpoint_unread(source: mysql_async::Error) -> ApplyError {
 /// Runs `sql`, statements separated by `;`, in one round trip, and reads every result:
 /// the rows the first statement affected, or the error of the one that failed (the server
 /// runs none after it), with whether it was the first.
-async fn run_multi(conn: &mut Conn, sql: &[u8]) -> Result<u64, (bool, mysql_async::Error)> {
-    let result = conn.query_iter(sql).await.map_err(|e| (true, e))?;
-    let affected = result.affected_rows();
-    result.drop_result().await.map_err(|e| (false, e))?;
+async fn run_multi(conn: &mut Session, sql: &[u8]) -> Result<u64, (bool, TargetError)> {
+    conn.send(sql).await.map_err(|e| (true, e))?;
+    let affected = match conn.next().await.map_err(|e| (true, e))? {
+        Some(Reply::Done(ok)) => ok.affected_rows,
+        _ => 0,
+    };
+    while conn.next().await.map_err(|e| (false, e))?.is_some() {}
     Ok(affected)
 }
 
 /// The most statement text sent in one query (and never more than one statement may have,
 /// which stays below the target's `max_allowed_packet`). A lane's statements go to the
-/// target several in one `COM_QUERY` (`;`-separated, which the driver's
-/// `CLIENT_MULTI_STATEMENTS` allows), up to this much: one round trip each left the
+/// target several in one `COM_QUERY` (`;`-separated, which `CLIENT_MULTI_STATEMENTS`
+/// allows), up to this much: one round trip each left the
 /// target's connection idle between them, waiting for this process and then for a CPU,
 /// which on a busy machine took milliseconds each.
 const MULTI_STATEMENT_BYTES: usize = 1 << 20;
@@ -2345,7 +2382,7 @@ const MULTI_STATEMENT_BYTES: usize = 1 << 20;
 /// stops at the first error, and each one's count is checked from its own result. `join`
 /// (the lane's `XA START`) goes first in the first query.
 async fn exec_statements(
-    conn: &mut Conn,
+    conn: &mut Session,
     mut join: Option<String>,
     stmts: &[Stmt],
     max_statement_bytes: usize,
@@ -2353,40 +2390,40 @@ async fn exec_statements(
 ) -> (ApplyStats, Option<LaneError>) {
     let packet = MULTI_STATEMENT_BYTES.min(max_statement_bytes);
     let mut stats = ApplyStats::default();
+    let joining = |source| LaneError::Driver {
+        plan: usize::MAX,
+        what: "joining the XA transaction",
+        source,
+    };
     if let (Some(sql), Some(Stmt { probe: Some(_), .. })) = (&join, stmts.first()) {
         // The probe must run inside the branch.
-        if let Err(source) = conn.query_drop(sql.as_str()).await {
-            let what = "joining the XA transaction";
-            let plan = usize::MAX;
-            return (stats, Some(LaneError::Driver { plan, what, source }));
+        if let Err(source) = conn.run(sql.as_str()).await {
+            return (stats, Some(joining(source)));
         }
         join = None;
     }
+    let failed = |stmt: &Stmt, e: TargetError| {
+        if server_code(&e) == Some(ER_DUP_ENTRY) {
+            return LaneError::Anomaly;
+        }
+        LaneError::Driver {
+            plan: stmt.plan,
+            what: "a batched statement",
+            source: e,
+        }
+    };
     let mut i = 0;
     while i < stmts.len() {
         let stmt = &stmts[i];
         if let Some(probe) = &stmt.probe {
-            let n: Option<u64> = match conn
-                .query_first::<Row, _>(&probe[..])
-                .await
-                .and_then(typed_first)
-            {
-                Ok(n) => n,
-                Err(source) => {
-                    let what = "probing for ambiguity";
-                    return (
-                        stats,
-                        Some(LaneError::Driver {
-                            plan: stmt.plan,
-                            what,
-                            source,
-                        }),
-                    );
-                }
-            };
-            if n.unwrap_or(0) > 1 {
+            match count_rows(conn, probe).await {
                 // Careful mode names it.
-                return (stats, Some(LaneError::Anomaly));
+                Ok(n) if n > 1 => return (stats, Some(LaneError::Anomaly)),
+                Ok(_) => {}
+                Err(source) => {
+                    let (plan, what) = (stmt.plan, "probing for ambiguity");
+                    return (stats, Some(LaneError::Driver { plan, what, source }));
+                }
             }
         }
         // The statements that go with this one: i..end.
@@ -2416,40 +2453,26 @@ async fn exec_statements(
             }
             multi
         };
-        let failed = |stmt: &Stmt, e: mysql_async::Error| {
-            if server_code(&e) == Some(ER_DUP_ENTRY) {
-                return LaneError::Anomaly;
-            }
-            LaneError::Driver {
-                plan: stmt.plan,
-                what: "a batched statement",
-                source: e,
-            }
-        };
-        let mut result = match conn.query_iter(sql).await {
-            Ok(r) => r,
-            Err(source) if prefix.is_some() => {
-                let what = "joining the XA transaction";
-                let plan = usize::MAX;
-                return (stats, Some(LaneError::Driver { plan, what, source }));
-            }
-            Err(e) => return (stats, Some(failed(stmt, e))),
-        };
+        if let Err(e) = conn.send(sql).await {
+            return (stats, Some(failed(stmt, e)));
+        }
         if prefix.is_some() {
-            // On to the first statement's result (an error there surfaces as below).
-            if let Err(e) = result.next().await {
-                return (stats, Some(failed(stmt, e)));
+            // The XA START's result comes first.
+            if let Err(source) = conn.next().await {
+                return (stats, Some(joining(source)));
             }
         }
-        for (k, stmt) in stmts.iter().enumerate().take(end).skip(i) {
-            if k > i {
-                // On to this statement's result: an error there is pending until the next
-                // call, which surfaces it (below).
-                if let Err(e) = result.next().await {
-                    return (stats, Some(failed(&stmts[k - 1], e)));
+        // The server runs the statements in order and none after one that fails.
+        for stmt in &stmts[i..end] {
+            let ok = match conn.next().await {
+                Ok(Some(Reply::Done(ok))) => ok,
+                Ok(_) => {
+                    let _ = conn.skip_rest().await;
+                    return (stats, Some(LaneError::Anomaly));
                 }
-            }
-            let affected = result.affected_rows();
+                Err(e) => return (stats, Some(failed(stmt, e))),
+            };
+            let affected = ok.affected_rows;
             let as_expected = match stmt.check {
                 Check::Rows(n) => affected == n,
                 // One row: 2 when it was found and changed (1 would also mean found
@@ -2457,18 +2480,12 @@ async fn exec_statements(
                 Check::Upserts(1) => affected == 2,
                 // Several rows: the server's "Records: n  Duplicates: d" says how many
                 // found their row (with CLIENT_FOUND_ROWS, changed or not).
-                Check::Upserts(n) => duplicates(&result.info()) == Some(n) && affected >= n,
+                Check::Upserts(n) => duplicates(&ok.info) == Some(n) && affected >= n,
             };
             if !as_expected {
-                // A failed statement reads as no rows: its error, if it has one, comes
-                // with the next step.
-                let err = match result.next().await {
-                    Err(e) => failed(stmt, e),
-                    Ok(_) => LaneError::Anomaly,
-                };
                 // What follows is rolled back; read it off the connection.
-                let _ = result.drop_result().await;
-                return (stats, Some(err));
+                let _ = conn.skip_rest().await;
+                return (stats, Some(LaneError::Anomaly));
             }
             stats.count_rows(stmt.op, stmt.changes - stmt.merged);
             stats.count_rows(Op::Delete, stmt.merged);
@@ -2476,7 +2493,7 @@ async fn exec_statements(
             stats.statements += 1;
             stats.sql_bytes += stmt.sql.len() as u64;
         }
-        if let Err(e) = result.drop_result().await {
+        if let Err(e) = conn.skip_rest().await {
             return (stats, Some(failed(&stmts[end - 1], e)));
         }
         i = end;

@@ -4,10 +4,57 @@
 
 use std::collections::HashMap;
 
-use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Row};
+use std::future::Future;
 
-use crate::sql::{push_text_literal, typed};
+use mysql_async::prelude::Queryable;
+
+use crate::sql::push_text_literal;
+use crate::target::{value, Rows, Session, TargetError};
+
+/// A connection that runs a query and returns its rows as text: the applier's
+/// [`Session`], or a mysql_async connection (`verify`).
+pub trait TextQuery {
+    /// Its error.
+    type Error: From<TargetError>;
+    /// Runs `sql` and returns the rows of its result set.
+    fn text_rows(&mut self, sql: String) -> impl Future<Output = Result<Rows, Self::Error>> + Send;
+}
+
+impl TextQuery for Session {
+    type Error = TargetError;
+    async fn text_rows(&mut self, sql: String) -> Result<Rows, TargetError> {
+        self.rows(sql).await
+    }
+}
+
+impl TextQuery for mysql_async::Conn {
+    type Error = mysql_async::Error;
+    async fn text_rows(&mut self, sql: String) -> Result<Rows, mysql_async::Error> {
+        let rows: Vec<mysql_async::Row> = self.query(sql).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                row.unwrap_raw()
+                    .into_iter()
+                    .map(|v| match v {
+                        None | Some(mysql_async::Value::NULL) => None,
+                        Some(mysql_async::Value::Bytes(b)) => {
+                            Some(String::from_utf8_lossy(&b).into_owned())
+                        }
+                        // The text protocol gives bytes; anything else as SQL would write it.
+                        Some(other) => Some(other.as_sql(true)),
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+impl From<TargetError> for mysql_async::Error {
+    fn from(e: TargetError) -> Self {
+        mysql_async::Error::Other(e.to_string().into())
+    }
+}
 
 /// One column of a table as the server describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,92 +117,77 @@ fn table_filter(db: &str, table: &str) -> String {
     out
 }
 
-fn text(bytes: Option<Vec<u8>>) -> Option<String> {
-    bytes.map(|b| String::from_utf8_lossy(&b).into_owned())
-}
-
 /// Reads `db.table`'s description; `None` when the table does not exist.
-pub async fn load_table(
-    conn: &mut Conn,
+pub async fn load_table<C: TextQuery>(
+    conn: &mut C,
     db: &str,
     table: &str,
-) -> Result<Option<CatalogTable>, mysql_async::Error> {
+) -> Result<Option<CatalogTable>, C::Error> {
     let filter = table_filter(db, table);
-    // Read as bytes: the applier's session has `SET NAMES binary`.
-    type ColumnRow = (
-        Vec<u8>,
-        Vec<u8>,
-        Vec<u8>,
-        Vec<u8>,
-        Option<Vec<u8>>,
-        Option<Vec<u8>>,
-        Option<Vec<u8>>,
-    );
-    let rows: Vec<ColumnRow> = typed(
-        conn.query::<Row, _>(format!(
+    let rows = conn
+        .text_rows(format!(
             "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, CHARACTER_SET_NAME, \
              COLLATION_NAME, GENERATION_EXPRESSION FROM information_schema.COLUMNS \
              WHERE {filter} ORDER BY ORDINAL_POSITION"
         ))
-        .await?,
-    )?;
+        .await?;
     if rows.is_empty() {
         return Ok(None);
     }
-    let columns: Vec<CatalogColumn> = rows
-        .into_iter()
-        .map(
-            |(name, data_type, column_type, nullable, charset, collation, generation)| {
-                CatalogColumn {
-                    name: String::from_utf8_lossy(&name).into_owned(),
-                    data_type: String::from_utf8_lossy(&data_type).to_ascii_lowercase(),
-                    column_type: String::from_utf8_lossy(&column_type).into_owned(),
-                    nullable: nullable == b"YES",
-                    charset: text(charset),
-                    collation: text(collation),
-                    generated: generation.is_some_and(|g| !g.is_empty()),
-                }
-            },
-        )
-        .collect();
+    const WHAT: &str = "information_schema.COLUMNS";
+    let mut columns = Vec::with_capacity(rows.len());
+    for mut row in rows {
+        if row.len() != 7 {
+            return Err(TargetError::Unexpected(format!("{WHAT}: {} columns", row.len())).into());
+        }
+        let mut take = |i: usize| row[i].take();
+        let text = |v: Option<String>| v.unwrap_or_default();
+        columns.push(CatalogColumn {
+            name: text(take(0)),
+            data_type: text(take(1)).to_ascii_lowercase(),
+            column_type: text(take(2)),
+            nullable: take(3).as_deref() == Some("YES"),
+            charset: take(4),
+            collation: take(5),
+            generated: take(6).is_some_and(|g| !g.is_empty()),
+        });
+    }
     // COLUMN_NAME is NULL for a functional key part (MySQL 8): such a key cannot match rows.
-    let keys: Vec<(Vec<u8>, Option<Vec<u8>>, u64)> = typed(
-        conn.query::<Row, _>(format!(
+    let keys = conn
+        .text_rows(format!(
             "SELECT INDEX_NAME, COLUMN_NAME, NON_UNIQUE FROM information_schema.STATISTICS \
              WHERE {filter} ORDER BY INDEX_NAME <> 'PRIMARY', INDEX_NAME, SEQ_IN_INDEX"
         ))
-        .await?,
-    )?;
+        .await?;
     let mut table = CatalogTable {
         columns,
         primary_key: Vec::new(),
         unique_keys: Vec::new(),
     };
-    let mut last: Option<Vec<u8>> = None;
-    let mut functional: Vec<Vec<u8>> = Vec::new();
-    for (index, column, non_unique) in keys {
+    let mut last: Option<String> = None;
+    let mut functional: Vec<String> = Vec::new();
+    for mut row in keys {
+        let non_unique: u64 = value(&row, 2, "information_schema.STATISTICS")?.unwrap_or_default();
         if non_unique != 0 {
             continue;
         }
-        let Some(c) = column.and_then(|c| table.column_index(&String::from_utf8_lossy(&c))) else {
+        let index = row[0].take().unwrap_or_default();
+        let Some(c) = row[1].take().and_then(|c| table.column_index(&c)) else {
             functional.push(index);
             continue;
         };
-        if index == b"PRIMARY" {
+        if index == "PRIMARY" {
             table.primary_key.push(c);
         } else if last.as_ref() == Some(&index) {
             if let Some((_, cols)) = table.unique_keys.last_mut() {
                 cols.push(c);
             }
         } else {
-            table
-                .unique_keys
-                .push((String::from_utf8_lossy(&index).into_owned(), vec![c]));
+            table.unique_keys.push((index.clone(), vec![c]));
         }
         last = Some(index);
     }
-    for index in functional {
-        let name = String::from_utf8_lossy(&index);
+    for name in functional {
         table.unique_keys.retain(|(n, _)| *n != name);
     }
     Ok(Some(table))
@@ -164,28 +196,18 @@ pub async fn load_table(
 /// Collation id to (character set, collation) names, for the introducers of text values
 /// whose source collation is known by id.
 pub async fn load_collations(
-    conn: &mut Conn,
-) -> Result<HashMap<u16, (String, String)>, mysql_async::Error> {
-    // MariaDB 10.10+ lists UCA-14 collations without an id or charset here.
-    type CollationRow = (Option<u64>, Option<Vec<u8>>, Option<Vec<u8>>);
-    let rows: Vec<CollationRow> = typed(
-        conn.query::<Row, _>(
-            "SELECT ID, CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLLATIONS",
-        )
-        .await?,
-    )?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(id, charset, collation)| {
-            let id = u16::try_from(id?).ok()?;
-            let (charset, collation) = (charset?, collation?);
-            Some((
-                id,
-                (
-                    String::from_utf8_lossy(&charset).into_owned(),
-                    String::from_utf8_lossy(&collation).into_owned(),
-                ),
-            ))
-        })
-        .collect())
+    conn: &mut Session,
+) -> Result<HashMap<u16, (String, String)>, TargetError> {
+    let rows = conn
+        .rows("SELECT ID, CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLLATIONS")
+        .await?;
+    let mut out = HashMap::with_capacity(rows.len());
+    for mut row in rows {
+        // MariaDB 10.10+ lists UCA-14 collations without an id or charset here.
+        let id: Option<u16> = value(&row, 0, "information_schema.COLLATIONS")?;
+        if let (Some(id), Some(charset), Some(collation)) = (id, row[1].take(), row[2].take()) {
+            out.insert(id, (charset, collation));
+        }
+    }
+    Ok(out)
 }

@@ -20,6 +20,7 @@ pub mod literal;
 pub(crate) mod plan;
 pub mod sql;
 pub(crate) mod stage;
+pub mod target;
 pub mod verify;
 
 pub use apply::{

@@ -10,6 +10,8 @@ use super::{put_lenenc, take_nul_str, ProtocolError};
 pub mod caps {
     /// New, longer password hashing.
     pub const LONG_PASSWORD: u32 = 1;
+    /// Affected rows of an UPDATE count the rows found, changed or not.
+    pub const FOUND_ROWS: u32 = 2;
     /// Longer column flags.
     pub const LONG_FLAG: u32 = 4;
     /// The 4.1 protocol.
@@ -20,6 +22,8 @@ pub mod caps {
     pub const TRANSACTIONS: u32 = 0x2000;
     /// Length-prefixed auth data in the handshake response.
     pub const SECURE_CONNECTION: u32 = 0x8000;
+    /// Several `;`-separated statements in one query.
+    pub const MULTI_STATEMENTS: u32 = 0x1_0000;
     /// Multiple result sets.
     pub const MULTI_RESULTS: u32 = 0x2_0000;
     /// Pluggable authentication.

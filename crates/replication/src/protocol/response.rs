@@ -87,6 +87,9 @@ pub struct ResultSet {
     pub columns: Vec<String>,
     /// Rows; `None` is SQL NULL.
     pub rows: Vec<Vec<Option<String>>>,
+    /// Server status flags of the closing EOF packet (see
+    /// [`crate::protocol::stmt::SERVER_MORE_RESULTS_EXISTS`]).
+    pub status: u16,
 }
 
 impl ResultSet {
@@ -186,6 +189,10 @@ impl ResultSetReader {
             Stage::Rows => {
                 if is_eof(payload) {
                     self.stage = Stage::Done;
+                    // 0xFE, warnings (2), status (2); a 4.0-style bare 0xFE has none.
+                    self.set.status = payload
+                        .get(3..5)
+                        .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]));
                     return Ok(ReadStep::Done(std::mem::take(&mut self.set)));
                 }
                 let mut r = Reader::new(payload);

@@ -277,7 +277,7 @@ impl PrepareReader {
 }
 
 /// An OK packet's counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OkPacket {
     /// Rows the statement affected (found, with `CLIENT_FOUND_ROWS`).
     pub affected_rows: u64,
@@ -287,6 +287,19 @@ pub struct OkPacket {
     pub status: u16,
     /// Warnings.
     pub warnings: u16,
+    /// The human-readable info, e.g. `Records: 3  Duplicates: 1  Warnings: 0` after a
+    /// multi-row INSERT (empty, and not allocated, for most statements).
+    pub info: String,
+}
+
+/// `SERVER_MORE_RESULTS_EXISTS`: another result of the same query follows.
+pub const SERVER_MORE_RESULTS_EXISTS: u16 = 0x0008;
+
+impl OkPacket {
+    /// Whether another result of the same multi-statement query follows.
+    pub fn more_results(&self) -> bool {
+        self.status & SERVER_MORE_RESULTS_EXISTS != 0
+    }
 }
 
 /// The reply to a command that returns no rows: OK, or the server's error.
@@ -311,11 +324,22 @@ pub fn parse_ok_or_err(payload: &[u8]) -> Result<Result<OkPacket, ServerError>, 
     let sh = ProtocolError::short(WHAT);
     let status = r.u16().map_err(&sh)?;
     let warnings = r.u16().map_err(&sh)?;
+    // MariaDB length-prefixes the info; MySQL (without CLIENT_SESSION_TRACK) sends it to
+    // the end of the packet. A prefix that spans exactly the rest is taken as one (a MySQL
+    // info would have to start with a byte equal to its remaining length).
+    let rest = r.take_rest();
+    let mut inner = Reader::new(rest);
+    let info = match inner.packed_bytes() {
+        Ok(v) if inner.remaining() == 0 => v,
+        _ => rest,
+    };
+    let info = String::from_utf8_lossy(info).into_owned();
     Ok(Ok(OkPacket {
         affected_rows,
         last_insert_id,
         status,
         warnings,
+        info,
     }))
 }
 
@@ -463,9 +487,22 @@ mod tests {
                 affected_rows: 10_000,
                 last_insert_id: 5,
                 status: 2,
-                warnings: 1
+                warnings: 1,
+                info: String::new(),
             }
         );
+        assert!(!ok.more_results());
+        // MySQL's info runs to the end; MariaDB's is length-prefixed.
+        let info = b"Records: 3  Duplicates: 1  Warnings: 0";
+        let mut mysql = vec![0, 3, 0, 0x08, 0, 0, 0];
+        mysql.extend_from_slice(info);
+        let mut mariadb = vec![0, 3, 0, 0x08, 0, 0, 0, info.len() as u8];
+        mariadb.extend_from_slice(info);
+        for p in [mysql, mariadb] {
+            let ok = parse_ok_or_err(&p).unwrap().unwrap();
+            assert_eq!(ok.info.as_bytes(), info);
+            assert!(ok.more_results());
+        }
         let e = parse_ok_or_err(&[0xFF, 0x26, 0x04, b'#', b'2', b'3', b'0', b'0', b'0', b'd'])
             .unwrap()
             .unwrap_err();

@@ -1,7 +1,6 @@
 //! Source transactions in parts: the bookkeeping of the open target transaction that
 //! spans frames (see "Transactions in parts" in the parent module).
 
-use mysql_async::prelude::Queryable;
 use outflow_core::ChangeBatch;
 
 use super::{Applied, Applier, ApplyError, Failure};
@@ -204,8 +203,8 @@ impl Applier {
                 table: "-".to_string(),
                 what: "a source transaction in parts (deadlocks persisted)",
                 position: format!("frame {}", open.first_seq),
-                source: mysql_async::Error::Other(
-                    "deadlock or lock wait timeout after all retries".into(),
+                source: crate::target::TargetError::State(
+                    "deadlock or lock wait timeout after all retries",
                 ),
             });
         }
@@ -239,7 +238,7 @@ impl Applier {
                 "rolling back an unfinished source transaction in parts (delivered again, or sent again from its start)"
             );
             self.conn
-                .query_drop("ROLLBACK")
+                .run("ROLLBACK")
                 .await
                 .map_err(|source| ApplyError::Connection {
                     what: "rolling back a source transaction in parts".to_string(),
