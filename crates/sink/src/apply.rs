@@ -88,19 +88,21 @@
 //!   1.119x (7 of 8) and 1.068x (7 of 8), target CPU 2.86 s against 3.25 s.
 //!
 //! So the one form that pays saves the target 8-12% of its CPU, and 7-12% of the wall
-//! time on this bench. It is not taken yet because it means the applier's connections
-//! move from mysql_async to our client (about 30 calls: XA, the careful mode's probes, the
-//! catalog's queries, error codes; a multi-statement query becomes pipelined `COM_QUERY`s),
-//! and the statements change shape: a statement would name rows of the batch instead of
-//! holding their text, and a group be cut into fixed row counts (256, then the
-//! remainder's binary digits, so at most 9 statements per table and column set). A text
+//! time on this bench. The first half of taking it is done: the applier's connections are
+//! our client's ([`crate::target`]). What is left is the statements' shape: a statement
+//! would name rows of the batch instead of holding their text, and a group be cut into
+//! fixed row counts (256, then the remainder's binary digits, so at most 9 statements per
+//! table and column set). A text
 //! key compared in a `WHERE` keeps its column's collation without the text form's
 //! introducer: tried on this machine's MariaDB 10.11 under `SET NAMES binary`, a parameter
 //! compared with a latin1 or utf8mb4 key column matched under the column's collation
 //! (`'ABC'` and `'abc '` found `'abc'`, `'É'` found `'é'`), with or without
 //! `CONVERT(? USING charset)`; MySQL is not tried (none here). A failed execute does not
-//! stop the ones pipelined after it, as a multi-statement query does: the session needs
-//! `autocommit = 0`, so that those run inside the transaction being rolled back.
+//! stop the ones pipelined after it, as a multi-statement query does: after a deadlock,
+//! which rolls the whole transaction back, they would run on their own and commit. So
+//! the session needs `autocommit = 0` (they then run inside a transaction that is rolled
+//! back), or the fast path an XA branch even on one connection, if a branch rolled back
+//! by a deadlock refuses further statements (not yet tried).
 //!
 //! Not `BINLOG '...'` statements of row events either, though the issue allowed them where
 //! faster: the apply bench replays the backlog's own row events grouped as this applier

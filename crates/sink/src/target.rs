@@ -217,3 +217,62 @@ pub fn options_of(opts: &mysql_async::Opts) -> Result<ConnectOptions, String> {
     };
     Ok(o)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn of(url: &str) -> Result<ConnectOptions, String> {
+        options_of(&mysql_async::Opts::from_url(url).expect("URL"))
+    }
+
+    #[test]
+    fn url_options_carry_over() {
+        let o = of("mysql://app:s%40cret@db.example:3307/x").expect("options");
+        assert_eq!(
+            (
+                o.host.as_str(),
+                o.port,
+                o.user.as_str(),
+                o.password.0.as_str()
+            ),
+            ("db.example", 3307, "app", "s@cret")
+        );
+        assert_eq!(o.tls.mode, TlsMode::Disabled);
+        let mode = |url| of(url).expect("options").tls.mode;
+        assert_eq!(
+            mode("mysql://u@h/?require_ssl=true"),
+            TlsMode::VerifyIdentity
+        );
+        assert_eq!(
+            mode("mysql://u@h/?require_ssl=true&verify_identity=false"),
+            TlsMode::VerifyCa
+        );
+        assert_eq!(
+            mode("mysql://u@h/?require_ssl=true&verify_ca=false"),
+            TlsMode::Required
+        );
+    }
+
+    #[test]
+    fn certificates_given_in_code_are_refused_by_name() {
+        let ssl = mysql_async::SslOpts::default()
+            .with_root_certs(vec![std::path::PathBuf::from("ca.pem").into()]);
+        let opts: mysql_async::Opts = mysql_async::OptsBuilder::default()
+            .ssl_opts(Some(ssl))
+            .into();
+        let e = options_of(&opts).expect_err("refused");
+        assert!(e.contains("from the URL only"), "{e}");
+    }
+
+    #[test]
+    fn values_parse_or_name_the_column() {
+        let row = vec![Some("42".to_string()), None, Some("x".to_string())];
+        assert_eq!(value::<u64>(&row, 0, "t").unwrap(), Some(42));
+        assert_eq!(value::<u64>(&row, 1, "t").unwrap(), None);
+        let e = value::<u64>(&row, 2, "t").unwrap_err().to_string();
+        assert!(e.contains("column 3"), "{e}");
+        let e = value::<u64>(&row, 5, "t").unwrap_err().to_string();
+        assert!(e.contains("3 columns"), "{e}");
+    }
+}
