@@ -338,6 +338,10 @@ impl Connection {
     async fn send(&mut self, payload: &[u8], during: &'static str) -> Result<(), Error> {
         self.wbuf.clear();
         self.framer.write(payload, &mut self.wbuf);
+        self.flush_wbuf(during).await
+    }
+
+    async fn flush_wbuf(&mut self, during: &'static str) -> Result<(), Error> {
         let r = async {
             self.io.write_all(&self.wbuf).await?;
             self.io.flush().await
@@ -435,13 +439,12 @@ impl Connection {
     /// queued or awaiting a reply.
     pub async fn send_query(&mut self, sql: &[u8], during: &'static str) -> Result<(), Error> {
         self.idle(during)?;
-        let mut payload = std::mem::take(&mut self.scratch);
-        payload.clear();
-        payload.push(command::COM_QUERY);
-        payload.extend_from_slice(sql);
-        let sent = self.send_command(&payload, during).await;
-        self.scratch = payload;
-        sent?;
+        // Framed straight from `sql`: a lane's query can be a megabyte.
+        self.framer.reset();
+        self.wbuf.clear();
+        self.framer
+            .write_parts(&[command::COM_QUERY], sql, &mut self.wbuf);
+        self.flush_wbuf(during).await?;
         self.results_pending = true;
         Ok(())
     }

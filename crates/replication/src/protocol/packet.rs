@@ -116,15 +116,25 @@ impl Framer {
 
     /// Appends `payload` to `out` as one or more packets with the next sequence ids.
     pub fn write(&mut self, payload: &[u8], out: &mut BytesMut) {
-        out.reserve(payload.len() + HEADER_LEN * (payload.len() / MAX_PACKET + 1));
-        let mut rest = payload;
+        self.write_parts(&[], payload, out);
+    }
+
+    /// Frames the payload `head` followed by `body` (a command byte and its argument)
+    /// without joining them first.
+    pub fn write_parts(&mut self, head: &[u8], body: &[u8], out: &mut BytesMut) {
+        let len = head.len() + body.len();
+        out.reserve(len + HEADER_LEN * (len / MAX_PACKET + 1));
+        let (mut head, mut body) = (head, body);
         loop {
-            let n = rest.len().min(MAX_PACKET);
+            let n = (head.len() + body.len()).min(MAX_PACKET);
             out.put_uint_le(n as u64, 3);
             out.put_u8(self.next_seq);
             self.next_seq = self.next_seq.wrapping_add(1);
-            out.put_slice(&rest[..n]);
-            rest = &rest[n..];
+            let from_head = n.min(head.len());
+            out.put_slice(&head[..from_head]);
+            head = &head[from_head..];
+            out.put_slice(&body[..n - from_head]);
+            body = &body[n - from_head..];
             // A piece of exactly MAX_PACKET bytes says "more follows", so a payload whose
             // length is a multiple of it ends with an empty packet.
             if n < MAX_PACKET {
@@ -180,6 +190,26 @@ mod tests {
             for (g, p) in got.iter().zip(&payloads) {
                 assert!(g[..] == p[..], "payload of {} bytes differs", p.len());
             }
+        }
+    }
+
+    #[test]
+    fn parts_frame_as_their_concatenation() {
+        for (head, body) in [
+            (1usize, 0usize),
+            (1, 300),
+            (1, MAX_PACKET - 1),
+            (1, MAX_PACKET),
+            (3, 2 * MAX_PACKET - 2),
+        ] {
+            let head: Vec<u8> = (0..head).map(|i| i as u8 ^ 0x5A).collect();
+            let body: Vec<u8> = (0..body).map(|i| (i * 7) as u8).collect();
+            let joined = [head.clone(), body.clone()].concat();
+            let (mut a, mut b) = (Framer::new(usize::MAX), Framer::new(usize::MAX));
+            let (mut wa, mut wb) = (BytesMut::new(), BytesMut::new());
+            a.write(&joined, &mut wa);
+            b.write_parts(&head, &body, &mut wb);
+            assert!(wa == wb, "{} + {} bytes", head.len(), body.len());
         }
     }
 
