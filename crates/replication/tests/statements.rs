@@ -6,11 +6,17 @@ use outflow_replication::protocol::stmt::Param;
 use outflow_replication::{ConnectOptions, Connection, Error, TlsMode};
 use outflow_testkit::{Server, ServerConfig};
 
-async fn connect(server: &Server) -> Connection {
+fn options(server: &Server) -> ConnectOptions {
     let mut o = ConnectOptions::new("127.0.0.1", server.port(), "root", "");
     o.tls.mode = TlsMode::Disabled;
     o.connect_timeout = Duration::from_secs(20);
-    let mut c = Connection::connect(&o).await.expect("connects");
+    o
+}
+
+async fn connect(server: &Server) -> Connection {
+    let mut c = Connection::connect(&options(server))
+        .await
+        .expect("connects");
     c.query("SET NAMES binary", "setting the charset")
         .await
         .expect("SET NAMES");
@@ -215,9 +221,7 @@ async fn caller_mistakes_and_server_refusals_are_named() {
 async fn multi_statement_queries_give_each_result_in_order_and_stop_at_an_error() {
     use outflow_replication::QueryResult;
     let server = server().await;
-    let mut o = ConnectOptions::new("127.0.0.1", server.port(), "root", "");
-    o.tls.mode = TlsMode::Disabled;
-    o.connect_timeout = Duration::from_secs(20);
+    let mut o = options(&server);
     o.multi_statements = true;
     o.found_rows = true;
     let mut c = Connection::connect(&o).await.expect("connects");
