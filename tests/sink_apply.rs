@@ -112,18 +112,28 @@ async fn every_type_and_table_shape_round_trips() -> Result<()> {
     src.run_sql_script(&changes())?;
     let files = changed_binlogs(&src, &first)?;
 
+    // Values as parameters of prepared statements (the default), and as literals.
     let cases = [
-        ("replica, streaming", ImageMode::Replica, false, 1),
+        ("replica, streaming", ImageMode::Replica, false, 1, true),
+        (
+            "replica, streaming, literals",
+            ImageMode::Replica,
+            false,
+            1,
+            false,
+        ),
         (
             "replica, streaming, 3 connections",
             ImageMode::Replica,
             false,
             3,
+            true,
         ),
-        ("full images", ImageMode::Full, false, 1),
-        ("replica, compacted", ImageMode::Replica, true, 2),
+        ("full images", ImageMode::Full, false, 1, true),
+        ("full images, literals", ImageMode::Full, false, 2, false),
+        ("replica, compacted", ImageMode::Replica, true, 2, true),
     ];
-    for (name, mode, compaction, threads) in cases {
+    for (name, mode, compaction, threads, prepared_statements) in cases {
         let target = server()?;
         target.run_sql_script(&setup)?;
         let frames = frames(
@@ -138,6 +148,7 @@ async fn every_type_and_table_shape_round_trips() -> Result<()> {
         ensure!(frames.len() > 3, "{name}: only {} frames", frames.len());
         let cfg = ApplyConfig {
             apply_threads: NonZeroUsize::new(threads).expect("non-zero"),
+            prepared_statements,
             ..tight()
         };
         let started = std::time::Instant::now();
@@ -177,6 +188,13 @@ async fn every_type_and_table_shape_round_trips() -> Result<()> {
         // Some frames built ahead (a frame with a table not planned yet is not, nor one
         // whose statements exceed `max_pending_bytes`).
         ensure!(stats.staged > 0, "{name}: no frame built ahead: {stats:?}");
+        ensure!(
+            (stats.prepared > 0 && stats.executes >= stats.prepared) == prepared_statements,
+            "{name}: prepared statements {} ({} executes) of {}",
+            stats.prepared,
+            stats.executes,
+            stats.statements
+        );
     }
     Ok(())
 }
@@ -215,6 +233,10 @@ async fn sysbench_write_only_reproduces_the_source() -> Result<()> {
         stats.statements * 20 < changes,
         "{} statements for {changes} changes: batching did not happen ({stats:?})",
         stats.statements
+    );
+    ensure!(
+        stats.prepared == stats.statements && stats.executes < changes / 10,
+        "every statement prepared, several rows an execute: {stats:?}"
     );
     Ok(())
 }

@@ -296,3 +296,96 @@ async fn multi_statement_queries_give_each_result_in_order_and_stop_at_an_error(
         .expect("query");
     assert_eq!(rows.rows, vec![vec![Some("2".to_string())]]);
 }
+
+/// The applier pipelines a transaction's executes inside an XA branch. A deadlock rolls
+/// the whole branch back; the executes queued behind the failed one must then be refused,
+/// not run on their own and commit (as they would in a plain transaction with autocommit).
+#[tokio::test]
+async fn executes_after_a_deadlock_in_an_xa_branch_are_refused() {
+    let server = server().await;
+    server
+        .exec(
+            "INSERT INTO t.v (id, u) VALUES (1, 0), (2, 0), (3, 0), (4, 0); \
+             INSERT INTO t.v (id, u) SELECT seq, 0 FROM t.seq_100_to_199",
+        )
+        .await
+        .unwrap();
+    let mut a = connect(&server).await;
+    let mut o = options(&server);
+    o.found_rows = true;
+    let mut b = Connection::connect(&o).await.unwrap();
+    let upsert = a
+        .prepare(
+            b"INSERT INTO t.v (id, u) VALUES (?,?),(?,?) ON DUPLICATE KEY UPDATE u=VALUES(u)",
+            "preparing",
+        )
+        .await
+        .unwrap();
+    let update = a
+        .prepare(b"UPDATE t.v SET u = u + 1 WHERE id = ?", "preparing")
+        .await
+        .unwrap();
+    a.query("XA START 'x','0'", "xa").await.unwrap();
+    // The upsert's info says how many rows it found, as a text query's does.
+    a.queue_execute(
+        &upsert,
+        [Param::Int(1), Param::Int(5), Param::Int(9), Param::Int(9)],
+    )
+    .unwrap();
+    let ok = a.read_reply("upsert").await.unwrap().expect("upsert runs");
+    assert!(ok.info.contains("Duplicates: 1"), "{:?}", ok.info);
+    assert_eq!(ok.affected_rows, 3);
+    // b locks row 2 and a hundred more (more work than a, so a is the deadlock's victim), then a
+    // waits for row 2 with two executes queued behind, and b asks for row 1.
+    b.query("BEGIN", "b").await.unwrap();
+    b.query("UPDATE t.v SET u = 7 WHERE id = 2 OR id >= 100", "b")
+        .await
+        .unwrap();
+    a.queue_execute(&update, [Param::Int(2)]).unwrap();
+    a.queue_execute(&update, [Param::Int(4)]).unwrap();
+    a.queue_execute(
+        &upsert,
+        [Param::Int(10), Param::Int(1), Param::Int(11), Param::Int(1)],
+    )
+    .unwrap();
+    a.flush_queue("sending").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, a_replies) = tokio::join!(
+        async {
+            let r = b.query("UPDATE t.v SET u = 8 WHERE id = 1", "b").await;
+            let _ = b.query("COMMIT", "b").await;
+            r
+        },
+        async {
+            let mut replies = Vec::new();
+            for _ in 0..3 {
+                replies.push(a.read_reply("reading").await.expect("a reply"));
+            }
+            replies
+        }
+    );
+    let codes: Vec<Option<u16>> = a_replies
+        .iter()
+        .map(|r| r.as_ref().err().map(|e| e.code))
+        .collect();
+    assert_eq!(
+        codes[0],
+        Some(1213),
+        "a was the deadlock's victim: {a_replies:?}"
+    );
+    assert!(
+        codes[1..].iter().all(Option::is_some),
+        "the followers were refused: {a_replies:?}"
+    );
+    let _ = a.query("XA END 'x','0'", "xa").await;
+    let _ = a.query("XA ROLLBACK 'x','0'", "xa").await;
+    let n = a
+        .query(
+            "SELECT COUNT(*) AS n FROM t.v WHERE id IN (9, 10, 11) OR (id = 4 AND u > 0)",
+            "count",
+        )
+        .await
+        .unwrap();
+    assert_eq!(n.first("n"), Some("0"), "nothing a sent committed");
+    eprintln!("{a_replies:?}");
+}

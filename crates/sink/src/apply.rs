@@ -128,6 +128,7 @@ use mysql_async::Opts;
 use outflow_core::{
     ChangeBatch, Ddl, Op, SchemaVersion, SnapshotStatement, SourcePosition, TableSection,
 };
+use outflow_replication::protocol::stmt::{read_tagged, OkPacket, Param};
 use outflow_replication::ConnectOptions;
 
 mod ahead;
@@ -143,7 +144,8 @@ use crate::literal::push_quoted;
 use crate::plan::TablePlan;
 use crate::sql::qualified;
 use crate::stage::{
-    careful, push_insert_tail, Batcher, Check, Cx, Limits, RowOp, StageError, Stmt,
+    careful, chunks, push_insert_tail, shape_sql, Batcher, Check, Cx, Limits, RowOp, ShapeKind,
+    StageError, Stmt,
 };
 use crate::target::{options_of, value, Reply, Session, TargetError};
 
@@ -218,6 +220,10 @@ pub struct ApplyConfig {
     /// connections (default 5): a lock one connection waits for that another holds ends
     /// the attempt this soon, and the transaction is retried on one connection.
     pub lane_lock_wait_secs: u32,
+    /// Send the fast path's values as parameters of prepared statements (default), not
+    /// as literals in the statement text. Not a setting of the command line: it is here
+    /// so that the benches and tests can compare the two forms.
+    pub prepared_statements: bool,
 }
 
 impl Default for ApplyConfig {
@@ -234,6 +240,7 @@ impl Default for ApplyConfig {
             retries: 5,
             apply_threads: NonZeroUsize::new(2).unwrap_or(NonZeroUsize::MIN),
             lane_lock_wait_secs: 5,
+            prepared_statements: true,
         }
     }
 }
@@ -344,8 +351,14 @@ pub struct ApplyStats {
     pub deleted: u64,
     /// Statements run (committed transactions only).
     pub statements: u64,
-    /// Bytes of statement text sent (committed transactions only).
+    /// Bytes of statement text sent, or of parameters for prepared statements (committed
+    /// transactions only).
     pub sql_bytes: u64,
+    /// Of the statements, those whose values went as parameters; each ran as one or more
+    /// executes of prepared statements (committed transactions only).
+    pub prepared: u64,
+    /// Executes of prepared statements (committed transactions only).
+    pub executes: u64,
     /// Target transactions replayed in careful mode.
     pub careful_replays: u64,
     /// Target transactions retried after a deadlock or lock-wait timeout.
@@ -396,6 +409,8 @@ impl ApplyStats {
         self.deleted += o.deleted;
         self.statements += o.statements;
         self.sql_bytes += o.sql_bytes;
+        self.prepared += o.prepared;
+        self.executes += o.executes;
         self.careful_replays += o.careful_replays;
         self.retries += o.retries;
         self.conflicts.add(&o.conflicts);
@@ -746,6 +761,7 @@ impl Applier {
         let limits = Limits {
             max_statement_bytes: cfg.max_statement_bytes.min(packet_cap).max(1),
             max_pending_bytes: cfg.max_pending_bytes.max(1),
+            params: cfg.prepared_statements,
         };
         let lanes = cfg.apply_threads.get();
         let mut applier = Applier {
@@ -1138,6 +1154,11 @@ impl Applier {
         self.batcher = Batcher::new(self.batcher_limits(), self.batcher.lanes());
         self.staged = None;
         self.spare_batcher = None;
+        // Prepared statements are named by plan index, which now means another table.
+        self.conn.forget_statements();
+        for conn in self.others.iter_mut().flatten() {
+            conn.forget_statements();
+        }
     }
 
     fn batcher_limits(&self) -> Limits {
@@ -1310,9 +1331,14 @@ impl Applier {
         // Several lanes: an XA transaction, lane 0's branch now, the others' when they
         // first get a statement.
         // A later part runs in the target transaction its first part opened.
+        // Executes are pipelined only inside an XA branch, which a deadlock leaves refusing
+        // further statements (see "Prepared statements"): so the fast path with parameters
+        // opens one even on one connection.
+        let xa = self.spread
+            || (self.batcher.limits().params && !careful_mode && self.part == parts::Span::Whole);
         let start = if !self.part.starts() {
             String::new()
-        } else if !self.spread {
+        } else if !xa {
             "START TRANSACTION".to_string()
         } else {
             let gtrid = self.xa_id(seq, first);
@@ -1722,18 +1748,29 @@ impl Applier {
                 };
                 self.lanes_used[n] = true;
                 let mut multi = std::mem::take(&mut self.multi[n]);
+                let plans = self.plans.clone();
                 handles.push((
                     n,
                     tokio::spawn(async move {
+                        let lane = Lane {
+                            plans: &plans,
+                            max_statement_bytes: packet,
+                            pipelined: true,
+                        };
                         let outcome =
-                            exec_statements(&mut conn, join, &work, packet, &mut multi).await;
+                            exec_statements(&mut conn, join, &work, lane, &mut multi).await;
                         (conn, work, outcome, multi)
                     }),
                 ));
             }
             let lane0 = std::mem::take(&mut lanes[0]);
+            let lane = Lane {
+                plans: &self.plans,
+                max_statement_bytes: packet,
+                pipelined: true,
+            };
             let outcome0 =
-                exec_statements(&mut self.conn, None, &lane0, packet, &mut self.multi[0]).await;
+                exec_statements(&mut self.conn, None, &lane0, lane, &mut self.multi[0]).await;
             let mut outcomes = vec![(lane0, outcome0)];
             for (n, handle) in handles {
                 match handle.await {
@@ -1772,9 +1809,13 @@ impl Applier {
         stats: &mut ApplyStats,
     ) -> Result<(), Failure> {
         let mut stmts = std::mem::take(&mut self.stmts);
-        let packet = self.batcher.limits().max_statement_bytes;
+        let lane = Lane {
+            plans: &self.plans,
+            max_statement_bytes: self.batcher.limits().max_statement_bytes,
+            pipelined: self.xa.is_some(),
+        };
         let (lane_stats, err) =
-            exec_statements(&mut self.conn, None, &stmts, packet, &mut self.multi[0]).await;
+            exec_statements(&mut self.conn, None, &stmts, lane, &mut self.multi[0]).await;
         stats.add(&lane_stats);
         let result = match err {
             Some(e) => Err(self.lane_failure(e, batch, t)),
@@ -2387,10 +2428,13 @@ async fn exec_statements(
     conn: &mut Session,
     mut join: Option<String>,
     stmts: &[Stmt],
-    max_statement_bytes: usize,
+    lane: Lane<'_>,
     multi: &mut Vec<u8>,
 ) -> (ApplyStats, Option<LaneError>) {
-    let packet = MULTI_STATEMENT_BYTES.min(max_statement_bytes);
+    if stmts.iter().any(|s| s.shape.is_some()) {
+        return exec_prepared(conn, join, stmts, lane, multi).await;
+    }
+    let packet = MULTI_STATEMENT_BYTES.min(lane.max_statement_bytes);
     let mut stats = ApplyStats::default();
     let joining = |source| LaneError::Driver {
         plan: usize::MAX,
@@ -2474,17 +2518,7 @@ async fn exec_statements(
                 }
                 Err(e) => return (stats, Some(failed(stmt, e))),
             };
-            let affected = ok.affected_rows;
-            let as_expected = match stmt.check {
-                Check::Rows(n) => affected == n,
-                // One row: 2 when it was found and changed (1 would also mean found
-                // unchanged, which only careful mode can tell apart).
-                Check::Upserts(1) => affected == 2,
-                // Several rows: the server's "Records: n  Duplicates: d" says how many
-                // found their row (with CLIENT_FOUND_ROWS, changed or not).
-                Check::Upserts(n) => duplicates(&ok.info) == Some(n) && affected >= n,
-            };
-            if !as_expected {
+            if !as_expected(stmt.check, &ok) {
                 // What follows is rolled back; read it off the connection.
                 let _ = conn.skip_rest().await;
                 return (stats, Some(LaneError::Anomaly));
@@ -2501,6 +2535,286 @@ async fn exec_statements(
         i = end;
     }
     (stats, None)
+}
+
+/// Whether a statement's result is what `check` expects.
+fn as_expected(check: Check, ok: &OkPacket) -> bool {
+    let affected = ok.affected_rows;
+    match check {
+        Check::Rows(n) => affected == n,
+        // One row: 2 when it was found and changed (1 would also mean found unchanged,
+        // which only careful mode can tell apart).
+        Check::Upserts(1) => affected == 2,
+        // Several rows: the server's "Records: n  Duplicates: d" says how many found
+        // their row (with CLIENT_FOUND_ROWS, changed or not).
+        Check::Upserts(n) => duplicates(&ok.info) == Some(n) && affected >= n,
+    }
+}
+
+/// What a lane runs its statements with.
+#[derive(Clone, Copy)]
+struct Lane<'a> {
+    /// The plans the statements were built from (for the text of prepared statements).
+    plans: &'a [TablePlan],
+    max_statement_bytes: usize,
+    /// Several executes may be sent before their replies are read: the lane is in an XA
+    /// branch (see "Prepared statements").
+    pipelined: bool,
+}
+
+/// Commands a pipelined lane sends before it reads replies: enough to keep the target
+/// busy while this process reads and writes, few enough that the replies (tens of bytes
+/// each) never fill the socket's buffers while the target still reads commands.
+const PIPELINE_WINDOW: usize = 64;
+
+/// Queued command bytes sent at once, so that the target starts on them while the rest
+/// is encoded.
+const PIPELINE_FLUSH_BYTES: usize = 256 << 10;
+
+/// The reply a queued command is due.
+struct Due {
+    /// Index of its statement; `None` for the lane's `XA START`.
+    stmt: Option<usize>,
+    check: Check,
+    /// The statement's last command: its changes count once this reply is as expected.
+    last: bool,
+}
+
+/// Replies a lane waits for, and the first thing that went wrong.
+struct Replies {
+    due: std::collections::VecDeque<Due>,
+    failure: Option<LaneError>,
+    /// The connection failed: nothing more can be read from it.
+    broken: bool,
+}
+
+impl Replies {
+    /// Reads replies until at most `keep` are due, checking each: the first failure is
+    /// kept, and the replies after it are read and dropped (the target transaction is
+    /// rolled back).
+    async fn settle(
+        &mut self,
+        conn: &mut Session,
+        stmts: &[Stmt],
+        stats: &mut ApplyStats,
+        keep: usize,
+    ) {
+        while self.due.len() > keep && !self.broken {
+            let Some(due) = self.due.pop_front() else {
+                return;
+            };
+            let plan = due.stmt.map_or(usize::MAX, |i| stmts[i].plan);
+            let reply = match conn.read_reply().await {
+                Ok(r) => r,
+                Err(source) => {
+                    self.broken = true;
+                    self.failure.get_or_insert(LaneError::Driver {
+                        plan,
+                        what: "a batched statement",
+                        source,
+                    });
+                    return;
+                }
+            };
+            if self.failure.is_some() {
+                continue;
+            }
+            let Some(i) = due.stmt else {
+                if let Err(e) = reply {
+                    self.failure = Some(LaneError::Driver {
+                        plan,
+                        what: "joining the XA transaction",
+                        source: TargetError::Server(Box::new(e)),
+                    });
+                }
+                continue;
+            };
+            let stmt = &stmts[i];
+            match reply {
+                Err(e) if e.code == ER_DUP_ENTRY => self.failure = Some(LaneError::Anomaly),
+                Err(e) => {
+                    self.failure = Some(LaneError::Driver {
+                        plan,
+                        what: "a batched statement",
+                        source: TargetError::Server(Box::new(e)),
+                    })
+                }
+                Ok(ok) if !as_expected(due.check, &ok) => self.failure = Some(LaneError::Anomaly),
+                Ok(_) if due.last => {
+                    if stmt.shape.is_some() {
+                        stats.prepared += 1;
+                        stats.executes += 1;
+                    }
+                    stats.count_rows(stmt.op, stmt.changes - stmt.merged);
+                    stats.count_rows(Op::Delete, stmt.merged);
+                    stats.count_rows(Op::Insert, stmt.merged);
+                    stats.statements += 1;
+                    stats.sql_bytes += stmt.sql.len() as u64;
+                }
+                Ok(_) => stats.executes += 1,
+            }
+        }
+    }
+}
+
+/// [`exec_statements`] for statements whose values are parameters: each is cut into
+/// [`chunks`] of rows, each chunk an execute of the statement prepared for its shape and
+/// row count (prepared on this connection the first time, its text built in `scratch`).
+/// Pipelined, a lane's executes go several to a write and their replies are read behind
+/// them ([`PIPELINE_WINDOW`]); otherwise each reply is read before the next execute is
+/// sent. Statements with text (single-row ones) are queued as queries; a probe runs with
+/// nothing outstanding.
+async fn exec_prepared(
+    conn: &mut Session,
+    join: Option<String>,
+    stmts: &[Stmt],
+    lane: Lane<'_>,
+    scratch: &mut Vec<u8>,
+) -> (ApplyStats, Option<LaneError>) {
+    let mut stats = ApplyStats::default();
+    let mut replies = Replies {
+        due: std::collections::VecDeque::new(),
+        failure: None,
+        broken: false,
+    };
+    let window = if lane.pipelined { PIPELINE_WINDOW } else { 1 };
+    if let Some(sql) = join {
+        conn.queue_query(sql.as_bytes());
+        replies.due.push_back(Due {
+            stmt: None,
+            check: Check::Rows(0),
+            last: false,
+        });
+    }
+    let mut ident: Vec<u64> = Vec::new();
+    'stmts: for (i, stmt) in stmts.iter().enumerate() {
+        if let Some(probe) = &stmt.probe {
+            replies.settle(conn, stmts, &mut stats, 0).await;
+            if replies.failure.is_some() {
+                break;
+            }
+            match count_rows(conn, probe).await {
+                // Careful mode names it.
+                Ok(n) if n > 1 => {
+                    replies.failure = Some(LaneError::Anomaly);
+                    break;
+                }
+                Ok(_) => {}
+                Err(source) => {
+                    let (plan, what) = (stmt.plan, "probing for ambiguity");
+                    replies.failure = Some(LaneError::Driver { plan, what, source });
+                    break;
+                }
+            }
+        }
+        let Some(shape) = &stmt.shape else {
+            conn.queue_query(&stmt.sql);
+            replies.due.push_back(Due {
+                stmt: Some(i),
+                check: stmt.check,
+                last: true,
+            });
+            replies.settle(conn, stmts, &mut stats, window - 1).await;
+            if replies.failure.is_some() {
+                break;
+            }
+            continue;
+        };
+        let mut rest = &stmt.sql[..];
+        let mut left = stmt.changes;
+        for rows in chunks(stmt.changes, shape.per_row) {
+            left -= rows as u64;
+            ident.clear();
+            ident.extend([stmt.plan as u64, shape.kind as u64, rows as u64]);
+            ident.extend_from_slice(&shape.sig);
+            let st = match conn.prepared(&ident) {
+                Some(st) => st,
+                None => {
+                    // Preparing waits for every reply due.
+                    replies.settle(conn, stmts, &mut stats, 0).await;
+                    if replies.failure.is_some() {
+                        break 'stmts;
+                    }
+                    shape_sql(&lane.plans[stmt.plan], shape, rows, scratch);
+                    match conn.prepare(&ident, scratch).await {
+                        Ok(st) => st,
+                        Err(source) => {
+                            replies.failure = Some(LaneError::Driver {
+                                plan: stmt.plan,
+                                what: "preparing a batched statement",
+                                source,
+                            });
+                            break 'stmts;
+                        }
+                    }
+                }
+            };
+            let Some(len) = params_len(rest, rows * shape.per_row) else {
+                replies.failure = Some(LaneError::Driver {
+                    plan: stmt.plan,
+                    what: "a batched statement",
+                    source: TargetError::Unexpected(
+                        "a statement's parameters are cut short".to_string(),
+                    ),
+                });
+                break 'stmts;
+            };
+            let (now, later) = rest.split_at(len);
+            rest = later;
+            if let Err(source) = conn.queue_execute(&st, TaggedParams(now)) {
+                let (plan, what) = (stmt.plan, "a batched statement");
+                replies.failure = Some(LaneError::Driver { plan, what, source });
+                break 'stmts;
+            }
+            replies.due.push_back(Due {
+                stmt: Some(i),
+                check: match shape.kind {
+                    ShapeKind::Upsert => Check::Upserts(rows as u64),
+                    ShapeKind::Insert | ShapeKind::Delete => Check::Rows(rows as u64),
+                },
+                last: left == 0,
+            });
+            if conn.queued_bytes() >= PIPELINE_FLUSH_BYTES {
+                if let Err(source) = conn.flush().await {
+                    let (plan, what) = (stmt.plan, "a batched statement");
+                    replies.failure = Some(LaneError::Driver { plan, what, source });
+                    replies.broken = true;
+                    break 'stmts;
+                }
+            }
+            replies.settle(conn, stmts, &mut stats, window - 1).await;
+            if replies.failure.is_some() {
+                break 'stmts;
+            }
+        }
+    }
+    // Whatever was sent is answered, failure or not: the connection must be left with
+    // nothing due.
+    replies.settle(conn, stmts, &mut stats, 0).await;
+    (stats, replies.failure)
+}
+
+/// Bytes of the first `n` parameters of `buf` (in `push_tagged`'s form); `None` if it
+/// holds fewer.
+fn params_len(buf: &[u8], n: usize) -> Option<usize> {
+    let mut at = 0;
+    for _ in 0..n {
+        at += read_tagged(buf.get(at..)?)?.1;
+    }
+    Some(at)
+}
+
+/// The parameters in a buffer of `push_tagged`'s form, in order.
+struct TaggedParams<'a>(&'a [u8]);
+
+impl<'a> Iterator for TaggedParams<'a> {
+    type Item = Param<'a>;
+
+    fn next(&mut self) -> Option<Param<'a>> {
+        let (p, n) = read_tagged(self.0)?;
+        self.0 = &self.0[n..];
+        Some(p)
+    }
 }
 
 /// The `Duplicates: d` of a multi-row INSERT's info message ("Records: 3  Duplicates: 2

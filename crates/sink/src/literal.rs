@@ -23,7 +23,8 @@
 
 use std::fmt::Write as _;
 
-use outflow_core::{DateTime, Time, Timestamp, ValueRef};
+use outflow_core::{DateTime, Timestamp, ValueRef};
+use outflow_replication::protocol::stmt::{push_tagged, push_tagged_bytes_with, Param};
 
 /// A value that has no SQL literal (it cannot come from a real server).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,10 +77,16 @@ impl std::fmt::Write for Ascii<'_> {
     }
 }
 
-fn push_double(out: &mut Vec<u8>, v: f64, what: &'static str) -> Result<(), LiteralError> {
-    if !v.is_finite() {
-        return Err(LiteralError::NotFinite(what));
+fn finite(v: f64, what: &'static str) -> Result<f64, LiteralError> {
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(LiteralError::NotFinite(what))
     }
+}
+
+fn push_double(out: &mut Vec<u8>, v: f64, what: &'static str) -> Result<(), LiteralError> {
+    let v = finite(v, what)?;
     // `{:e}` prints the shortest digits that read back as the same double, in a form the
     // server parses as a DOUBLE (an exponent makes it approximate-value, not DECIMAL).
     let _ = write!(Ascii(out), "{v:e}");
@@ -87,6 +94,12 @@ fn push_double(out: &mut Vec<u8>, v: f64, what: &'static str) -> Result<(), Lite
 }
 
 fn push_decimal(out: &mut Vec<u8>, text: &[u8]) -> Result<(), LiteralError> {
+    out.extend_from_slice(checked_decimal(text)?);
+    Ok(())
+}
+
+/// `text` if it is `-?digits[.digits]`.
+fn checked_decimal(text: &[u8]) -> Result<&[u8], LiteralError> {
     let digits = text.strip_prefix(b"-").unwrap_or(text);
     let (int, frac) = match digits.iter().position(|&b| b == b'.') {
         Some(p) => (&digits[..p], Some(&digits[p + 1..])),
@@ -96,33 +109,59 @@ fn push_decimal(out: &mut Vec<u8>, text: &[u8]) -> Result<(), LiteralError> {
     if !all_digits(int) || frac.is_some_and(|f| !all_digits(f)) {
         return Err(LiteralError::BadDecimal);
     }
-    out.extend_from_slice(text);
-    Ok(())
+    Ok(text)
 }
 
-fn push_fraction(w: &mut Ascii<'_>, micros: u32) {
+fn push_fraction(w: &mut impl std::fmt::Write, micros: u32) {
     if micros != 0 {
         let _ = write!(w, ".{micros:06}");
     }
 }
 
-fn push_datetime(out: &mut Vec<u8>, d: &DateTime) {
-    let mut w = Ascii(out);
-    let _ = write!(
-        w,
-        "'{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-        d.year, d.month, d.day, d.hour, d.minute, d.second
-    );
-    push_fraction(&mut w, d.micros);
-    w.0.push(b'\'');
+/// The server's text of a DATE, TIME, DATETIME or TIMESTAMP (UTC), unquoted, into `w`;
+/// false for other values.
+fn write_temporal<W: std::fmt::Write>(w: &mut W, v: ValueRef<'_>) -> bool {
+    let datetime = |w: &mut W, d: &DateTime| {
+        let _ = write!(
+            w,
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+            d.year, d.month, d.day, d.hour, d.minute, d.second
+        );
+        push_fraction(w, d.micros);
+    };
+    match v {
+        ValueRef::Date(d) => {
+            let _ = write!(w, "{:04}-{:02}-{:02}", d.year, d.month, d.day);
+        }
+        ValueRef::Time(t) => {
+            let sign = if t.negative { "-" } else { "" };
+            let _ = write!(w, "{sign}{:02}:{:02}:{:02}", t.hours, t.minutes, t.seconds);
+            push_fraction(w, t.micros);
+        }
+        ValueRef::DateTime(d) => datetime(w, &d),
+        ValueRef::Timestamp(ts) => datetime(w, &timestamp_to_utc(ts)),
+        _ => return false,
+    }
+    true
 }
 
-fn push_time(out: &mut Vec<u8>, t: &Time) {
-    let mut w = Ascii(out);
-    let sign = if t.negative { "-" } else { "" };
-    let _ = write!(w, "'{sign}{:02}:{:02}:{:02}", t.hours, t.minutes, t.seconds);
-    push_fraction(&mut w, t.micros);
-    w.0.push(b'\'');
+/// A fixed buffer for a temporal value's text (at most 26 bytes), so that it can be
+/// measured before it is written.
+struct Short {
+    buf: [u8; 40],
+    len: usize,
+}
+
+impl std::fmt::Write for Short {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(std::fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
 }
 
 /// The UTC calendar date and time of `ts` (0 is MySQL's zero timestamp, `0000-00-00`).
@@ -175,12 +214,11 @@ pub fn push_value(out: &mut Vec<u8>, v: ValueRef<'_>, charset: &str) -> Result<(
         ValueRef::Float(x) => push_double(out, f64::from(x), "FLOAT")?,
         ValueRef::Double(x) => push_double(out, x, "DOUBLE")?,
         ValueRef::Decimal(text) => push_decimal(out, text)?,
-        ValueRef::Date(d) => {
-            let _ = write!(Ascii(out), "'{:04}-{:02}-{:02}'", d.year, d.month, d.day);
+        ValueRef::Date(_) | ValueRef::Time(_) | ValueRef::DateTime(_) | ValueRef::Timestamp(_) => {
+            out.push(b'\'');
+            write_temporal(&mut Ascii(out), v);
+            out.push(b'\'');
         }
-        ValueRef::Time(t) => push_time(out, &t),
-        ValueRef::DateTime(d) => push_datetime(out, &d),
-        ValueRef::Timestamp(ts) => push_datetime(out, &timestamp_to_utc(ts)),
         ValueRef::Text(bytes) => {
             out.push(b'_');
             out.extend_from_slice(charset.as_bytes());
@@ -195,10 +233,120 @@ pub fn push_value(out: &mut Vec<u8>, v: ValueRef<'_>, charset: &str) -> Result<(
     Ok(())
 }
 
+/// Appends `v` as a prepared-statement parameter, in [`push_tagged`]'s form: the value
+/// the literal of [`push_value`] stands for, with the same checks. Text goes as bytes; the
+/// statement's placeholder says which character set they are in (`TablePlan`'s
+/// placeholders), as the literal's introducer does.
+pub fn push_param(out: &mut Vec<u8>, v: ValueRef<'_>) -> Result<(), LiteralError> {
+    let p = match v {
+        ValueRef::Null => Param::Null,
+        ValueRef::Int(x) => Param::Int(x),
+        ValueRef::UInt(x) | ValueRef::Set(x) | ValueRef::Bit(x) => Param::UInt(x),
+        ValueRef::Year(x) | ValueRef::Enum(x) => Param::UInt(u64::from(x)),
+        ValueRef::Float(x) => Param::Double(finite(f64::from(x), "FLOAT")?),
+        ValueRef::Double(x) => Param::Double(finite(x, "DOUBLE")?),
+        ValueRef::Decimal(text) => Param::Decimal(checked_decimal(text)?),
+        ValueRef::Date(_) | ValueRef::Time(_) | ValueRef::DateTime(_) | ValueRef::Timestamp(_) => {
+            let mut text = Short {
+                buf: [0; 40],
+                len: 0,
+            };
+            write_temporal(&mut text, v);
+            push_tagged(out, Param::Bytes(&text.buf[..text.len]));
+            return Ok(());
+        }
+        ValueRef::Text(b) | ValueRef::Json(b) | ValueRef::Bytes(b) | ValueRef::Geometry(b) => {
+            Param::Bytes(b)
+        }
+    };
+    push_tagged(out, p);
+    Ok(())
+}
+
+/// Appends bytes padded with zeros to `len`, as a parameter (see [`push_quoted_padded`]).
+pub fn push_param_padded(out: &mut Vec<u8>, bytes: &[u8], len: usize) {
+    let len = len.max(bytes.len());
+    push_tagged_bytes_with(out, len, |out| {
+        out.extend_from_slice(bytes);
+        out.resize(out.len() + len - bytes.len(), 0);
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use outflow_core::Date;
+    use outflow_core::{Date, Time};
+    use outflow_replication::protocol::stmt::read_tagged;
+
+    fn param(v: ValueRef<'_>) -> Vec<u8> {
+        let mut out = Vec::new();
+        push_param(&mut out, v).expect("parameter");
+        out
+    }
+
+    #[test]
+    fn parameters_stand_for_what_the_literals_do() {
+        let read = |b: &[u8]| -> String {
+            let (p, n) = read_tagged(b).expect("tagged");
+            assert_eq!(n, b.len());
+            format!("{p:?}")
+        };
+        assert_eq!(read(&param(ValueRef::Int(-5))), "Int(-5)");
+        assert_eq!(read(&param(ValueRef::Enum(2))), "UInt(2)");
+        assert_eq!(
+            read(&param(ValueRef::Bit(u64::MAX))),
+            format!("UInt({})", u64::MAX)
+        );
+        assert_eq!(
+            read(&param(ValueRef::Float(0.1))),
+            format!("Double({:?})", f64::from(0.1f32))
+        );
+        assert_eq!(
+            read(&param(ValueRef::Decimal(b"-1.50"))),
+            "Decimal([45, 49, 46, 53, 48])"
+        );
+        let text = |v| {
+            let b = param(v);
+            let (p, _) = read_tagged(&b).expect("tagged");
+            match p {
+                Param::Bytes(b) => String::from_utf8(b.to_vec()).expect("ascii"),
+                other => panic!("{other:?}"),
+            }
+        };
+        // The literal's text, without its quotes.
+        for v in [
+            ValueRef::Time(Time {
+                negative: true,
+                hours: 838,
+                minutes: 59,
+                seconds: 59,
+                micros: 5,
+            }),
+            ValueRef::Timestamp(Timestamp {
+                seconds: 2_147_483_647,
+                micros: 990_000,
+            }),
+            ValueRef::Date(Date {
+                year: 0,
+                month: 0,
+                day: 0,
+            }),
+        ] {
+            assert_eq!(format!("'{}'", text(v)), lit(v));
+        }
+        let mut out = Vec::new();
+        assert_eq!(
+            push_param(&mut out, ValueRef::Double(f64::INFINITY)),
+            Err(LiteralError::NotFinite("DOUBLE"))
+        );
+        assert_eq!(
+            push_param(&mut out, ValueRef::Decimal(b"1e5")),
+            Err(LiteralError::BadDecimal)
+        );
+        assert!(out.is_empty(), "nothing written for a refused value");
+        push_param_padded(&mut out, b"ab", 4);
+        assert_eq!(read(&out), format!("Bytes({:?})", b"ab\0\0"));
+    }
 
     fn lit(v: ValueRef<'_>) -> String {
         let mut out = Vec::new();

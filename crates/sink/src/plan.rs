@@ -9,7 +9,9 @@ use outflow_core::schema::BINARY_COLLATION;
 use outflow_core::{Image, TableSchema, ValueKind, ValueRef};
 
 use crate::catalog::CatalogTable;
-use crate::literal::{push_quoted, push_quoted_padded, push_value, LiteralError};
+use crate::literal::{
+    push_param, push_param_padded, push_quoted, push_quoted_padded, push_value, LiteralError,
+};
 use crate::sql::{ident, qualified};
 
 /// How one batch column lands on the target.
@@ -33,6 +35,13 @@ pub(crate) struct ColPlan {
     /// Values equal under the column's comparison without being equal bytes (text under a
     /// collation, floats with signed zeros): key hashes normalise them.
     pub fuzzy: bool,
+    /// The placeholder of a value to store: `?`, or for text in another character set
+    /// than the column's (and JSON, which MySQL refuses as a binary string) the
+    /// conversion the literal's introducer makes.
+    pub store_placeholder: String,
+    /// The placeholder of a value a key column is compared with, as `push_key_value`
+    /// writes the literal (its charset, conversion and collation).
+    pub key_placeholder: String,
 }
 
 /// Everything the applier needs to write one table's changes.
@@ -107,13 +116,30 @@ impl TablePlan {
             };
             let kind = c.value_kind();
             let text = kind == ValueKind::Text;
+            let pad_to = fixed_binary_len(&tc.data_type, &tc.column_type);
+            let collate = if text { tc.collation.clone() } else { None };
+            let as_text = |charset: &str| format!("CONVERT(? USING {charset})");
+            let store_placeholder = match kind {
+                ValueKind::Json => as_text("utf8mb4"),
+                ValueKind::Text if pad_to.is_none() && convert_to.is_some() => as_text(&charset),
+                _ => "?".to_string(),
+            };
+            let key_placeholder = match (&collate, &convert_to) {
+                (Some(coll), Some(to)) => {
+                    format!("CONVERT({} USING {to}) COLLATE {coll}", as_text(&charset))
+                }
+                (Some(coll), None) => format!("{} COLLATE {coll}", as_text(&charset)),
+                (None, _) => store_placeholder.clone(),
+            };
             cols.push(ColPlan {
+                store_placeholder,
+                key_placeholder,
                 quoted: ident(&tc.name),
                 charset,
                 convert_to: if text { convert_to } else { None },
-                collate: if text { tc.collation.clone() } else { None },
+                collate,
                 skip: tc.generated,
-                pad_to: fixed_binary_len(&tc.data_type, &tc.column_type),
+                pad_to,
                 fuzzy: (text && !tc.collation.as_deref().is_some_and(|c| c.ends_with("_bin")))
                     || matches!(kind, ValueKind::Float | ValueKind::Double),
             });
@@ -203,6 +229,37 @@ impl TablePlan {
                 Ok(())
             }
             _ => self.push_value(out, c, v),
+        }
+    }
+
+    /// Appends `v` as a parameter to store in column `c` (placeholder
+    /// `store_placeholder`): [`TablePlan::push_value`]'s value.
+    pub fn push_param(
+        &self,
+        out: &mut Vec<u8>,
+        c: usize,
+        v: ValueRef<'_>,
+    ) -> Result<(), LiteralError> {
+        match (v, self.cols[c].pad_to) {
+            (ValueRef::Bytes(bytes) | ValueRef::Text(bytes), Some(len)) => {
+                push_param_padded(out, bytes, len);
+                Ok(())
+            }
+            _ => push_param(out, v),
+        }
+    }
+
+    /// Appends `v` as a parameter to compare key column `c` with (placeholder
+    /// `key_placeholder`): [`TablePlan::push_key_value`]'s value.
+    pub fn push_key_param(
+        &self,
+        out: &mut Vec<u8>,
+        c: usize,
+        v: ValueRef<'_>,
+    ) -> Result<(), LiteralError> {
+        match (v, &self.cols[c].collate) {
+            (ValueRef::Text(_), Some(_)) => push_param(out, v),
+            _ => self.push_param(out, c, v),
         }
     }
 

@@ -88,10 +88,36 @@ pub(crate) enum RowOp {
     Delete,
 }
 
+/// What a fast-path statement whose values are parameters does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum ShapeKind {
+    /// `INSERT ... VALUES (...),...`
+    Insert,
+    /// `INSERT ... VALUES (...),... ON DUPLICATE KEY UPDATE ...`
+    Upsert,
+    /// `DELETE ... WHERE key IN (...)`
+    Delete,
+}
+
+/// The statement text a run of parameter rows goes with, but for its row count: the
+/// applier cuts the rows into statements of [`chunks`] rows, prepared once per connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Shape {
+    pub kind: ShapeKind,
+    /// Batch columns the rows carry, as in a group (unused for deletes).
+    pub sig: Vec<u64>,
+    /// Parameters per row.
+    pub per_row: usize,
+}
+
 /// A statement ready to run.
 #[derive(Debug)]
 pub(crate) struct Stmt {
+    /// The statement's text; or with `shape`, its rows' parameters (in
+    /// `outflow_replication::protocol::stmt::push_tagged`'s form).
     pub sql: Vec<u8>,
+    /// Set when the values are parameters.
+    pub shape: Option<Shape>,
     /// Index of the table plan.
     pub plan: usize,
     /// The connection it runs on: statements of one lane run in order.
@@ -124,6 +150,9 @@ pub(crate) struct Cx<'a> {
 pub(crate) struct Limits {
     pub max_statement_bytes: usize,
     pub max_pending_bytes: usize,
+    /// Write the fast path's values as parameters of prepared statements (see [`Shape`]),
+    /// not as literals.
+    pub params: bool,
 }
 
 const STAGE_DELETE: u8 = 1;
@@ -458,8 +487,9 @@ impl Batcher {
                 self.signature(plan, &after, false);
                 let (g, grp) = self.place(cx, st, hash, Stage::Insert, out)?;
                 let start = self.tables[st].gens[g].inserts[grp].sql.len();
+                let params = self.limits.params;
                 let group = &mut self.tables[st].gens[g].inserts[grp];
-                plan_row(plan, &after, &mut group.sql)?;
+                plan_row(plan, &after, params, &mut group.sql)?;
                 group.add_row(key_order(plan, &after), start);
                 self.after_add(cx, st, g, Stage::Insert, grp, start, out)?;
             }
@@ -506,9 +536,10 @@ impl Batcher {
                 }
                 let st = p * self.lanes + self.lane(plan, p, Some(h));
                 let (g, grp) = self.place(cx, st, Some(h), Stage::Update, out)?;
+                let params = self.limits.params;
                 let group = &mut self.tables[st].gens[g].updates[grp];
                 let start = group.sql.len();
-                plan_upsert_row(plan, &before, &after, &mut group.sql)?;
+                plan_upsert_row(plan, &before, &after, params, &mut group.sql)?;
                 group.add_row(key_order(plan, &before), start);
                 self.after_add(cx, st, g, Stage::Update, grp, start, out)?;
             }
@@ -621,13 +652,14 @@ impl Batcher {
             return Ok(false);
         }
         let grp = self.open(cx.plans, p, g, Stage::Update);
+        let params = self.limits.params;
         let t = &mut self.tables[p];
         if let Some(slot) = t.gens[g].deletes.get_mut(m.delete as usize) {
             *slot = None;
         }
         let group = &mut t.gens[g].updates[grp];
         let start = group.sql.len();
-        plan_upsert_row(plan, after, after, &mut group.sql)?;
+        plan_upsert_row(plan, after, after, params, &mut group.sql)?;
         group.add_row(key_order(plan, after), start);
         group.merged += 1;
         if let Some(m) = t.keys.get_mut(&h) {
@@ -666,19 +698,9 @@ impl Batcher {
                     return i;
                 }
                 let mut sql = self.buffer();
-                sql.extend_from_slice(b"INSERT INTO ");
-                sql.extend_from_slice(plan.quoted.as_bytes());
-                sql.push(b' ');
-                let sig = &self.sig;
-                let in_sig = |c: &usize| sig[c / 64] >> (c % 64) & 1 == 1;
-                if stage == Stage::Update {
-                    // Key first, then the changed columns: the order plan_upsert_row writes.
-                    let rest = (0..plan.cols.len()).filter(|c| in_sig(c) && !plan.key.contains(c));
-                    plan.push_column_list(&mut sql, plan.key.iter().copied().chain(rest));
-                } else {
-                    plan.push_column_list(&mut sql, (0..plan.cols.len()).filter(in_sig));
+                if !self.limits.params {
+                    push_insert_head(plan, &self.sig, stage == Stage::Update, &mut sql);
                 }
-                sql.extend_from_slice(b" VALUES ");
                 let group = Group::new(sql, self.sig.clone());
                 let gen = &mut self.tables[p].gens[g];
                 let groups = if stage == Stage::Update {
@@ -760,7 +782,7 @@ impl Batcher {
         if p >= self.tables.len() || !self.tables[p].dirty {
             return Ok(());
         }
-        let (lanes, phase) = (self.lanes, self.phase);
+        let (lanes, phase, params) = (self.lanes, self.phase, self.limits.params);
         let plan = &cx.plans[p / lanes];
         let mut delete_sql = self.buffer();
         let t = &mut self.tables[p];
@@ -773,28 +795,36 @@ impl Batcher {
             let rows = gen.deletes.iter().flatten().count() as u64;
             if rows > 0 {
                 let mut sql = std::mem::take(&mut delete_sql);
-                sql.extend_from_slice(b"DELETE FROM ");
-                sql.extend_from_slice(plan.quoted.as_bytes());
-                sql.extend_from_slice(b" WHERE ");
-                if plan.key.len() == 1 {
-                    sql.extend_from_slice(plan.cols[plan.key[0]].quoted.as_bytes());
-                } else {
-                    plan.push_column_list(&mut sql, plan.key.iter().copied());
+                if !params {
+                    push_delete_head(plan, &mut sql);
                 }
-                sql.extend_from_slice(b" IN (");
                 for (n, &(s, i)) in gen.deletes.iter().flatten().enumerate() {
-                    if n > 0 {
-                        sql.push(b',');
-                    }
                     let before = cx.sections[s as usize]
                         .change(i as usize)
                         .before
                         .ok_or(StageError::NoImage("delete"))?;
+                    if params {
+                        for &k in &plan.key {
+                            let v = before.get(k).ok_or(StageError::NoImage("delete"))?;
+                            plan.push_key_param(&mut sql, k, v)?;
+                        }
+                        continue;
+                    }
+                    if n > 0 {
+                        sql.push(b',');
+                    }
                     plan.push_key_tuple(&mut sql, &before)?;
                 }
-                sql.push(b')');
+                if !params {
+                    sql.push(b')');
+                }
                 flushed += rows as usize * 16;
                 out.push(Stmt {
+                    shape: params.then(|| Shape {
+                        kind: ShapeKind::Delete,
+                        sig: Vec::new(),
+                        per_row: plan.key.len(),
+                    }),
                     sql,
                     plan: p / lanes,
                     lane: p % lanes,
@@ -817,25 +847,20 @@ impl Batcher {
                 let (sql, old) = grp.sorted(self.spare.pop().unwrap_or_default());
                 grp.sql = sql;
                 spare.push(old);
-                grp.sql.pop(); // the trailing comma
-                grp.sql.extend_from_slice(b" ON DUPLICATE KEY UPDATE ");
-                let mut first = true;
-                for c in 0..plan.cols.len() {
-                    if grp.sig[c / 64] >> (c % 64) & 1 == 0 || plan.key.contains(&c) {
-                        continue;
-                    }
-                    if !first {
-                        grp.sql.push(b',');
-                    }
-                    first = false;
-                    let q = plan.cols[c].quoted.as_bytes();
-                    grp.sql.extend_from_slice(q);
-                    grp.sql.extend_from_slice(b"=VALUES(");
-                    grp.sql.extend_from_slice(q);
-                    grp.sql.push(b')');
-                }
+                let shape = if params {
+                    Some(Shape {
+                        kind: ShapeKind::Upsert,
+                        per_row: signature_columns(&grp.sig),
+                        sig: grp.sig,
+                    })
+                } else {
+                    grp.sql.pop(); // the trailing comma
+                    push_upsert_tail(plan, &grp.sig, &mut grp.sql);
+                    None
+                };
                 flushed += grp.sql.len();
                 out.push(Stmt {
+                    shape,
                     sql: grp.sql,
                     plan: p / lanes,
                     lane: p % lanes,
@@ -856,9 +881,19 @@ impl Batcher {
                 let (sql, old) = grp.sorted(self.spare.pop().unwrap_or_default());
                 grp.sql = sql;
                 spare.push(old);
-                grp.sql.pop();
+                let shape = if params {
+                    Some(Shape {
+                        kind: ShapeKind::Insert,
+                        per_row: signature_columns(&grp.sig),
+                        sig: grp.sig,
+                    })
+                } else {
+                    grp.sql.pop(); // the trailing comma
+                    None
+                };
                 flushed += grp.sql.len();
                 out.push(Stmt {
+                    shape,
                     sql: grp.sql,
                     plan: p / lanes,
                     lane: p % lanes,
@@ -887,8 +922,22 @@ impl Batcher {
     }
 }
 
-/// `(v1,v2,...),` for the writable columns an insert image carries.
-fn plan_row(plan: &TablePlan, image: &Image<'_>, out: &mut Vec<u8>) -> Result<(), LiteralError> {
+/// `(v1,v2,...),` for the writable columns an insert image carries; with `params`, their
+/// parameters.
+fn plan_row(
+    plan: &TablePlan,
+    image: &Image<'_>,
+    params: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), LiteralError> {
+    if params {
+        for (c, v) in image.values() {
+            if !plan.cols[c].skip {
+                plan.push_param(out, c, v)?;
+            }
+        }
+        return Ok(());
+    }
     out.push(b'(');
     let mut n = 0;
     for (c, v) in image.values() {
@@ -906,13 +955,27 @@ fn plan_row(plan: &TablePlan, image: &Image<'_>, out: &mut Vec<u8>) -> Result<()
 }
 
 /// `(k1,k2,c1,c2),` for an upsert: key values from the before image, then the changed
-/// writable non-key columns from the after image.
+/// writable non-key columns from the after image; with `params`, their parameters.
 fn plan_upsert_row(
     plan: &TablePlan,
     before: &Image<'_>,
     after: &Image<'_>,
+    params: bool,
     out: &mut Vec<u8>,
 ) -> Result<(), LiteralError> {
+    if params {
+        for &k in &plan.key {
+            if let Some(v) = before.get(k) {
+                plan.push_param(out, k, v)?;
+            }
+        }
+        for (c, v) in after.values() {
+            if !plan.cols[c].skip && !plan.key.contains(&c) {
+                plan.push_param(out, c, v)?;
+            }
+        }
+        return Ok(());
+    }
     out.push(b'(');
     let mut n = 0;
     for &k in &plan.key {
@@ -1009,6 +1072,7 @@ pub(crate) fn careful(
     };
     Ok(Stmt {
         sql,
+        shape: None,
         plan: p,
         lane: 0,
         phase: 0,
@@ -1019,6 +1083,149 @@ pub(crate) fn careful(
         changes: 1,
         merged: 0,
     })
+}
+
+/// Columns in a group's signature.
+fn signature_columns(sig: &[u64]) -> usize {
+    sig.iter().map(|w| w.count_ones() as usize).sum()
+}
+
+/// `INSERT INTO t (cols) VALUES `: for an upsert (`update`) the key first, then the other
+/// columns of `sig`, the order `plan_upsert_row` writes.
+fn push_insert_head(plan: &TablePlan, sig: &[u64], update: bool, sql: &mut Vec<u8>) {
+    sql.extend_from_slice(b"INSERT INTO ");
+    sql.extend_from_slice(plan.quoted.as_bytes());
+    sql.push(b' ');
+    plan.push_column_list(sql, shape_columns(plan, sig, update));
+    sql.extend_from_slice(b" VALUES ");
+}
+
+/// The columns of a group's rows, in the order they are written.
+fn shape_columns<'a>(
+    plan: &'a TablePlan,
+    sig: &'a [u64],
+    update: bool,
+) -> impl Iterator<Item = usize> + Clone + 'a {
+    let in_sig = move |c: &usize| sig[c / 64] >> (c % 64) & 1 == 1;
+    let key = plan.key.iter().copied().filter(move |_| update);
+    let rest = (0..plan.cols.len()).filter(move |c| in_sig(c) && !(update && plan.key.contains(c)));
+    key.chain(rest)
+}
+
+/// ` ON DUPLICATE KEY UPDATE c=VALUES(c),...` over the non-key columns of `sig`.
+fn push_upsert_tail(plan: &TablePlan, sig: &[u64], sql: &mut Vec<u8>) {
+    sql.extend_from_slice(b" ON DUPLICATE KEY UPDATE ");
+    let mut first = true;
+    for c in 0..plan.cols.len() {
+        if sig[c / 64] >> (c % 64) & 1 == 0 || plan.key.contains(&c) {
+            continue;
+        }
+        if !first {
+            sql.push(b',');
+        }
+        first = false;
+        let q = plan.cols[c].quoted.as_bytes();
+        sql.extend_from_slice(q);
+        sql.extend_from_slice(b"=VALUES(");
+        sql.extend_from_slice(q);
+        sql.push(b')');
+    }
+}
+
+/// `DELETE FROM t WHERE key IN (`.
+fn push_delete_head(plan: &TablePlan, sql: &mut Vec<u8>) {
+    sql.extend_from_slice(b"DELETE FROM ");
+    sql.extend_from_slice(plan.quoted.as_bytes());
+    sql.extend_from_slice(b" WHERE ");
+    if plan.key.len() == 1 {
+        sql.extend_from_slice(plan.cols[plan.key[0]].quoted.as_bytes());
+    } else {
+        plan.push_column_list(sql, plan.key.iter().copied());
+    }
+    sql.extend_from_slice(b" IN (");
+}
+
+/// The most rows one prepared statement takes.
+pub(crate) const MAX_SHAPE_ROWS: usize = 256;
+
+/// The row counts a run of `rows` parameter rows is cut into: statements of
+/// [`MAX_SHAPE_ROWS`] rows (fewer when a statement would pass the protocol's 65,535
+/// parameters), then the remainder's binary digits, largest first. A last row alone goes
+/// with the statement before it (2^k + 1 rows): a one-row upsert's count cannot tell a row
+/// found unchanged from one inserted, and would send the transaction to careful mode.
+/// So one table and column set needs at most 17 prepared statements, and a run of rows
+/// at most seven more statements than one.
+pub(crate) fn chunks(rows: u64, per_row: usize) -> impl Iterator<Item = usize> {
+    let limit = (outflow_replication::protocol::stmt::MAX_PARAMS / per_row.max(1))
+        .saturating_sub(1)
+        .clamp(1, MAX_SHAPE_ROWS);
+    let cap = 1u64 << limit.ilog2();
+    let mut left = rows;
+    std::iter::from_fn(move || {
+        if left == 0 {
+            return None;
+        }
+        let next = cap.min(1 << left.ilog2());
+        let take = if left - next == 1 && next > 1 {
+            next + 1
+        } else {
+            next
+        };
+        left -= take;
+        Some(take as usize)
+    })
+}
+
+/// The text of `shape` for `rows` rows, placeholders for their values.
+pub(crate) fn shape_sql(plan: &TablePlan, shape: &Shape, rows: usize, sql: &mut Vec<u8>) {
+    sql.clear();
+    let tuple = |sql: &mut Vec<u8>, cols: &mut dyn Iterator<Item = usize>, key: bool| {
+        sql.push(b'(');
+        for (n, c) in cols.enumerate() {
+            if n > 0 {
+                sql.push(b',');
+            }
+            let col = &plan.cols[c];
+            let ph = if key {
+                &col.key_placeholder
+            } else {
+                &col.store_placeholder
+            };
+            sql.extend_from_slice(ph.as_bytes());
+        }
+        sql.push(b')');
+    };
+    match shape.kind {
+        ShapeKind::Delete => {
+            push_delete_head(plan, sql);
+            for r in 0..rows {
+                if r > 0 {
+                    sql.push(b',');
+                }
+                if plan.key.len() == 1 {
+                    let ph = &plan.cols[plan.key[0]].key_placeholder;
+                    sql.extend_from_slice(ph.as_bytes());
+                } else {
+                    tuple(sql, &mut plan.key.iter().copied(), true);
+                }
+            }
+            sql.push(b')');
+        }
+        ShapeKind::Insert | ShapeKind::Upsert => {
+            let update = shape.kind == ShapeKind::Upsert;
+            push_insert_head(plan, &shape.sig, update, sql);
+            let cols = shape_columns(plan, &shape.sig, update);
+            for r in 0..rows {
+                if r > 0 {
+                    sql.push(b',');
+                }
+                tuple(sql, &mut cols.clone(), false);
+            }
+            if update {
+                push_upsert_tail(plan, &shape.sig, sql);
+            }
+        }
+    }
 }
 
 /// `` `db`.`t` (cols) VALUES (vals)`` for the row an image describes, overlaid on `base`
@@ -1120,20 +1327,77 @@ mod tests {
     }
 
     fn statements(key: bool, txns: &[&[Spec]]) -> Vec<String> {
-        laned(key, txns, 1)
+        let text: Vec<String> = laned(key, txns, 1)
             .into_iter()
             .map(|(sql, _, _)| sql)
-            .collect()
+            .collect();
+        assert_eq!(
+            with_params(key, txns),
+            text,
+            "parameters stand for the same rows"
+        );
+        text
     }
 
     /// The statements with their lane and phase, over `lanes` lanes.
     fn laned(key: bool, txns: &[&[Spec]], lanes: usize) -> Vec<(String, usize, u32)> {
+        built(key, txns, lanes, false)
+            .into_iter()
+            .map(|s| {
+                (
+                    String::from_utf8_lossy(&s.sql).into_owned(),
+                    s.lane,
+                    s.phase,
+                )
+            })
+            .collect()
+    }
+
+    /// The statements built with parameters, each written as the text of its shape for
+    /// all its rows with every `?` replaced by its parameter (these plans have integers
+    /// only): what the text form writes.
+    fn with_params(key: bool, txns: &[&[Spec]]) -> Vec<String> {
+        use outflow_replication::protocol::stmt::{read_tagged, Param};
+        let plans = [plan(key)];
+        built(key, txns, 1, true)
+            .into_iter()
+            .map(|s| {
+                let Some(shape) = &s.shape else {
+                    return String::from_utf8_lossy(&s.sql).into_owned();
+                };
+                let mut text = Vec::new();
+                shape_sql(&plans[s.plan], shape, s.changes as usize, &mut text);
+                let mut out = String::new();
+                let mut params = &s.sql[..];
+                for part in String::from_utf8_lossy(&text).split_inclusive('?') {
+                    match part.strip_suffix('?') {
+                        Some(head) => {
+                            out.push_str(head);
+                            let (p, n) = read_tagged(params).expect("a parameter per ?");
+                            params = &params[n..];
+                            match p {
+                                Param::Int(v) => out.push_str(&v.to_string()),
+                                Param::Null => out.push_str("NULL"),
+                                other => panic!("{other:?}"),
+                            }
+                        }
+                        None => out.push_str(part),
+                    }
+                }
+                assert!(params.is_empty(), "every parameter has its ?");
+                out
+            })
+            .collect()
+    }
+
+    fn built(key: bool, txns: &[&[Spec]], lanes: usize, params: bool) -> Vec<Stmt> {
         let b = batch(key, txns);
         let plans = vec![plan(key)];
         let mut batcher = Batcher::new(
             Limits {
                 max_statement_bytes: 1 << 20,
                 max_pending_bytes: 1 << 20,
+                params,
             },
             lanes,
         );
@@ -1150,18 +1414,33 @@ mod tests {
             }
         }
         batcher.flush_all(cx, &mut out).expect("flush");
-        out.iter()
-            .map(|s| {
-                (
-                    String::from_utf8_lossy(&s.sql).into_owned(),
-                    s.lane,
-                    s.phase,
-                )
-            })
-            .collect()
+        out
     }
 
     const T: &str = "`d`.`t`";
+
+    #[test]
+    fn rows_are_cut_into_few_shapes_and_never_a_lone_last_row() {
+        let cut = |rows, per_row| chunks(rows, per_row).collect::<Vec<_>>();
+        assert_eq!(cut(0, 4), Vec::<usize>::new());
+        assert_eq!(cut(1, 4), [1]);
+        assert_eq!(cut(2, 4), [2]);
+        assert_eq!(cut(3, 4), [3]);
+        assert_eq!(cut(7, 4), [4, 3]);
+        assert_eq!(cut(300, 4), [256, 32, 8, 4]);
+        assert_eq!(cut(513, 4), [256, 257]);
+        // 65,535 parameters at most: rows of 1,000 take 64 (65 with a last one).
+        assert_eq!(cut(97, 1000), [64, 33]);
+        assert_eq!(cut(129, 1000), [64, 65]);
+        for rows in 0..2000u64 {
+            for per_row in [1, 5, 700] {
+                let c = cut(rows, per_row);
+                assert_eq!(c.iter().sum::<usize>() as u64, rows);
+                assert!(c.iter().all(|&n| n * per_row <= 65_535));
+                assert!(rows <= 1 || !c.contains(&1), "{rows}: {c:?}");
+            }
+        }
+    }
 
     #[test]
     fn independent_rows_share_statements() {

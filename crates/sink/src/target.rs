@@ -11,10 +11,11 @@
 //! The connection options keep mysql_async's type, which parses the target URL (with its
 //! TLS parameters), so that callers and the configuration are unchanged.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use outflow_replication::protocol::response::{ResultSet, ServerError};
-use outflow_replication::protocol::stmt::OkPacket;
+use outflow_replication::protocol::stmt::{OkPacket, Param, Prepared};
 use outflow_replication::{ConnectOptions, Connection, QueryResult, TlsMode, TlsOptions};
 
 /// An error of a target session.
@@ -64,7 +65,15 @@ pub enum Reply {
 /// One connection to the target.
 pub struct Session {
     conn: Connection,
+    /// Statements prepared on this connection, by what the caller says they are.
+    statements: HashMap<Vec<u64>, Prepared>,
+    /// Prepared statements no longer wanted, closed before the next prepare.
+    stale: Vec<u32>,
 }
+
+/// Statements kept prepared on one connection before all are closed: the server's
+/// `max_prepared_stmt_count` (16,382 by default) counts every connection's.
+const MAX_STATEMENTS: usize = 512;
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -86,6 +95,8 @@ impl Session {
         opts.read_timeout = None;
         Ok(Session {
             conn: Connection::connect(&opts).await?,
+            statements: HashMap::new(),
+            stale: Vec::new(),
         })
     }
 
@@ -150,6 +161,70 @@ impl Session {
         };
         while self.next().await?.is_some() {}
         Ok(rows)
+    }
+
+    /// The statement prepared as `ident`, if there is one.
+    pub fn prepared(&self, ident: &[u64]) -> Option<Prepared> {
+        self.statements.get(ident).copied()
+    }
+
+    /// Prepares `sql` and keeps it as `ident` (which names what the text says). Nothing
+    /// may be queued or awaiting a reply.
+    pub async fn prepare(&mut self, ident: &[u64], sql: &[u8]) -> Result<Prepared, TargetError> {
+        const DURING: &str = "preparing a statement";
+        if self.statements.len() >= MAX_STATEMENTS {
+            self.forget_statements();
+        }
+        for id in std::mem::take(&mut self.stale) {
+            self.conn.close_statement(id).await?;
+        }
+        let st = self.conn.prepare(sql, DURING).await?;
+        if let Some(old) = self.statements.insert(ident.to_vec(), st) {
+            self.stale.push(old.id);
+        }
+        Ok(st)
+    }
+
+    /// Drops every prepared statement (the table plans they were made from changed).
+    pub fn forget_statements(&mut self) {
+        self.stale
+            .extend(self.statements.drain().map(|(_, st)| st.id));
+    }
+
+    /// Queues an execute of `st` (see [`Connection::queue_execute`]); read its reply with
+    /// [`Session::read_reply`].
+    pub fn queue_execute<'a>(
+        &mut self,
+        st: &Prepared,
+        params: impl IntoIterator<Item = Param<'a>>,
+    ) -> Result<(), TargetError> {
+        Ok(self.conn.queue_execute(st, params)?)
+    }
+
+    /// Queues a statement without rows; read its reply with [`Session::read_reply`].
+    pub fn queue_query(&mut self, sql: &[u8]) {
+        self.conn.queue_query(sql);
+    }
+
+    /// Sends what is queued.
+    pub async fn flush(&mut self) -> Result<(), TargetError> {
+        Ok(self.conn.flush_queue(DURING).await?)
+    }
+
+    /// Bytes queued and not yet sent.
+    pub fn queued_bytes(&self) -> usize {
+        self.conn.queued_bytes()
+    }
+
+    /// Commands queued or sent whose replies are not read.
+    pub fn awaiting(&self) -> usize {
+        self.conn.awaiting_replies()
+    }
+
+    /// The reply to the oldest queued command: its counts, or the server's refusal (the
+    /// connection stays usable).
+    pub async fn read_reply(&mut self) -> Result<Result<OkPacket, ServerError>, TargetError> {
+        Ok(self.conn.read_reply(DURING).await?)
     }
 
     /// Says goodbye and closes.

@@ -26,6 +26,7 @@ mod types {
     pub const NULL: u8 = 0x06;
     pub const DOUBLE: u8 = 0x05;
     pub const VAR_STRING: u8 = 0xFD;
+    pub const NEWDECIMAL: u8 = 0xF6;
     /// Second type byte: the integer is unsigned.
     pub const UNSIGNED: u8 = 0x80;
 }
@@ -46,6 +47,83 @@ pub enum Param<'a> {
     Double(f64),
     /// Bytes, sent as a string; the server converts them to the column's type.
     Bytes(&'a [u8]),
+    /// A DECIMAL's text (`-?digits[.digits]`), sent as an exact decimal value: a string
+    /// compared with a DECIMAL column would be compared as a double.
+    Decimal(&'a [u8]),
+}
+
+/// Tags of [`push_tagged`]'s form.
+const TAG_NULL: u8 = 0;
+const TAG_INT: u8 = 1;
+const TAG_UINT: u8 = 2;
+const TAG_DOUBLE: u8 = 3;
+const TAG_BYTES: u8 = 4;
+const TAG_DECIMAL: u8 = 5;
+
+/// Appends `p` in a compact self-delimiting form (a tag byte, then the value as an execute
+/// carries it), for callers that collect rows of parameters before they know which
+/// statement will take them; read back with [`read_tagged`].
+pub fn push_tagged(out: &mut Vec<u8>, p: Param<'_>) {
+    match p {
+        Param::Null => out.push(TAG_NULL),
+        Param::Int(v) => {
+            out.push(TAG_INT);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        Param::UInt(v) => {
+            out.push(TAG_UINT);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        Param::Double(v) => {
+            out.push(TAG_DOUBLE);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        Param::Bytes(b) | Param::Decimal(b) => {
+            out.push(if matches!(p, Param::Bytes(_)) {
+                TAG_BYTES
+            } else {
+                TAG_DECIMAL
+            });
+            super::put_lenenc(out, b.len() as u64);
+            out.extend_from_slice(b);
+        }
+    }
+}
+
+/// Appends a byte-string parameter of `len` bytes in [`push_tagged`]'s form, its content
+/// written by `write` (which must write exactly `len` bytes): for values that are
+/// formatted or padded on the way in.
+pub fn push_tagged_bytes_with(out: &mut Vec<u8>, len: usize, write: impl FnOnce(&mut Vec<u8>)) {
+    out.push(TAG_BYTES);
+    super::put_lenenc(out, len as u64);
+    let start = out.len();
+    write(out);
+    debug_assert_eq!(out.len() - start, len);
+}
+
+/// The first parameter of `buf` (written by [`push_tagged`]) and the bytes it took;
+/// `None` if `buf` does not start with one.
+pub fn read_tagged(buf: &[u8]) -> Option<(Param<'_>, usize)> {
+    let (&tag, rest) = buf.split_first()?;
+    let fixed = |rest: &[u8]| -> Option<[u8; 8]> { rest.get(..8)?.try_into().ok() };
+    match tag {
+        TAG_NULL => Some((Param::Null, 1)),
+        TAG_INT => Some((Param::Int(i64::from_le_bytes(fixed(rest)?)), 9)),
+        TAG_UINT => Some((Param::UInt(u64::from_le_bytes(fixed(rest)?)), 9)),
+        TAG_DOUBLE => Some((Param::Double(f64::from_le_bytes(fixed(rest)?)), 9)),
+        TAG_BYTES | TAG_DECIMAL => {
+            let mut r = Reader::new(rest);
+            let bytes = r.packed_bytes().ok()?;
+            let used = r.position();
+            let p = if tag == TAG_BYTES {
+                Param::Bytes(bytes)
+            } else {
+                Param::Decimal(bytes)
+            };
+            Some((p, 1 + used))
+        }
+        _ => None,
+    }
 }
 
 /// `COM_STMT_PREPARE` of `sql`.
@@ -138,6 +216,11 @@ pub fn execute<'a>(
                 super::put_lenenc(out, b.len() as u64);
                 out.extend_from_slice(b);
                 (types::VAR_STRING, 0)
+            }
+            Param::Decimal(b) => {
+                super::put_lenenc(out, b.len() as u64);
+                out.extend_from_slice(b);
+                (types::NEWDECIMAL, 0)
             }
         };
         out[types + 2 * given] = ty;
@@ -350,6 +433,48 @@ mod tests {
     use mysql_common::packets::ComStmtExecuteRequestBuilder;
     use mysql_common::proto::MySerialize;
     use mysql_common::value::Value;
+
+    #[test]
+    fn tagged_parameters_read_back_as_written() {
+        let big = vec![7u8; 70_000];
+        let params = [
+            Param::Null,
+            Param::Int(i64::MIN),
+            Param::UInt(u64::MAX),
+            Param::Double(-0.0),
+            Param::Bytes(b""),
+            Param::Bytes(&big),
+            Param::Decimal(b"-12345678901234567890.5"),
+        ];
+        let mut buf = Vec::new();
+        for p in params {
+            push_tagged(&mut buf, p);
+        }
+        push_tagged_bytes_with(&mut buf, 3, |out| out.extend_from_slice(b"abc"));
+        let mut at = 0;
+        let mut back = Vec::new();
+        while at < buf.len() {
+            let (p, n) = read_tagged(&buf[at..]).expect("a parameter");
+            back.push(p);
+            at += n;
+        }
+        assert_eq!(&back[..7], &params[..]);
+        assert_eq!(back[7], Param::Bytes(b"abc"));
+        // Anything cut short, or an unknown tag, is refused rather than misread.
+        assert_eq!(read_tagged(&[TAG_INT, 1, 2]), None);
+        assert_eq!(read_tagged(&[TAG_BYTES, 5, b'a']), None);
+        assert_eq!(read_tagged(&[9]), None);
+        assert_eq!(read_tagged(&[]), None);
+    }
+
+    #[test]
+    fn a_decimal_parameter_is_typed_newdecimal() {
+        let mut out = Vec::new();
+        execute(&mut out, 1, 1, [Param::Decimal(b"1.5")]).unwrap();
+        // header (10), bitmap (1), bound flag (1), then the type.
+        assert_eq!(&out[12..14], &[types::NEWDECIMAL, 0]);
+        assert_eq!(&out[14..], b"\x031.5");
+    }
 
     /// The independent encoder's bytes for the same parameters.
     fn oracle(id: u32, values: &[Value]) -> Vec<u8> {
