@@ -11,6 +11,9 @@
 //!   1 is the streaming default);
 //! - `OUTFLOW_BENCH_APPLY_THREADS`: the applier's connection counts to measure, each on a
 //!   target of its own (default `1,2,4`).
+//! - `OUTFLOW_BENCH_APPLY_FORMS`: how values travel, each form with each connection count
+//!   on a target of its own, in the order given: `params` (prepared statements, the
+//!   default) and `literals` (values in the statement text); default `params`.
 //! - `OUTFLOW_BENCH_APPLY_REPLAY=0`: skip the BINLOG-statement replay;
 //! - `OUTFLOW_BENCH_APPLY_REPLAY_TXNS`: source transactions per replayed target transaction
 //!   (default 5,000: on this workload, the 20,000 row changes of outflow's default
@@ -70,6 +73,21 @@ async fn run() -> Result<()> {
         .split(',')
         .map(|t| t.trim().parse().context("OUTFLOW_BENCH_APPLY_THREADS"))
         .collect::<Result<_>>()?;
+    let forms: Vec<bool> = std::env::var("OUTFLOW_BENCH_APPLY_FORMS")
+        .unwrap_or_else(|_| "params".to_string())
+        .split(',')
+        .map(|f| match f.trim() {
+            "params" => Ok(true),
+            "literals" => Ok(false),
+            other => {
+                anyhow::bail!("OUTFLOW_BENCH_APPLY_FORMS: {other:?} is not params or literals")
+            }
+        })
+        .collect::<Result<_>>()?;
+    let runs: Vec<(usize, bool)> = threads
+        .iter()
+        .flat_map(|&n| forms.iter().map(move |&f| (n, f)))
+        .collect();
 
     let source = Server::start(config().binlog_row_metadata(outflow_testkit::RowMetadata::Full))?;
     let native1 = Server::start(config().slave_parallel_threads(0))?;
@@ -79,7 +97,7 @@ async fn run() -> Result<()> {
             .slave_parallel_mode(ParallelMode::Optimistic),
     )?;
     let mut outflows = Vec::new();
-    for _ in &threads {
+    for _ in &runs {
         outflows.push(Server::start(config().log_bin(false))?);
     }
     let replay = Server::start(config().log_bin(false))?;
@@ -120,9 +138,15 @@ async fn run() -> Result<()> {
 
     let mut results = Vec::new();
 
-    for (&n, outflow) in threads.iter().zip(&outflows) {
+    for (&(n, prepared_statements), outflow) in runs.iter().zip(&outflows) {
+        let form = if prepared_statements {
+            "params"
+        } else {
+            "literals"
+        };
         let cfg = ApplyConfig {
             apply_threads: std::num::NonZeroUsize::new(n).context("threads must be > 0")?,
+            prepared_statements,
             ..ApplyConfig::default()
         };
         let mut applier = Applier::connect(outflow.opts(), cfg).await?;
@@ -157,18 +181,19 @@ async fn run() -> Result<()> {
         );
         applier.close().await;
         results.push(Row {
-            name: format!("outflow, {n} connection(s), {frame_mb} MiB frames"),
+            name: format!("outflow, {n} conn, {form}, {frame_mb} MiB frames"),
             secs,
         });
         println!(
-            "outflow, {n} connection(s): {} target commits, {} statements ({:.1} changes \
-             each), {} careful replays, {:.1} MB of SQL, {:.2} heap allocations per row \
+            "outflow, {n} connection(s), {form}: {} target commits, {} statements ({:.1} changes \
+             each; {} executes), {} careful replays, {:.1} MB of SQL or parameters, {:.2} heap allocations per row \
              change; CPU: {cpu_self:.2} s in this process (decode, SQL), {cpu_target:.2} s \
              in the target mariadbd, over {secs:.2} s; of which building {:.2} s, executing \
              {:.2} s, committing {:.2} s",
             s.commits,
             s.statements,
             (s.inserted + s.updated + s.deleted) as f64 / s.statements.max(1) as f64,
+            s.executes,
             s.careful_replays,
             s.sql_bytes as f64 / 1e6,
             allocs as f64 / rows.max(1) as f64,

@@ -46,9 +46,9 @@
 //! careful mode: one statement per change, in source order, where each conflict is named
 //! and handled by the [`ConflictPolicy`]. Deadlocks and lock-wait timeouts roll back and
 //! retry. A lost connection is returned as a retryable error: reconnect, and re-deliver
-//! from [`Applier::last_applied`]. A lane's statements go to the target several in one
-//! query, up to 1 MiB (one round trip for all); each one's count and error are still its
-//! own. A target transaction's start and the locking read of its checkpoint row take one
+//! from [`Applier::last_applied`]. A lane's statements go to the target several at a time
+//! (pipelined executes, or text statements several in one query, up to 1 MiB); each one's
+//! count and error are still its own. A target transaction's start and the locking read of its checkpoint row take one
 //! round trip; with several lanes, committing takes three: the checkpoint with every
 //! branch's end and prepare (the lanes at once), the coordinator's commit, the other
 //! branches' commits.
@@ -70,39 +70,45 @@
 //! commit and the others' (a few round trips), a reader may see some lanes' part of the
 //! transaction and not the rest. Careful mode and DDL run on the coordinator alone.
 //!
-//! # Statements as text
-//! Values travel as literals in the statement text ([`crate::literal`]), not as
-//! prepared-statement parameters, although the issue lists prepared statements. They were
-//! measured in three forms (`cargo bench --bench statements`: sysbench-shaped upserts on
-//! two connections, 300,000 rows per run, 8 rounds with the forms in rotating order,
-//! groups of 100-1,000 rows):
-//! - text, as here: 1.79 s, 3.22 s of target CPU, 0.14 s of ours, 0.03 allocations a row;
+//! # Prepared statements
+//! The fast path's values travel as parameters of prepared statements
+//! ([`ApplyConfig::prepared_statements`], on by default): a statement of the batcher names
+//! its rows' values in the binary protocol's form ([`crate::literal::push_param`]), and a
+//! lane cuts it into statements of 256 rows and the remainder's binary digits
+//! ([`crate::stage::chunks`]), each an execute of the statement prepared on that connection
+//! for its table, column set and row count (the first time; at most 17 per table and
+//! column set, 512 per connection). A statement's text keeps what a literal's introducer
+//! said: text in another character set than its column's is `CONVERT(? USING cs)`, a text
+//! key compared in a `WHERE` carries its conversion and `COLLATE`, JSON is converted to
+//! utf8mb4, a DECIMAL is sent typed as one (a string would be compared as a double).
+//! Careful mode, probes and the rare single-row statements stay text.
+//!
+//! Measured before it was built (`cargo bench --bench statements`: sysbench-shaped upserts
+//! on two connections, 300,000 rows per run, 8 rounds with the forms in rotating order):
+//! - text: 1.79 s, 3.22 s of target CPU, 0.14 s of ours, 0.03 allocations a row;
 //! - prepared through mysql_async: 1.82 s (0.98x), 3.04 s, 0.22 s, 1.19 allocations a
 //!   row. The driver executes one statement per round trip, where text sends a
 //!   transaction's statements in one query (`MULTI_STATEMENT_BYTES`), so the target's
 //!   connection waits between executes; and it binds each text value as an owned `Vec`;
-//! - prepared through our own client (`outflow_replication::Connection::queue_execute`),
-//!   a transaction's executes pipelined in one write, parameters borrowed from the rows:
-//!   1.66 s (1.095x, won 5 of 8 rounds), 2.97 s, 0.15 s, no allocation. With every group
-//!   256 rows (prepared statements' best case) 1.067x, 8 of 8 rounds. A second run:
-//!   1.119x (7 of 8) and 1.068x (7 of 8), target CPU 2.86 s against 3.25 s.
+//! - prepared through our own client, a transaction's executes pipelined, parameters
+//!   borrowed: 1.66 s (1.095x, won 5 of 8 rounds), 2.97 s, 0.15 s, no allocation; a second
+//!   run 1.119x (7 of 8) and 1.068x (7 of 8), target CPU 2.86 s against 3.25 s.
 //!
-//! So the one form that pays saves the target 8-12% of its CPU, and 7-12% of the wall
-//! time on this bench. The first half of taking it is done: the applier's connections are
-//! our client's ([`crate::target`]). What is left is the statements' shape: a statement
-//! would name rows of the batch instead of holding their text, and a group be cut into
-//! fixed row counts (256, then the remainder's binary digits, so at most 9 statements per
-//! table and column set). A text
-//! key compared in a `WHERE` keeps its column's collation without the text form's
-//! introducer: tried on this machine's MariaDB 10.11 under `SET NAMES binary`, a parameter
-//! compared with a latin1 or utf8mb4 key column matched under the column's collation
-//! (`'ABC'` and `'abc '` found `'abc'`, `'É'` found `'é'`), with or without
-//! `CONVERT(? USING charset)`; MySQL is not tried (none here). A failed execute does not
-//! stop the ones pipelined after it, as a multi-statement query does: after a deadlock,
-//! which rolls the whole transaction back, they would run on their own and commit. So
-//! the session needs `autocommit = 0` (they then run inside a transaction that is rolled
-//! back), or the fast path an XA branch even on one connection, if a branch rolled back
-//! by a deadlock refuses further statements (not yet tried).
+//! Hence the applier's own client ([`crate::target`]) and pipelining: a lane sends up to
+//! 64 executes ahead of their replies. A failed execute does not stop those behind it (a
+//! multi-statement query does stop), and after a deadlock, which rolls the whole
+//! transaction back, they would run on their own and commit. So executes are pipelined
+//! only inside an XA branch: a branch a deadlock rolled back refuses every later statement
+//! (`XAER_RMFAIL`, "ROLLBACK ONLY"; tested against mariadbd in
+//! `outflow-replication/tests/statements.rs`). The fast path therefore runs as an XA
+//! transaction even on one connection (committed in one phase, in as many round trips as
+//! `COMMIT`); a transaction in parts, which stays a plain transaction, reads each execute's
+//! reply before it sends the next.
+//!
+//! A text key in a `WHERE` keeps its column's collation as a parameter too: on this
+//! machine's MariaDB 10.11 under `SET NAMES binary`, `'ABC'` and `'abc '` found `'abc'`,
+//! `'É'` found `'é'`, with or without `CONVERT(? USING charset)`. MySQL is not tried (none
+//! here).
 //!
 //! Not `BINLOG '...'` statements of row events either, though the issue allowed them where
 //! faster: the apply bench replays the backlog's own row events grouped as this applier
@@ -112,8 +118,8 @@
 //! to a query: 2.2-3.2x the target's CPU of one multi-row upsert for the same rows.
 //!
 //! # Session
-//! `SET NAMES binary` (values are written as literals with explicit character sets, see
-//! [`crate::literal`]), `time_zone = '+00:00'` (TIMESTAMPs are UTC), `sql_mode =
+//! `SET NAMES binary` (values are parameters of binary strings, or literals with explicit
+//! character sets, see [`crate::literal`]), `time_zone = '+00:00'` (TIMESTAMPs are UTC), `sql_mode =
 //! 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'` (a 0 in an AUTO_INCREMENT column stays 0;
 //! zero dates and over-long values behave as on a replica), `foreign_key_checks = 0` (rows
 //! of different tables may be applied in another order within a transaction), and

@@ -1,10 +1,12 @@
-//! SQL literals for [`ValueRef`]s, written into a reused byte buffer.
+//! SQL literals and prepared-statement parameters for [`ValueRef`]s, written into a reused
+//! byte buffer with no allocation per value.
 //!
-//! The applier sends values inside the statement text rather than as prepared-statement
-//! parameters: a multi-row statement is then one buffer that is reused from statement to
-//! statement, with no allocation per value (mysql_async's `Value::Bytes` owns a `Vec` per
-//! value). Each literal reads back as exactly the value the source stored, given the
-//! session the applier sets up (`SET NAMES binary`, `time_zone = '+00:00'`, an `sql_mode`
+//! The fast path sends values as parameters ([`push_param`]; module `apply`, "Prepared
+//! statements"); careful mode and single-row statements as literals in their text. A
+//! parameter stands for exactly what the literal does: the same number, the literal's text
+//! for dates and times, the bytes for strings (the statement's placeholder carries the
+//! introducer's character set where it matters). Each literal reads back as exactly the
+//! value the source stored, given the session the applier sets up (`SET NAMES binary`, `time_zone = '+00:00'`, an `sql_mode`
 //! without `NO_BACKSLASH_ESCAPES`):
 //!
 //! | value | literal | why it is exact |
