@@ -223,6 +223,23 @@ impl Group {
         }
     }
 
+    /// Ends the group's statement: with `params`, the shape its parameter rows go with;
+    /// else the text's end (no trailing comma; an upsert's `ON DUPLICATE KEY UPDATE`).
+    fn finish(&mut self, plan: &TablePlan, kind: ShapeKind, params: bool) -> Option<Shape> {
+        if params {
+            return Some(Shape {
+                kind,
+                per_row: signature_columns(&self.sig),
+                sig: std::mem::take(&mut self.sig),
+            });
+        }
+        self.sql.pop(); // the trailing comma
+        if kind == ShapeKind::Upsert {
+            push_upsert_tail(plan, &self.sig, &mut self.sql);
+        }
+        None
+    }
+
     /// The statement with its rows in key order, written into `buf`; gives back the
     /// buffer it no longer needs. A stable sort: rows with equal keys (the changes of one
     /// row, in an update group) keep their order.
@@ -847,17 +864,7 @@ impl Batcher {
                 let (sql, old) = grp.sorted(self.spare.pop().unwrap_or_default());
                 grp.sql = sql;
                 spare.push(old);
-                let shape = if params {
-                    Some(Shape {
-                        kind: ShapeKind::Upsert,
-                        per_row: signature_columns(&grp.sig),
-                        sig: grp.sig,
-                    })
-                } else {
-                    grp.sql.pop(); // the trailing comma
-                    push_upsert_tail(plan, &grp.sig, &mut grp.sql);
-                    None
-                };
+                let shape = grp.finish(plan, ShapeKind::Upsert, params);
                 flushed += grp.sql.len();
                 out.push(Stmt {
                     shape,
@@ -881,16 +888,7 @@ impl Batcher {
                 let (sql, old) = grp.sorted(self.spare.pop().unwrap_or_default());
                 grp.sql = sql;
                 spare.push(old);
-                let shape = if params {
-                    Some(Shape {
-                        kind: ShapeKind::Insert,
-                        per_row: signature_columns(&grp.sig),
-                        sig: grp.sig,
-                    })
-                } else {
-                    grp.sql.pop(); // the trailing comma
-                    None
-                };
+                let shape = grp.finish(plan, ShapeKind::Insert, params);
                 flushed += grp.sql.len();
                 out.push(Stmt {
                     shape,
