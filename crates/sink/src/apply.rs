@@ -2685,12 +2685,18 @@ async fn exec_prepared(
     };
     let window = if lane.pipelined { PIPELINE_WINDOW } else { 1 };
     if let Some(sql) = join {
+        // Its reply is read before any execute is sent: executes behind a refused
+        // `XA START` would run outside the transaction, each committing on its own.
         conn.queue_query(sql.as_bytes());
         replies.due.push_back(Due {
             stmt: None,
             check: Check::Rows(0),
             last: false,
         });
+        replies.settle(conn, stmts, &mut stats, 0).await;
+        if replies.failure.is_some() {
+            return (stats, replies.failure);
+        }
     }
     let mut ident: Vec<u64> = Vec::new();
     'stmts: for (i, stmt) in stmts.iter().enumerate() {
