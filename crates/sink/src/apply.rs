@@ -426,6 +426,16 @@ impl ApplyStats {
         self.times.add(&o.times);
     }
 
+    /// Counts a batched statement that ran as expected: its rows (a merged upsert is a
+    /// delete and an insert) and its bytes.
+    fn count_statement(&mut self, stmt: &Stmt) {
+        self.count_rows(stmt.op, stmt.changes - stmt.merged);
+        self.count_rows(Op::Delete, stmt.merged);
+        self.count_rows(Op::Insert, stmt.merged);
+        self.statements += 1;
+        self.sql_bytes += stmt.sql.len() as u64;
+    }
+
     fn count_rows(&mut self, op: Op, n: u64) {
         match op {
             Op::Insert => self.inserted += n,
@@ -2366,6 +2376,21 @@ enum LaneError {
     },
 }
 
+impl LaneError {
+    /// A batched statement that failed: a duplicate key is an anomaly (careful mode
+    /// names it), anything else the statement's error.
+    fn statement(plan: usize, source: TargetError) -> LaneError {
+        if server_code(&source) == Some(ER_DUP_ENTRY) {
+            return LaneError::Anomaly;
+        }
+        LaneError::Driver {
+            plan,
+            what: "a batched statement",
+            source,
+        }
+    }
+}
+
 impl Checkpoint {
     /// The checkpoint row as read: seq, txns_applied, txns_in_frame, gtid, position.
     fn from_row(row: &[Option<String>]) -> Result<Self, TargetError> {
@@ -2454,16 +2479,7 @@ async fn exec_statements(
         }
         join = None;
     }
-    let failed = |stmt: &Stmt, e: TargetError| {
-        if server_code(&e) == Some(ER_DUP_ENTRY) {
-            return LaneError::Anomaly;
-        }
-        LaneError::Driver {
-            plan: stmt.plan,
-            what: "a batched statement",
-            source: e,
-        }
-    };
+    let failed = |stmt: &Stmt, e| LaneError::statement(stmt.plan, e);
     let mut i = 0;
     while i < stmts.len() {
         let stmt = &stmts[i];
@@ -2529,11 +2545,7 @@ async fn exec_statements(
                 let _ = conn.skip_rest().await;
                 return (stats, Some(LaneError::Anomaly));
             }
-            stats.count_rows(stmt.op, stmt.changes - stmt.merged);
-            stats.count_rows(Op::Delete, stmt.merged);
-            stats.count_rows(Op::Insert, stmt.merged);
-            stats.statements += 1;
-            stats.sql_bytes += stmt.sql.len() as u64;
+            stats.count_statement(stmt);
         }
         if let Err(e) = conn.skip_rest().await {
             return (stats, Some(failed(&stmts[end - 1], e)));
@@ -2637,13 +2649,9 @@ impl Replies {
             };
             let stmt = &stmts[i];
             match reply {
-                Err(e) if e.code == ER_DUP_ENTRY => self.failure = Some(LaneError::Anomaly),
                 Err(e) => {
-                    self.failure = Some(LaneError::Driver {
-                        plan,
-                        what: "a batched statement",
-                        source: TargetError::Server(Box::new(e)),
-                    })
+                    self.failure =
+                        Some(LaneError::statement(plan, TargetError::Server(Box::new(e))))
                 }
                 Ok(ok) if !as_expected(due.check, &ok) => self.failure = Some(LaneError::Anomaly),
                 Ok(_) if due.last => {
@@ -2651,11 +2659,7 @@ impl Replies {
                         stats.prepared += 1;
                         stats.executes += 1;
                     }
-                    stats.count_rows(stmt.op, stmt.changes - stmt.merged);
-                    stats.count_rows(Op::Delete, stmt.merged);
-                    stats.count_rows(Op::Insert, stmt.merged);
-                    stats.statements += 1;
-                    stats.sql_bytes += stmt.sql.len() as u64;
+                    stats.count_statement(stmt);
                 }
                 Ok(_) => stats.executes += 1,
             }
